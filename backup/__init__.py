@@ -1,0 +1,3 @@
+"""volsafe: back up, restore and migrate Docker volumes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""``volsafe backup``: stream a volume out of a read-only helper, compress it, store it everywhere."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from backup import __version__
+from backup.archive_codec import DEFAULT_LEVEL, ArchiveStats, compress_tar
+from backup.docker_host import DockerHost
+from backup.errors import VolsafeError
+from backup.fanout import save_to_all
+from backup.helper import created_helper, read_archive
+from backup.manifest import Manifest
+from backup.naming import BackupId, new_stamp, validate_volume_name
+from backup.progress import Reporter
+from storage_backends import Backend, BackendError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    """How to back up: helper image and compression settings."""
+
+    helper_image: str
+    level: int = DEFAULT_LEVEL
+    threads: int | None = None  # None: one zstd worker per CPU
+
+
+@dataclass
+class VolumeBackup:
+    """The outcome of backing up one volume: the manifest, where it was stored, and where it failed."""
+
+    volume: str
+    manifest: Manifest | None = None
+    stored_on: list[Backend] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # backend url (or "volume") -> one-line reason
+
+    @property
+    def ok(self) -> bool:
+        return self.manifest is not None and not self.failures
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def backup_volume(
+    host: DockerHost, volume: str, backends: list[Backend], options: BackupOptions, progress: Reporter
+) -> VolumeBackup:
+    """Back up one volume to every backend in a single read.
+
+    Returns the outcome; a backup counts on each backend that stored both archive and manifest.
+    Raises VolsafeError if the volume cannot be read at all (nothing is stored then).
+    """
+    info = host.volume(validate_volume_name(volume))
+    created = datetime.now(timezone.utc)
+    backup_id = BackupId(volume, new_stamp(created))
+    stats = ArchiveStats()
+    outcome = VolumeBackup(volume)
+
+    with created_helper(host, options.helper_image, volume, role="backup", writable=False) as helper:
+        with progress.task(f"backup {volume}") as advance:
+            stored = compress_tar(
+                read_archive(host, helper), stats, level=options.level, threads=options.threads, progress=advance
+            )
+            results = save_to_all(backends, backup_id.archive_key, stored)
+
+    manifest = Manifest(
+        backup_id=backup_id,
+        created=created,
+        volume_labels=info.get("Labels") or {},
+        volume_driver=info.get("Driver") or "local",
+        volume_driver_opts=info.get("Options") or {},
+        source_hostname=host.name,
+        source_docker_id=host.daemon_id,
+        volsafe_version=__version__,
+        tar_size=stats.tar_size,
+        stored_size=stats.stored_size,
+        sha256=stats.sha256,
+        entries=stats.entries,
+        compression_level=options.level,
+    )
+    for result in results:
+        if not result.ok:
+            outcome.failures[result.backend.url] = _describe(result.error)
+            continue
+        # The manifest goes last: only now does the backup exist on this backend.
+        try:
+            result.backend.save(backup_id.manifest_key, [manifest.to_json()])
+        except BackendError as exc:
+            outcome.failures[result.backend.url] = _describe(exc)
+            _remove_quietly(result.backend, backup_id.archive_key)
+            continue
+        outcome.stored_on.append(result.backend)
+    if outcome.stored_on:
+        outcome.manifest = manifest
+    return outcome
+
+
+def _remove_quietly(backend: Backend, key: str) -> None:
+    """Remove an archive whose manifest could not be written; it would only be dead weight."""
+    try:
+        backend.remove(key)
+    except BackendError as exc:
+        log.warning("could not remove orphaned archive %s from %s: %s", key, backend.url, exc)
+
+
+def run_backup(
+    host: DockerHost, volumes: list[str], backends: list[Backend], options: BackupOptions, progress: Reporter
+) -> list[VolumeBackup]:
+    """Back up each volume in turn; return one outcome per volume, failures included."""
+    outcomes = []
+    for volume in volumes:
+        try:
+            outcomes.append(backup_volume(host, volume, backends, options, progress))
+        except VolsafeError as exc:
+            outcomes.append(VolumeBackup(volume, failures={"volume": str(exc)}))
+    return outcomes

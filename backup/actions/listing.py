@@ -1,0 +1,23 @@
+"""``volsafe list``: the complete backups in one or more backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backup.catalog import list_backups
+from backup.manifest import Manifest
+from storage_backends import Backend
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One backup as stored on one backend."""
+
+    manifest: Manifest
+    backend: Backend
+
+
+def run_list(backends: list[Backend], volume: str | None = None) -> list[Listed]:
+    """Return every complete backup (of ``volume``, if given) on each backend, oldest first."""
+    rows = [Listed(m, b) for b in backends for m in list_backups(b, volume)]
+    return sorted(rows, key=lambda r: (r.manifest.created, str(r.manifest.backup_id), r.backend.url))

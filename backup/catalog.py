@@ -1,0 +1,66 @@
+"""Finding backups in a backend: list manifests, resolve a REF to one manifest.
+
+A backup exists only once its manifest is stored, and the manifest is written after the archive,
+so listing manifests never shows an interrupted backup.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from backup.errors import ManifestError, NotFoundError
+from backup.manifest import Manifest, parse_manifest
+from backup.naming import BackupId, Ref, backup_id_from_manifest_key
+from storage_backends import Backend, NotFound
+
+log = logging.getLogger(__name__)
+_PARALLEL_LOADS = 8  # manifests are small; on S3 the round trips dominate
+
+
+def load_manifest(backend: Backend, backup_id: BackupId) -> Manifest:
+    """Return the manifest of ``backup_id``. Raises NotFoundError or ManifestError."""
+    try:
+        with backend.open(backup_id.manifest_key) as f:
+            raw = f.read()
+    except NotFound:
+        raise NotFoundError(f"no backup {backup_id} in {backend.url}") from None
+    try:
+        manifest = parse_manifest(raw)
+    except ManifestError as exc:
+        raise ManifestError(f"{backend.url}: manifest of {backup_id}: {exc}") from None
+    if manifest.backup_id != backup_id:
+        raise ManifestError(f"{backend.url}: manifest stored as {backup_id} describes {manifest.backup_id}")
+    return manifest
+
+
+def list_backups(backend: Backend, volume: str | None = None) -> list[Manifest]:
+    """Return the complete backups in ``backend`` (of ``volume`` only, if given), oldest first.
+
+    A manifest that cannot be read or parsed is skipped with a warning on the log.
+    """
+    prefix = f"{volume}/" if volume else ""
+    ids = [bid for info in backend.list(prefix) if (bid := backup_id_from_manifest_key(info.key))]
+    if volume:
+        ids = [bid for bid in ids if bid.volume == volume]
+
+    def load(backup_id: BackupId) -> Manifest | None:
+        try:
+            return load_manifest(backend, backup_id)
+        except (ManifestError, NotFoundError) as exc:
+            log.warning("skipping %s: %s", backup_id, exc)
+            return None
+
+    with ThreadPoolExecutor(max_workers=_PARALLEL_LOADS) as pool:
+        manifests = [m for m in pool.map(load, ids) if m is not None]
+    return sorted(manifests, key=lambda m: (m.created, m.backup_id.stamp))
+
+
+def resolve_ref(backend: Backend, ref: Ref) -> Manifest:
+    """Return the manifest that ``ref`` names. Raises NotFoundError if there is none."""
+    if ref.backup_id is not None:
+        return load_manifest(backend, ref.backup_id)
+    backups = list_backups(backend, ref.volume)
+    if not backups:
+        raise NotFoundError(f"no backups of volume {ref.volume!r} in {backend.url}")
+    return backups[-1]

@@ -1,0 +1,72 @@
+"""``volsafe backup``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import List, Optional
+
+import typer
+
+from backup.actions.backup import BackupOptions, run_backup
+from backup.archive_codec import DEFAULT_LEVEL
+from backup.cli.output import backup_record, human_size, print_backups, print_json
+from backup.locations import open_locations
+from backup.progress import reporter_for
+
+log = logging.getLogger("volsafe")
+
+
+def backup(
+    ctx: typer.Context,
+    volumes: List[str] = typer.Argument(..., metavar="VOLUME", help="Names of the volumes to back up."),
+    to: Optional[List[str]] = typer.Option(
+        None,
+        "--to",
+        metavar="BACKEND",
+        help="Where to store: a directory, file:///path or s3://bucket/prefix. Repeat to write to several "
+        "backends in one pass. [default: ~/.local/share/volsafe/backups]",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
+    level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, help="zstd compression level."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads [default: one per CPU]."),
+) -> None:
+    """Back up volumes to compressed .tar.zst archives with a JSON manifest beside each.
+
+    Each volume is mounted read-only into a short-lived helper container with no network, and its tar
+    stream is compressed and written to every backend at once. A backup is listed only once its
+    archive and manifest are both stored.
+    """
+    state = ctx.obj
+    backends = open_locations(to)
+    if not to and not as_json:
+        print(f"volsafe: backing up to the default location {backends[0].url}", file=sys.stderr)
+    options = BackupOptions(helper_image=state.helper_image, level=level, threads=threads)
+    outcomes = run_backup(state.docker, volumes, backends, options, reporter_for(quiet=as_json))
+
+    records = []
+    for outcome in outcomes:
+        for where, reason in outcome.failures.items():
+            target = "" if where == "volume" else f" to {where}"
+            print(f"volsafe: error: backup of {outcome.volume}{target} failed: {reason}", file=sys.stderr)
+        if outcome.manifest is None:
+            continue
+        m = outcome.manifest
+        for backend in outcome.stored_on:
+            records.append(backup_record(m, backend))
+            if not as_json:
+                print(
+                    f"volsafe: backed up {m.volume} ({m.entries} entries, {human_size(m.tar_size)} -> "
+                    f"{human_size(m.stored_size)}) to {backend.url}",
+                    file=sys.stderr,
+                )
+    if as_json:
+        print_json(records)
+    elif records:
+        print_backups(records)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backup")(backup)

@@ -1,0 +1,36 @@
+"""``volsafe list``."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from backup.actions.listing import run_list
+from backup.cli.output import backup_record, print_backups, print_json
+from backup.locations import open_locations
+from backup.naming import validate_volume_name
+
+
+def list_backups(
+    volume: Optional[str] = typer.Argument(None, help="Only list backups of this volume."),
+    from_: Optional[List[str]] = typer.Option(
+        None, "--from", metavar="BACKEND", help="Backend to read (repeatable). [default: ~/.local/share/volsafe/backups]"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup."),
+) -> None:
+    """List complete backups, oldest first. Interrupted backups are never listed."""
+    if volume is not None:
+        validate_volume_name(volume)
+    rows = run_list(open_locations(from_), volume)
+    records = [backup_record(r.manifest, r.backend) for r in rows]
+    if as_json:
+        print_json(records)
+    elif records:
+        print_backups(records)
+    else:
+        typer.echo("no backups found", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_backups)

@@ -1,0 +1,60 @@
+"""Rendering results for stdout: a plain aligned table for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from backup.manifest import Manifest, format_time
+from storage_backends import Backend
+
+
+def backup_record(manifest: Manifest, backend: Backend) -> dict[str, Any]:
+    """Return the JSON object that ``list --json`` and ``backup --json`` print for one backup."""
+    return {
+        "id": str(manifest.backup_id),
+        "volume": manifest.volume,
+        "created": format_time(manifest.created),
+        "size": manifest.tar_size,
+        "stored_size": manifest.stored_size,
+        "backend": backend.url,
+        "entries": manifest.entries,
+        "sha256": manifest.sha256,
+        "compression": manifest.compression,
+        "source_host": manifest.source_hostname,
+        "source_docker_id": manifest.source_docker_id,
+        "volsafe_version": manifest.volsafe_version,
+    }
+
+
+def human_size(size: int) -> str:
+    """Return ``size`` bytes as a short human-readable string, e.g. ``12.3 MB``."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def print_json(records: list[dict[str, Any]]) -> None:
+    """Print ``records`` as one JSON array on stdout."""
+    typer.echo(json.dumps(records, indent=2))
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Print a left-aligned table with a header row on stdout."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    for row in [headers, *rows]:
+        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def print_backups(records: list[dict[str, Any]]) -> None:
+    """Print backup records as the people-facing table of ``list`` and ``backup``."""
+    rows = [
+        [r["id"], r["volume"], r["created"], human_size(r["size"]), human_size(r["stored_size"]), r["backend"]]
+        for r in records
+    ]
+    print_table(["ID", "VOLUME", "CREATED", "SIZE", "STORED", "BACKEND"], rows)

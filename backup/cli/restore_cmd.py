@@ -1,0 +1,57 @@
+"""``volsafe restore``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from backup.actions.restore import run_restore
+from backup.cli.output import backup_record, print_json
+from backup.locations import open_locations
+from backup.naming import parse_ref
+from backup.progress import reporter_for
+
+
+def restore(
+    ctx: typer.Context,
+    ref: str = typer.Argument(
+        ..., metavar="REF", help="VOLUME or VOLUME@latest (the newest backup of VOLUME), or a backup id as 'list' prints it."
+    ),
+    from_: Optional[str] = typer.Option(
+        None, "--from", metavar="BACKEND", help="Backend to restore from. [default: ~/.local/share/volsafe/backups]"
+    ),
+    to_volume: Optional[str] = typer.Option(
+        None, "--to-volume", metavar="NAME", help="Restore into this volume instead of the original name."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace the contents of a target volume that is not empty."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was restored as JSON; no progress bar."),
+) -> None:
+    """Restore a backup into a volume, creating it with its original labels, driver and options.
+
+    The archive's checksum is verified while it streams. A failed or interrupted restore leaves no
+    half-filled volume: a volume it created is removed, and an existing one keeps its old contents.
+    """
+    state = ctx.obj
+    parsed = parse_ref(ref)
+    (backend,) = open_locations([from_] if from_ else None)
+    outcome = run_restore(
+        state.docker,
+        backend,
+        parsed,
+        helper_image=state.helper_image,
+        to_volume=to_volume,
+        force=force,
+        progress=reporter_for(quiet=as_json),
+    )
+    if as_json:
+        record = backup_record(outcome.manifest, outcome.backend)
+        print_json([{**record, "restored_to": outcome.volume, "created_volume": outcome.created_volume}])
+    else:
+        print(f"volsafe: restored {outcome.manifest.backup_id} into volume {outcome.volume}", file=sys.stderr)
+        typer.echo(outcome.volume)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("restore")(restore)

@@ -1,0 +1,45 @@
+"""Errors that volsafe reports to the user as one line on stderr, with a non-zero exit."""
+
+from __future__ import annotations
+
+
+class VolsafeError(Exception):
+    """A failure the user can act on. ``str(err)`` is the one line that is printed."""
+
+    exit_code = 1
+
+
+class UsageError(VolsafeError):
+    """The command line or a reference is malformed."""
+
+    exit_code = 2
+
+
+class NotFoundError(VolsafeError):
+    """A volume, backup or image that the user named does not exist."""
+
+
+class DockerUnavailable(VolsafeError):
+    """The Docker daemon cannot be reached."""
+
+
+class HelperImageMissing(VolsafeError):
+    """The helper image is absent and cannot be pulled."""
+
+
+class TargetNotEmpty(VolsafeError):
+    """A restore target exists with data in it and ``--force`` was not given."""
+
+
+class IntegrityError(VolsafeError):
+    """An archive does not match its manifest: checksum, size, entry count or format."""
+
+
+class ManifestError(VolsafeError):
+    """A manifest is not valid JSON or lacks required fields."""
+
+
+class Interrupted(VolsafeError):
+    """The user pressed Ctrl-C or volsafe received SIGTERM; clean-up has run."""
+
+    exit_code = 130

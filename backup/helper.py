@@ -1,0 +1,200 @@
+"""Short-lived, locked-down helper containers that mount one volume.
+
+Every helper:
+- has no network, the ``none`` log driver (so no archive byte lands in a container log),
+  ``no-new-privileges`` and every capability dropped, except the few that tar needs to restore
+  owners, modes and device nodes when the helper writes;
+- carries ``io.volsafe.*`` labels so that orphans can be found;
+- is removed on every path, including errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from docker.types import Mount
+
+from backup.docker_host import DockerHost, docker_errors
+from backup.errors import NotFoundError, VolsafeError
+
+LABEL = "io.volsafe.helper"
+MOUNT_POINT = "/volsafe/target"
+MOUNT_PARENT = "/volsafe"
+# What busybox tar needs to recreate a tree as root: chown, write into dirs it does not own,
+# chmod/utime files it does not own, keep setuid/setgid across chown, and mknod.
+WRITER_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD"]
+_OUTPUT_LIMIT = 64 * 1024  # keep the tail of a helper's output for error messages
+
+
+@dataclass(frozen=True)
+class HelperResult:
+    """How a helper that ran a command ended."""
+
+    exit_code: int
+    output: str  # stdout and stderr, interleaved, last 64 KiB
+
+    def last_line(self) -> str:
+        lines = [line for line in self.output.splitlines() if line.strip()]
+        return lines[-1] if lines else f"exit code {self.exit_code}"
+
+
+def _create(host: DockerHost, image: str, volume: str, *, role: str, writable: bool, command: list[str]) -> str:
+    """Create (not start) a helper container and return its id."""
+    api = host.api
+    host_config = api.create_host_config(
+        mounts=[Mount(MOUNT_POINT, volume, type="volume", read_only=not writable, no_copy=True)],
+        network_mode="none",
+        log_config={"type": "none"},
+        security_opt=["no-new-privileges"],
+        cap_drop=["ALL"],
+        cap_add=WRITER_CAPS if writable else None,
+    )
+    labels = {
+        LABEL: "true",
+        "io.volsafe.role": role,
+        "io.volsafe.volume": volume,
+        "io.volsafe.pid": str(os.getpid()),
+        "io.volsafe.created": str(int(time.time())),
+    }
+    name = f"volsafe-{role}-{volume[:40]}-{secrets.token_hex(4)}"
+    with docker_errors(host):
+        created = api.create_container(
+            image,
+            command=command,
+            name=name,
+            labels=labels,
+            host_config=host_config,
+            stdin_open=True,  # with the SDK's default detach=False this also sets StdinOnce
+            network_disabled=True,
+            working_dir="/",
+        )
+    return created["Id"]
+
+
+def _remove(host: DockerHost, container_id: str) -> None:
+    """Force-remove the container; a container that is already gone is fine."""
+    try:
+        with docker_errors(host):
+            host.api.remove_container(container_id, force=True, v=False)
+    except NotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def created_helper(host: DockerHost, image: str, volume: str, *, role: str, writable: bool) -> Iterator[str]:
+    """Yield the id of a created, never started helper with ``volume`` at /volsafe/target.
+
+    Docker's archive endpoints work on such a container; it is removed on exit.
+    """
+    container_id = _create(host, image, volume, role=role, writable=writable, command=["true"])
+    try:
+        yield container_id
+    finally:
+        _remove(host, container_id)
+
+
+def read_archive(host: DockerHost, container_id: str, chunk_size: int = 1 << 21) -> Iterator[bytes]:
+    """Yield a tar of the helper's volume (entries ``.``, ``./a``, …) from Docker's archive endpoint."""
+    with docker_errors(host):
+        stream, _stat = host.api.get_archive(container_id, f"{MOUNT_POINT}/.", chunk_size=chunk_size)
+    with docker_errors(host):
+        yield from stream
+
+
+def write_archive(host: DockerHost, container_id: str, path: str, data) -> None:
+    """Extract tar ``data`` (bytes or a file) into ``path`` of the helper through Docker's archive endpoint."""
+    with docker_errors(host):
+        host.api.put_archive(container_id, path, data)
+
+
+def _raw_socket(attached) -> socket.socket:
+    # docker-py hands back a SocketIO wrapper for unix sockets; shutdown() needs the socket itself.
+    return getattr(attached, "_sock", attached)
+
+
+class _OutputCollector(threading.Thread):
+    """Reads a non-TTY attach stream (8-byte frame headers) and keeps the tail of its payload."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__(daemon=True)
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def _recv_exact(self, size: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < size:
+            piece = self.sock.recv(size - len(data))
+            if not piece:
+                return None
+            data += piece
+        return bytes(data)
+
+    def run(self) -> None:
+        try:
+            while True:
+                header = self._recv_exact(8)
+                if header is None:
+                    return
+                (size,) = struct.unpack(">I", header[4:])
+                payload = self._recv_exact(size)
+                if payload is None:
+                    return
+                self.buffer += payload
+                del self.buffer[:-_OUTPUT_LIMIT]
+        except OSError:
+            return
+
+    def text(self) -> str:
+        return self.buffer.decode(errors="replace")
+
+
+def run_helper(
+    host: DockerHost,
+    image: str,
+    volume: str,
+    command: list[str],
+    *,
+    role: str,
+    writable: bool,
+    stdin: Iterable[bytes] = (),
+) -> HelperResult:
+    """Run ``command`` in a helper with ``volume`` at /volsafe/target, feeding it ``stdin``.
+
+    Returns the exit code and output tail. If iterating ``stdin`` raises, the helper is killed and
+    removed before the exception propagates, so a partial stream is never taken for a whole one.
+    """
+    container_id = _create(host, image, volume, role=role, writable=writable, command=command)
+    try:
+        with docker_errors(host):
+            attached = host.api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            sock = _raw_socket(attached)
+            host.api.start(container_id)
+        collector = _OutputCollector(sock)
+        collector.start()
+        try:
+            for chunk in stdin:
+                sock.sendall(chunk)
+        except BrokenPipeError:
+            pass  # the command stopped reading; its exit code tells why
+        except OSError as exc:
+            raise VolsafeError(f"lost the connection to the helper container: {exc}") from exc
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)  # EOF on the command's stdin
+        with docker_errors(host):
+            status = host.api.wait(container_id)
+        collector.join(timeout=10)
+        with contextlib.suppress(OSError):
+            sock.close()
+        return HelperResult(int(status.get("StatusCode", -1)), collector.text())
+    finally:
+        _remove(host, container_id)

@@ -1,0 +1,157 @@
+"""The JSON manifest stored beside every archive: what was backed up, from where, and how to check it.
+
+Pure: no I/O. ``Manifest.to_json`` writes it, ``parse_manifest`` reads and validates it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from backup.errors import ManifestError
+from backup.naming import BackupId, parse_backup_id
+
+FORMAT = "volsafe-manifest"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One backup's metadata. ``created`` is an aware UTC datetime."""
+
+    backup_id: BackupId
+    created: datetime
+    volume_labels: dict[str, str]
+    volume_driver: str
+    volume_driver_opts: dict[str, str]
+    source_hostname: str
+    source_docker_id: str
+    volsafe_version: str
+    tar_size: int
+    stored_size: int
+    sha256: str
+    entries: int
+    compression: str = "zstd"
+    compression_level: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def volume(self) -> str:
+        return self.backup_id.volume
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the manifest as the JSON-ready dict that is stored."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "id": str(self.backup_id),
+            "created": format_time(self.created),
+            "volsafe_version": self.volsafe_version,
+            "volume": {
+                "name": self.volume,
+                "labels": dict(self.volume_labels),
+                "driver": self.volume_driver,
+                "driver_opts": dict(self.volume_driver_opts),
+            },
+            "source": {"hostname": self.source_hostname, "docker_id": self.source_docker_id},
+            "archive": {
+                "key": self.backup_id.archive_key,
+                "format": "tar",
+                "compression": self.compression,
+                "compression_level": self.compression_level,
+                "tar_size": self.tar_size,
+                "stored_size": self.stored_size,
+                "sha256": self.sha256,
+                "entries": self.entries,
+            },
+            **self.extra,
+        }
+
+    def to_json(self) -> bytes:
+        """Return the manifest serialised as UTF-8 JSON."""
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n").encode()
+
+
+def format_time(when: datetime) -> str:
+    """Return ``when`` as ISO 8601 UTC with a ``Z`` suffix, to the second."""
+    return when.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _get(data: Any, path: str, kind: type | tuple[type, ...]) -> Any:
+    """Return ``data[a][b]…`` for path ``a.b…`` if it exists with type ``kind``; raise ManifestError."""
+    value = data
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ManifestError(f"manifest lacks field {path!r}")
+        value = value[part]
+    # bool is an int subclass in Python; a size of ``true`` is still wrong.
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        raise ManifestError(f"manifest field {path!r} has the wrong type")
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _str_map(data: Any, path: str) -> dict[str, str]:
+    value = _get(data, path, dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ManifestError(f"manifest field {path!r} must map strings to strings")
+    return dict(value)
+
+
+def _count(data: Any, path: str) -> int:
+    value = _get(data, path, int)
+    if value < 0:
+        raise ManifestError(f"manifest field {path!r} is negative")
+    return value
+
+
+def parse_manifest(raw: bytes | str) -> Manifest:
+    """Return the Manifest in ``raw``; raise ManifestError naming the first problem found."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ManifestError("not a volsafe manifest")
+    version = _get(data, "format_version", int)
+    if version > FORMAT_VERSION:
+        raise ManifestError(f"manifest format {version} is newer than this volsafe understands; upgrade volsafe")
+    try:
+        backup_id = parse_backup_id(_get(data, "id", str))
+    except Exception as exc:  # UsageError from the id parser
+        raise ManifestError(f"manifest has a bad id: {exc}") from None
+    if _get(data, "volume.name", str) != backup_id.volume:
+        raise ManifestError("manifest volume name does not match its id")
+    try:
+        created = datetime.strptime(_get(data, "created", str), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise ManifestError("manifest field 'created' is not an ISO 8601 UTC time") from None
+    sha256 = _get(data, "archive.sha256", str)
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ManifestError("manifest field 'archive.sha256' is not a sha256 hex digest")
+    compression = _get(data, "archive.compression", str)
+    if compression != "zstd":
+        raise ManifestError(f"unsupported compression {compression!r}")
+    known = {"format", "format_version", "id", "created", "volsafe_version", "volume", "source", "archive"}
+    return Manifest(
+        backup_id=backup_id,
+        created=created,
+        volume_labels=_str_map(data, "volume.labels"),
+        volume_driver=_get(data, "volume.driver", str),
+        volume_driver_opts=_str_map(data, "volume.driver_opts"),
+        source_hostname=_get(data, "source.hostname", str),
+        source_docker_id=_get(data, "source.docker_id", str),
+        volsafe_version=_get(data, "volsafe_version", str),
+        tar_size=_count(data, "archive.tar_size"),
+        stored_size=_count(data, "archive.stored_size"),
+        sha256=sha256,
+        entries=_count(data, "archive.entries"),
+        compression=compression,
+        compression_level=_get(data, "archive.compression_level", int),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
