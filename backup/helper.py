@@ -72,7 +72,6 @@ def _create(host: DockerHost, image: str, volume: str, *, role: str, writable: b
             name=name,
             labels=labels,
             host_config=host_config,
-            stdin_open=True,  # with the SDK's default detach=False this also sets StdinOnce
             network_disabled=True,
             working_dir="/",
         )
@@ -107,12 +106,6 @@ def read_archive(host: DockerHost, container_id: str, chunk_size: int = 1 << 21)
         stream, _stat = host.api.get_archive(container_id, f"{MOUNT_POINT}/.", chunk_size=chunk_size)
     with docker_errors(host):
         yield from stream
-
-
-def write_archive(host: DockerHost, container_id: str, path: str, data) -> None:
-    """Extract tar ``data`` (bytes or a file) into ``path`` of the helper through Docker's archive endpoint."""
-    with docker_errors(host):
-        host.api.put_archive(container_id, path, data)
 
 
 def _raw_socket(attached) -> socket.socket:
@@ -156,45 +149,89 @@ class _OutputCollector(threading.Thread):
         return self.buffer.decode(errors="replace")
 
 
-def run_helper(
-    host: DockerHost,
-    image: str,
-    volume: str,
-    command: list[str],
-    *,
-    role: str,
-    writable: bool,
-    stdin: Iterable[bytes] = (),
-) -> HelperResult:
-    """Run ``command`` in a helper with ``volume`` at /volsafe/target, feeding it ``stdin``.
+class HelperSession:
+    """A running helper container; commands run in it with ``exec`` while the volume stays mounted.
 
-    Returns the exit code and output tail. If iterating ``stdin`` raises, the helper is killed and
-    removed before the exception propagates, so a partial stream is never taken for a whole one.
+    One container for all steps of a restore keeps volumes whose data lives only while mounted
+    (for example the local driver's tmpfs type) intact between the steps.
     """
-    container_id = _create(host, image, volume, role=role, writable=writable, command=command)
-    try:
-        with docker_errors(host):
-            attached = host.api.attach_socket(
-                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            sock = _raw_socket(attached)
-            host.api.start(container_id)
+
+    def __init__(self, host: DockerHost, container_id: str):
+        self.host = host
+        self.id = container_id
+
+    def exec(self, command: list[str], stdin: Iterable[bytes] = ()) -> HelperResult:
+        """Run ``command`` in the helper, feeding it ``stdin``; return its exit code and output tail.
+
+        If iterating ``stdin`` raises, the exception propagates; the caller removes the helper, which
+        kills the command, so a partial stream is never taken for a whole one.
+        """
+        api = self.host.api
+        with docker_errors(self.host):
+            exec_id = api.exec_create(self.id, command, stdin=True, stdout=True, stderr=True)["Id"]
+            sock = _raw_socket(api.exec_start(exec_id, socket=True))
         collector = _OutputCollector(sock)
         collector.start()
         try:
-            for chunk in stdin:
-                sock.sendall(chunk)
-        except BrokenPipeError:
-            pass  # the command stopped reading; its exit code tells why
-        except OSError as exc:
-            raise VolsafeError(f"lost the connection to the helper container: {exc}") from exc
+            try:
+                for chunk in stdin:
+                    sock.sendall(chunk)
+            except BrokenPipeError:
+                pass  # the command stopped reading; its exit code tells why
+            except OSError as exc:
+                raise VolsafeError(f"lost the connection to the helper container: {exc}") from exc
+            except BaseException:
+                # The command sees a cut-short stdin and stops; wait for that, so that nothing it
+                # still writes can race with the caller's clean-up.
+                self._close(sock)
+                self._exit_code(exec_id)
+                raise
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)  # EOF on the command's stdin
+            collector.join()  # the stream ends when the command exits
+            return HelperResult(self._exit_code(exec_id), collector.text())
+        finally:
+            self._close(sock)
+
+    @staticmethod
+    def _close(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)  # EOF on the command's stdin
-        with docker_errors(host):
-            status = host.api.wait(container_id)
-        collector.join(timeout=10)
+            sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             sock.close()
-        return HelperResult(int(status.get("StatusCode", -1)), collector.text())
+
+    def _exit_code(self, exec_id: str, timeout: float = 60.0) -> int:
+        """Return the exit code of a finished exec; raise VolsafeError if it runs on past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with docker_errors(self.host):
+            while time.monotonic() < deadline:
+                info = self.host.api.exec_inspect(exec_id)
+                if not info.get("Running"):
+                    code = info.get("ExitCode")
+                    return int(code) if code is not None else -1
+                time.sleep(0.05)
+        raise VolsafeError("a command in the helper container did not finish in time")
+
+    def put_archive(self, path: str, data) -> None:
+        """Extract tar ``data`` (bytes or a file) into ``path`` through Docker's archive endpoint."""
+        with docker_errors(self.host):
+            self.host.api.put_archive(self.id, path, data)
+
+
+@contextlib.contextmanager
+def helper_session(host: DockerHost, image: str, volume: str, *, role: str, writable: bool) -> Iterator[HelperSession]:
+    """Yield a started helper with ``volume`` at /volsafe/target; it is removed on exit, on every path."""
+    # busybox sleep takes seconds as a number; the container is force-removed long before this ends.
+    container_id = _create(host, image, volume, role=role, writable=writable, command=["sleep", "2147483647"])
+    try:
+        with docker_errors(host):
+            host.api.start(container_id)
+        yield HelperSession(host, container_id)
     finally:
         _remove(host, container_id)
+
+
+def run_helper(host: DockerHost, image: str, volume: str, command: list[str], *, role: str, writable: bool) -> HelperResult:
+    """Run one command in a fresh helper with ``volume`` mounted; return its exit code and output."""
+    with helper_session(host, image, volume, role=role, writable=writable) as helper:
+        return helper.exec(command)

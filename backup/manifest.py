@@ -75,8 +75,24 @@ class Manifest:
 
 
 def format_time(when: datetime) -> str:
-    """Return ``when`` as ISO 8601 UTC with a ``Z`` suffix, to the second."""
-    return when.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Return ``when`` as ISO 8601 UTC with a ``Z`` suffix, to the millisecond.
+
+    Milliseconds keep two backups taken in the same second in order, so ``@latest`` is right.
+    """
+    when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Return the aware UTC datetime of an ISO 8601 ``…Z`` time; raise ValueError if it is not one."""
+    if not text.endswith("Z"):
+        raise ValueError(text)
+    for pattern in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, pattern).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    raise ValueError(text)
 
 
 def _get(data: Any, path: str, kind: type | tuple[type, ...]) -> Any:
@@ -128,7 +144,7 @@ def parse_manifest(raw: bytes | str) -> Manifest:
     if _get(data, "volume.name", str) != backup_id.volume:
         raise ManifestError("manifest volume name does not match its id")
     try:
-        created = datetime.strptime(_get(data, "created", str), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        created = parse_time(_get(data, "created", str))
     except ValueError:
         raise ManifestError("manifest field 'created' is not an ISO 8601 UTC time") from None
     sha256 = _get(data, "archive.sha256", str)

@@ -24,7 +24,7 @@ from backup.archive_codec import verified_tar
 from backup.catalog import resolve_ref
 from backup.docker_host import DockerHost, docker_errors
 from backup.errors import NotFoundError, TargetNotEmpty, VolsafeError
-from backup.helper import MOUNT_PARENT, MOUNT_POINT, created_helper, run_helper, write_archive
+from backup.helper import MOUNT_PARENT, MOUNT_POINT, HelperSession, helper_session, run_helper
 from backup.manifest import Manifest
 from backup.naming import Ref, validate_volume_name
 from backup.progress import Reporter
@@ -93,13 +93,15 @@ def _metadata_tar(raw_headers, target_name: str) -> tempfile.SpooledTemporaryFil
         for member in src:
             relative = member.name[2:] if member.name.startswith("./") else member.name
             member.name = target_name if relative in (".", "") else f"{target_name}/{relative}"
+            # tarfile writes a member's old pax records over its attributes; let it derive fresh ones.
+            member.pax_headers = {}
             dst.addfile(member)
     out.seek(0)
     return out
 
 
 def _stream_into_staging(
-    host: DockerHost, image: str, volume: str, staging: str, manifest: Manifest, backend: Backend, raw_headers, progress: Reporter
+    helper: HelperSession, volume: str, staging: str, manifest: Manifest, backend: Backend, raw_headers, progress: Reporter
 ) -> None:
     """Extract the verified archive into the staging directory. Raises on any mismatch or tar error."""
     try:
@@ -115,34 +117,37 @@ def _stream_into_staging(
             metadata_sink=raw_headers,
             progress=advance,
         )
-        result = run_helper(
-            host, image, volume, ["sh", "-c", EXTRACT_SCRIPT, "sh", staging], role="restore", writable=True, stdin=tar_chunks
-        )
+        result = helper.exec(["sh", "-c", EXTRACT_SCRIPT, "sh", staging], stdin=tar_chunks)
     if result.exit_code != 0:
         raise VolsafeError(f"restore into {volume!r} failed: tar in the helper exited {result.exit_code}: {result.last_line()}")
 
 
-def _commit(host: DockerHost, image: str, volume: str, staging: str, token: str, raw_headers) -> None:
+def _commit(helper: HelperSession, volume: str, staging: str, token: str, raw_headers) -> None:
     """Swap the staged tree in, then apply directory and symlink metadata. Raises VolsafeError."""
-    result = run_helper(host, image, volume, ["sh", "-c", COMMIT_SCRIPT, "sh", staging, token], role="commit", writable=True)
+    result = helper.exec(["sh", "-c", COMMIT_SCRIPT, "sh", staging, token])
     if result.exit_code != 0:
         raise VolsafeError(f"could not swap the restored data into {volume!r}: {result.last_line()}")
-    with _metadata_tar(raw_headers, MOUNT_POINT.rsplit("/", 1)[1]) as metadata, created_helper(
-        host, image, volume, role="metadata", writable=True
-    ) as helper:
-        write_archive(host, helper, MOUNT_PARENT, metadata)
+    with _metadata_tar(raw_headers, MOUNT_POINT.rsplit("/", 1)[1]) as metadata:
+        helper.put_archive(MOUNT_PARENT, metadata)
 
 
-def _roll_back(host: DockerHost, image: str, volume: str, staging: str, created: bool) -> None:
-    """Undo a failed restore: remove a volume we created, or the staging directory of an old one."""
+def _discard_staging(helper: HelperSession, volume: str, staging: str) -> None:
+    """Remove the staging directory of a failed restore into an existing volume."""
     try:
-        if created:
-            with docker_errors(host):
-                host.api.remove_volume(volume, force=True)
-        else:
-            run_helper(host, image, volume, ["sh", "-c", DISCARD_SCRIPT, "sh", staging], role="rollback", writable=True)
+        result = helper.exec(["sh", "-c", DISCARD_SCRIPT, "sh", staging])
+        if result.exit_code != 0:
+            log.error("could not remove %s from %s: %s", staging, volume, result.last_line())
     except VolsafeError as exc:
-        log.error("roll-back of %s failed: %s", volume, exc)
+        log.error("could not remove %s from %s: %s", staging, volume, exc)
+
+
+def _remove_volume(host: DockerHost, volume: str) -> None:
+    """Remove a volume that a failed restore created."""
+    try:
+        with docker_errors(host):
+            host.api.remove_volume(volume, force=True)
+    except VolsafeError as exc:
+        log.error("could not remove volume %s after the failed restore: %s", volume, exc)
 
 
 def run_restore(
@@ -173,11 +178,19 @@ def run_restore(
             )
     token = secrets.token_hex(6)
     staging = f"{STAGING_PREFIX}{token}"
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT) as raw_headers:
-        try:
-            _stream_into_staging(host, helper_image, volume, staging, manifest, backend, raw_headers, progress)
-            _commit(host, helper_image, volume, staging, token, raw_headers)
-        except BaseException:
-            _roll_back(host, helper_image, volume, staging, created=not exists)
-            raise
+    try:
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT) as raw_headers, helper_session(
+            host, helper_image, volume, role="restore", writable=True
+        ) as helper:
+            try:
+                _stream_into_staging(helper, volume, staging, manifest, backend, raw_headers, progress)
+                _commit(helper, volume, staging, token, raw_headers)
+            except BaseException:
+                if exists:
+                    _discard_staging(helper, volume, staging)
+                raise
+    except BaseException:
+        if not exists:
+            _remove_volume(host, volume)  # only once the helper that mounts it is gone
+        raise
     return RestoreOutcome(manifest, volume, created_volume=not exists, backend=backend)

@@ -1,0 +1,47 @@
+# Shared set-up steps for scripts/test and scripts/install. Idempotent: each step checks first.
+
+log() { printf 'volsafe-setup: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_system_packages() {
+    local missing=()
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' \
+        || missing+=(busybox-static)
+    command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]} from Debian"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+docker_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+ensure_docker_daemon() {
+    if docker_answers; then
+        return
+    fi
+    log "starting dockerd in the background (log: /tmp/volsafe-dockerd.log)"
+    # No bridge or iptables: helpers run with network "none", and sandboxes often lack netfilter.
+    as_root sh -c 'nohup dockerd --iptables=false --bridge=none >/tmp/volsafe-dockerd.log 2>&1 &'
+    for _ in $(seq 1 120); do
+        docker_answers && return
+        sleep 0.5
+    done
+    log "dockerd did not come up; last lines of its log:"
+    tail -n 20 /tmp/volsafe-dockerd.log >&2 || true
+    exit 1
+}
+
+ensure_helper_image() {
+    local tag="$1"
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        return
+    fi
+    log "building helper image $tag from /bin/busybox with docker import"
+    volsafe helper-image build --tag "$tag" >/dev/null
+}

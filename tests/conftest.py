@@ -1,0 +1,115 @@
+"""Shared fixtures: the real Docker daemon, the helper image, uniquely named volumes, and running the CLI."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import docker
+import pytest
+
+from backup.cli import main as cli_main
+from backup.docker_host import DockerHost, connect
+from backup.errors import VolsafeError
+from backup.helper import LABEL as HELPER_LABEL
+
+REQUIRE_DOCKER = os.environ.get("VOLSAFE_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> DockerHost:
+    """The real daemon. In CI (or via scripts/test) its absence fails the run instead of skipping."""
+    try:
+        host = connect()
+    except VolsafeError as exc:
+        if REQUIRE_DOCKER:
+            pytest.fail(f"Docker daemon required but not reachable: {exc}")
+        pytest.skip(f"no Docker daemon: {exc} (run ./scripts/test)")
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="session")
+def helper_image(docker_host: DockerHost) -> str:
+    """The helper image built offline by scripts/test (or here, if missing)."""
+    from backup.helper_image import build_helper_image
+
+    image = os.environ.get("VOLSAFE_TEST_HELPER_IMAGE", "volsafe-helper:test")
+    try:
+        docker_host.api.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        build_helper_image(docker_host, tag=image)
+    return image
+
+
+@pytest.fixture
+def volumes(docker_host: DockerHost):
+    """Make uniquely named volume names; every volume so named is removed after the test."""
+    names: list[str] = []
+
+    def make(label: str = "vol") -> str:
+        name = f"vstest-{label}-{secrets.token_hex(4)}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        try:
+            docker_host.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def no_helper_left_behind(request):
+    """Every docker test must leave no volsafe helper container behind, whatever happened."""
+    yield
+    if "docker_host" not in request.fixturenames:
+        return
+    host = request.getfixturevalue("docker_host")
+    leftovers = host.api.containers(all=True, filters={"label": f"{HELPER_LABEL}=true"})
+    for c in leftovers:
+        host.api.remove_container(c["Id"], force=True)
+    assert not leftovers, f"helper containers left behind: {[c['Names'] for c in leftovers]}"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def volsafe(capsys, helper_image, monkeypatch):
+    """Run the volsafe CLI in-process with the test helper image; return exit code, stdout, stderr."""
+    monkeypatch.setenv("VOLSAFE_HELPER_IMAGE", helper_image)
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = cli_main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def volsafe_process(helper_image):
+    """Start the volsafe CLI as a separate process (for signals); return a Popen factory."""
+
+    def start(*args: str, **kwargs) -> subprocess.Popen:
+        env = {**os.environ, "VOLSAFE_HELPER_IMAGE": helper_image, **kwargs.pop("env", {})}
+        return subprocess.Popen(
+            [sys.executable, "-c", "from backup.cli import main; main()", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            **kwargs,
+        )
+
+    return start
