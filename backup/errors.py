@@ -43,3 +43,15 @@ class Interrupted(VolsafeError):
     """The user pressed Ctrl-C or volsafe received SIGTERM; clean-up has run."""
 
     exit_code = 130
+
+
+class Cancelled(BaseException):
+    """Raised in the main thread on SIGINT or SIGTERM, so that every clean-up path runs.
+
+    A BaseException, like KeyboardInterrupt, so that ``except Exception`` never swallows it; but not
+    a KeyboardInterrupt, which the CLI framework would turn into a silent exit.
+    """
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name

@@ -100,12 +100,33 @@ def created_helper(host: DockerHost, image: str, volume: str, *, role: str, writ
         _remove(host, container_id)
 
 
-def read_archive(host: DockerHost, container_id: str, chunk_size: int = 1 << 21) -> Iterator[bytes]:
-    """Yield a tar of the helper's volume (entries ``.``, ``./a``, …) from Docker's archive endpoint."""
+@contextlib.contextmanager
+def archive_stream(host: DockerHost, container_id: str, chunk_size: int = 1 << 21) -> Iterator[Iterator[bytes]]:
+    """Yield an iterator over a tar of the helper's volume (entries ``.``, ``./a``, …).
+
+    Reads Docker's archive endpoint. The HTTP response is closed on exit even when the stream was
+    not read to its end: the daemon holds the container while it streams, so removing the helper
+    before closing would wait forever.
+    """
+    api = host.api
     with docker_errors(host):
-        stream, _stat = host.api.get_archive(container_id, f"{MOUNT_POINT}/.", chunk_size=chunk_size)
+        # The SDK's get_archive hides the response, and with it any way to close it early.
+        response = api._get(
+            api._url("/containers/{0}/archive", container_id),
+            params={"path": f"{MOUNT_POINT}/."},
+            stream=True,
+            headers={"Accept-Encoding": "identity"},
+        )
+        api._raise_for_status(response)
+    try:
+        yield _guarded(host, response.raw.stream(chunk_size, decode_content=False))
+    finally:
+        response.close()
+
+
+def _guarded(host: DockerHost, chunks: Iterator[bytes]) -> Iterator[bytes]:
     with docker_errors(host):
-        yield from stream
+        yield from chunks
 
 
 def _raw_socket(attached) -> socket.socket:

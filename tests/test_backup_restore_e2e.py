@@ -164,7 +164,7 @@ def test_corrupted_archive_fails_and_leaves_no_volume(docker_host, helper_image,
 
     result = volsafe("restore", record["id"], "--from", str(tmp_path), "--to-volume", target)
     assert result.code != 0
-    assert result.err.count("\n") == 1 and "corrupt" in result.err or "checksum" in result.err
+    assert len(result.err.splitlines()) == 1 and ("corrupt" in result.err or "checksum" in result.err)
     assert not docker_host.volume_exists(target)
 
 

@@ -11,7 +11,7 @@ from backup.archive_codec import DEFAULT_LEVEL, ArchiveStats, compress_tar
 from backup.docker_host import DockerHost
 from backup.errors import VolsafeError
 from backup.fanout import save_to_all
-from backup.helper import created_helper, read_archive
+from backup.helper import archive_stream, created_helper
 from backup.manifest import Manifest
 from backup.naming import BackupId, new_stamp, validate_volume_name
 from backup.progress import Reporter
@@ -61,12 +61,11 @@ def backup_volume(
     stats = ArchiveStats()
     outcome = VolumeBackup(volume)
 
-    with created_helper(host, options.helper_image, volume, role="backup", writable=False) as helper:
-        with progress.task(f"backup {volume}") as advance:
-            stored = compress_tar(
-                read_archive(host, helper), stats, level=options.level, threads=options.threads, progress=advance
-            )
-            results = save_to_all(backends, backup_id.archive_key, stored)
+    with created_helper(host, options.helper_image, volume, role="backup", writable=False) as helper, archive_stream(
+        host, helper
+    ) as tar_chunks, progress.task(f"backup {volume}") as advance:
+        stored = compress_tar(tar_chunks, stats, level=options.level, threads=options.threads, progress=advance)
+        results = save_to_all(backends, backup_id.archive_key, stored)
 
     manifest = Manifest(
         backup_id=backup_id,

@@ -18,7 +18,7 @@ import typer
 from backup import __version__
 from backup.cli import backup_cmd, helper_cmd, list_cmd, restore_cmd
 from backup.cli.state import State
-from backup.errors import Interrupted, VolsafeError
+from backup.errors import Cancelled, Interrupted, VolsafeError
 
 app = typer.Typer(
     name="volsafe",
@@ -79,12 +79,8 @@ def _configure_logging(debug: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so that every clean-up path runs."""
-
-
-def _on_sigterm(_signum, _frame) -> None:
-    raise Terminated()
+def _on_signal(signum, _frame) -> None:
+    raise Cancelled(signal.Signals(signum).name)
 
 
 def _fail(message: str, code: int) -> int:
@@ -98,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (also the console-script entry point)."""
     global _debug
     _debug = False
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = app(args=argv, prog_name="volsafe", standalone_mode=False)
         code = result if isinstance(result, int) else 0
@@ -107,14 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except (click.Abort, KeyboardInterrupt) as exc:
-        cause = exc.__context__ if isinstance(exc, click.Abort) else exc
-        what = "terminated" if isinstance(cause, Terminated) else "interrupted"
+    except (Cancelled, click.Abort, KeyboardInterrupt) as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Cancelled) and exc.signal_name == "SIGTERM" else "interrupted"
         code = _fail(f"{what}; partial work was cleaned up", Interrupted.exit_code)
     except VolsafeError as exc:
         code = _fail(str(exc), exc.exit_code)
     except Exception as exc:  # a bug, or an error we did not foresee: still one line without --debug
         code = _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if argv is None:
         sys.exit(code)
     return code
