@@ -190,7 +190,8 @@ class ResumingReader(io.RawIOBase):
     ``open_at(pos)`` returns a fresh stream of the object from byte ``pos`` (raising BackendError).
     ``classify(exc)`` turns an exception raised while reading into a BackendError (TransientError:
     reopen and go on) or None (not a transport failure: re-raise as is). If ``size`` is known, an
-    early end of stream also counts as a break. At most ``policy.attempts`` consecutive tries may fail
+    early end of stream also counts as a break; ``name`` starts its message, e.g.
+    ``"s3://bkt/p: cannot read KEY"``. At most ``policy.attempts`` consecutive tries may fail
     at one position; any byte of progress resets the count.
     """
 
@@ -257,9 +258,7 @@ class ResumingReader(io.RawIOBase):
             n = len(data)
             view[:n] = data
         if n == 0 and self._size is not None and self._pos < self._size:
-            raise TransientError(
-                f"{self.name}: stream ended at byte {self._pos} of {self._size}"
-            )
+            raise TransientError(f"{self.name}: stream ended early, at byte {self._pos} of {self._size}")
         return n
 
     def _on_break(self, exc: BaseException) -> None:

@@ -422,7 +422,7 @@ class S3Backend(Backend):
             start=offset,
             size=size,
             first=first["Body"],
-            name=f"{self.url}/{key}",
+            name=f"{self.url}: cannot read {key}",
         )
         return io.BufferedReader(reader, buffer_size=READ_BUFFER)
 

@@ -17,7 +17,6 @@ import random
 import uuid
 from typing import Iterator
 
-import boto3
 import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
@@ -127,17 +126,22 @@ def unique_bucket_name() -> str:
 
 
 @contextlib.contextmanager
-def s3_bucket(client) -> Iterator[str]:
-    """Create a bucket with a unique name; on exit abort its uploads, empty it and delete it."""
-    bucket = unique_bucket_name()
-    client.create_bucket(Bucket=bucket)
+def created_bucket(backend: S3Backend) -> Iterator[S3Backend]:
+    """Create ``backend``'s bucket; on exit abort its uploads, empty it and delete it.
+
+    Uses the backend's own client: it was configured through the standard chain (so it honours
+    AWS_ENDPOINT_URL), and making another client costs 0.15 s of model loading per test.
+    """
+    client = backend.client
+    client.create_bucket(Bucket=backend.bucket)
     # Objects outside the backend's prefix (one shares its first characters) must never show up.
-    client.put_object(Bucket=bucket, Key=f"{PREFIX}ture/not-mine", Body=b"x")
-    client.put_object(Bucket=bucket, Key="elsewhere/not-mine", Body=b"x")
+    client.put_object(Bucket=backend.bucket, Key=f"{PREFIX}ture/not-mine", Body=b"x")
+    client.put_object(Bucket=backend.bucket, Key="elsewhere/not-mine", Body=b"x")
     try:
-        yield bucket
+        yield backend
     finally:
-        delete_bucket(client, bucket)
+        delete_bucket(client, backend.bucket)
+        backend.close()
 
 
 def delete_bucket(client, bucket: str) -> None:
@@ -151,35 +155,34 @@ def delete_bucket(client, bucket: str) -> None:
 
 
 @pytest.fixture
-def s3_client_inprocess(aws_env) -> Iterator[object]:
-    """A boto3 S3 client while moto's in-process mock is active."""
+def s3_inprocess(aws_env) -> Iterator[None]:
+    """moto's in-process S3 mock, active for the test."""
     with mock_aws():
-        yield boto3.client("s3")
+        yield
 
 
 @pytest.fixture
-def s3_client_http(aws_env, moto_server, monkeypatch: pytest.MonkeyPatch) -> object:
-    """A boto3 S3 client that reaches moto's HTTP server through AWS_ENDPOINT_URL."""
+def s3_http(aws_env, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the AWS chain at moto's HTTP server through AWS_ENDPOINT_URL; return the endpoint."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    return boto3.client("s3")
+    return moto_server
 
 
 @pytest.fixture
-def s3_backend_inprocess(s3_client_inprocess) -> Iterator[S3Backend]:
+def s3_backend_inprocess(s3_inprocess) -> Iterator[S3Backend]:
     """An S3Backend on a fresh bucket of moto's in-process mock."""
-    with s3_bucket(s3_client_inprocess) as bucket:
-        backend = S3Backend(bucket, PREFIX, part_size=PART, concurrency=3, retry=QUICK_RETRY)
+    backend = S3Backend(unique_bucket_name(), PREFIX, part_size=PART, concurrency=3, retry=QUICK_RETRY)
+    with created_bucket(backend):
         yield backend
-        backend.close()
 
 
 @pytest.fixture
-def s3_backend_http(s3_client_http) -> Iterator[S3Backend]:
+def s3_backend_http(s3_http) -> Iterator[S3Backend]:
     """An S3Backend made from an s3:// URL, on a fresh bucket of moto's HTTP server."""
-    with s3_bucket(s3_client_http) as bucket:
-        backend = S3Backend.from_url(f"s3://{bucket}/{PREFIX}", part_size=PART, concurrency=3, retry=QUICK_RETRY)
+    url = f"s3://{unique_bucket_name()}/{PREFIX}"
+    backend = S3Backend.from_url(url, part_size=PART, concurrency=3, retry=QUICK_RETRY)
+    with created_bucket(backend):
         yield backend
-        backend.close()
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -300,20 +303,20 @@ class BackendConformance:
         assert leftovers(backend) == []
 
     @pytest.mark.parametrize("key", ["../x", "/abs", "a/../b", "a\x00b", "", "a//b", "./a", "a/", "a\\b"])
-    @pytest.mark.parametrize("operation", ["save", "open", "stat", "remove"])
-    def test_invalid_keys_are_refused(self, backend: Backend, key: str, operation: str) -> None:
+    def test_invalid_keys_are_refused(self, backend: Backend, key: str) -> None:
         consumed = []
 
         def chunks() -> Iterator[bytes]:
             consumed.append(True)
             yield b"data"
 
-        with pytest.raises(PermanentError):
-            if operation == "save":
-                backend.save(key, chunks())
-            else:
-                getattr(backend, operation)(key)
-        assert consumed == []
+        for operation in ("save", "open", "stat", "remove"):
+            with pytest.raises(PermanentError):
+                if operation == "save":
+                    backend.save(key, chunks())
+                else:
+                    getattr(backend, operation)(key)
+        assert consumed == []  # refused before reading any input
         assert list(backend.list()) == []
 
     @pytest.mark.parametrize("prefix", ["../", "/abs", "a/../"])
