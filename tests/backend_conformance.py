@@ -211,11 +211,11 @@ class BackendConformance:
         assert backend.stat("vol/a").size == len(new)
         assert [info.key for info in backend.list()] == ["vol/a"]
 
-    @pytest.mark.parametrize("offset", [0, 1, PART - 1, PART, MULTI - 1, MULTI, MULTI + 10])
-    def test_open_with_offset(self, backend: Backend, offset: int) -> None:
+    def test_open_with_offset(self, backend: Backend) -> None:
         data = payload(MULTI, seed=3)
         backend.save("k", iter([data]))
-        assert read_all(backend, "k", offset) == data[offset:]
+        for offset in (0, 1, PART - 1, PART, MULTI - 1, MULTI, MULTI + 10):
+            assert read_all(backend, "k", offset) == data[offset:], f"offset {offset}"
 
     def test_stream_reads_in_pieces(self, backend: Backend) -> None:
         data = payload(PART + 100, seed=4)

@@ -57,8 +57,9 @@ find "$t/$1" -mindepth 1 -maxdepth 1 -exec mv -f {{}} "$t/" \\;
 rmdir "$t/$1"
 rm -rf "$t/$old"
 """
+# Also puts back the root's mtime, which creating and removing the staging directory changed.
 DISCARD_SCRIPT = f"""
-rm -rf "{MOUNT_POINT}/$1"
+rm -rf "{MOUNT_POINT}/$1" && touch -c -d "@$2" {MOUNT_POINT}
 """
 
 
@@ -131,10 +132,18 @@ def _commit(helper: HelperSession, volume: str, staging: str, token: str, raw_he
         helper.put_archive(MOUNT_PARENT, metadata)
 
 
-def _discard_staging(helper: HelperSession, volume: str, staging: str) -> None:
+def _root_mtime(helper: HelperSession) -> str:
+    """Return the volume root's mtime in seconds, as text. Raises VolsafeError."""
+    result = helper.exec(["stat", "-c", "%Y", MOUNT_POINT])
+    if result.exit_code != 0 or not result.output.strip().isdigit():
+        raise VolsafeError(f"cannot inspect the target volume: {result.last_line()}")
+    return result.output.strip()
+
+
+def _discard_staging(helper: HelperSession, volume: str, staging: str, root_mtime: str) -> None:
     """Remove the staging directory of a failed restore into an existing volume."""
     try:
-        result = helper.exec(["sh", "-c", DISCARD_SCRIPT, "sh", staging])
+        result = helper.exec(["sh", "-c", DISCARD_SCRIPT, "sh", staging, root_mtime])
         if result.exit_code != 0:
             log.error("could not remove %s from %s: %s", staging, volume, result.last_line())
     except VolsafeError as exc:
@@ -182,12 +191,13 @@ def run_restore(
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT) as raw_headers, helper_session(
             host, helper_image, volume, role="restore", writable=True
         ) as helper:
+            root_mtime = _root_mtime(helper) if exists else ""
             try:
                 _stream_into_staging(helper, volume, staging, manifest, backend, raw_headers, progress)
                 _commit(helper, volume, staging, token, raw_headers)
             except BaseException:
                 if exists:
-                    _discard_staging(helper, volume, staging)
+                    _discard_staging(helper, volume, staging, root_mtime)
                 raise
     except BaseException:
         if not exists:
