@@ -24,6 +24,7 @@ from docker.types import Mount
 
 from backup.docker_host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
+from backup.http_chunked import ChunkedBodyError, iter_chunked
 
 LABEL = "io.volsafe.helper"
 MOUNT_POINT = "/volsafe/target"
@@ -101,7 +102,7 @@ def created_helper(host: DockerHost, image: str, volume: str, *, role: str, writ
 
 
 @contextlib.contextmanager
-def archive_stream(host: DockerHost, container_id: str, chunk_size: int = 1 << 21) -> Iterator[Iterator[bytes]]:
+def archive_stream(host: DockerHost, container_id: str, chunk_size: int = 1 << 20) -> Iterator[Iterator[bytes]]:
     """Yield an iterator over a tar of the helper's volume (entries ``.``, ``./a``, …).
 
     Reads Docker's archive endpoint. The HTTP response is closed on exit even when the stream was
@@ -119,14 +120,26 @@ def archive_stream(host: DockerHost, container_id: str, chunk_size: int = 1 << 2
         )
         api._raise_for_status(response)
     try:
-        yield _guarded(host, response.raw.stream(chunk_size, decode_content=False))
+        yield _guarded(host, _body_chunks(response, chunk_size))
     finally:
         response.close()
 
 
+def _body_chunks(response, chunk_size: int) -> Iterator[bytes]:
+    """Return the response body as chunks, through the fast chunked decoder where it applies."""
+    buffered = getattr(getattr(response.raw, "_fp", None), "fp", None)  # http.client's socket reader
+    chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    if chunked and hasattr(buffered, "read1"):
+        return iter_chunked(buffered, chunk_size)
+    return response.raw.stream(chunk_size, decode_content=False)
+
+
 def _guarded(host: DockerHost, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    with docker_errors(host):
-        yield from chunks
+    try:
+        with docker_errors(host):
+            yield from chunks
+    except ChunkedBodyError as exc:
+        raise VolsafeError(f"Docker daemon at {host.url}: broken archive stream: {exc}") from None
 
 
 def _raw_socket(attached) -> socket.socket:

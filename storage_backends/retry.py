@@ -28,7 +28,6 @@ from storage_backends.base import (
     BackendError,
     NotFound,
     ObjectInfo,
-    PermanentError,
     TransientError,
 )
 

@@ -319,46 +319,47 @@ class S3Backend(Backend):
         return result
 
     def _error(self, exc: Exception, action: str, key: str) -> BackendError:
-        """Return the BackendError (one line, naming this backend) for a botocore exception."""
-        if isinstance(exc, ClientError):
-            return self._client_error(exc, action, key)
-        what = f"cannot {action} {key}" if key else f"cannot {action}"
-        if isinstance(exc, NoCredentialsError):
-            return PermanentError(f"{self.url}: {_NO_CREDENTIALS}")
-        if isinstance(exc, (PartialCredentialsError, CredentialRetrievalError)):
-            return PermanentError(self._scrub(f"{self.url}: cannot get AWS credentials: {exc}"))
-        if isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            return PermanentError(f"{self.url}: TLS certificate of {self.endpoint_url} not trusted")
-        if isinstance(exc, BotoConnectionError):
-            return TransientError(
-                f"{self.url}: cannot connect to endpoint {self.endpoint_url}: {_root_reason(exc)}"
-            )
-        if isinstance(exc, (HTTPClientError, IncompleteReadError, ChecksumError, FlexibleChecksumError)):
-            return TransientError(
-                f"{self.url}: {what}: connection to {self.endpoint_url} broken: {_root_reason(exc)}"
-            )
-        if isinstance(exc, ParamValidationError):
-            return PermanentError(self._scrub(f"{self.url}: {what}: invalid request: {exc}".replace("\n", " ")))
-        return PermanentError(self._scrub(f"{self.url}: {what}: {exc}"))
+        """Return the BackendError for a botocore exception: one line, naming this backend, with
+        no secret in it."""
+        kind, detail = self._classify(exc, action, key)
+        return kind(" ".join(self._scrub(f"{self.url}: {detail}").split()))
 
-    def _client_error(self, exc: ClientError, action: str, key: str) -> BackendError:
-        """Return the BackendError for an error answer from S3."""
-        code, status, message = _error_fields(exc)
+    def _classify(self, exc: Exception, action: str, key: str) -> tuple[type[BackendError], str]:
+        """Return the error class and the message (after "URL: ") for a botocore exception."""
         what = f"cannot {action} {key}" if key else f"cannot {action}"
+        if isinstance(exc, ClientError):
+            return self._classify_answer(exc, what, key)
+        if isinstance(exc, NoCredentialsError):
+            return PermanentError, _NO_CREDENTIALS
+        if isinstance(exc, (PartialCredentialsError, CredentialRetrievalError)):
+            return PermanentError, f"cannot get AWS credentials: {exc}"
+        if isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return PermanentError, f"TLS certificate of {self.endpoint_url} is not trusted"
+        if isinstance(exc, BotoConnectionError):
+            return TransientError, f"cannot connect to endpoint {self.endpoint_url}: {_root_reason(exc)}"
+        if isinstance(exc, (HTTPClientError, IncompleteReadError, ChecksumError, FlexibleChecksumError)):
+            return TransientError, f"{what}: connection to {self.endpoint_url} broken: {_root_reason(exc)}"
+        if isinstance(exc, ParamValidationError):
+            return PermanentError, f"{what}: invalid request: {exc}"
+        return PermanentError, f"{what}: {exc}"
+
+    def _classify_answer(self, exc: ClientError, what: str, key: str) -> tuple[type[BackendError], str]:
+        """Return the error class and message for an error answer from S3."""
+        code, status, message = _error_fields(exc)
         if code == "NoSuchBucket":
-            return PermanentError(f"{self.url}: bucket does not exist")
+            return PermanentError, "bucket does not exist"
         if code in ("NoSuchKey", "NotFound") or (status == 404 and code in ("404", "")):
-            return NotFound(f"{self.url}: {key}: no such object")
+            return NotFound, f"{key}: no such object"
         if code in _CREDENTIAL_HINTS:
-            return PermanentError(f"{self.url}: {_CREDENTIAL_HINTS[code]}")
+            return PermanentError, _CREDENTIAL_HINTS[code]
         if code == "PreconditionFailed":
-            return PermanentError(f"{self.url}: {key}: object changed while it was being read")
+            return PermanentError, f"{key}: object changed while it was being read"
         if code == "NoSuchUpload":
-            return PermanentError(f"{self.url}: {what}: the multipart upload no longer exists")
-        detail = self._scrub(f"{code}: {message}" if message else code or f"HTTP {status}")
+            return PermanentError, f"{what}: the multipart upload no longer exists"
+        detail = f"{code}: {message}" if message else code or f"HTTP {status}"
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return TransientError(f"{self.url}: {what}: {detail} (HTTP {status})")
-        return PermanentError(f"{self.url}: {what}: {detail}")
+            return TransientError, f"{what}: {detail} (HTTP {status})"
+        return PermanentError, f"{what}: {detail}"
 
     def _not_found_or_no_bucket(self, err: NotFound) -> BackendError:
         """Return ``err``, or a PermanentError if the 404 came from a missing bucket.
@@ -412,7 +413,7 @@ class S3Backend(Backend):
         def open_at(pos: int) -> BinaryIO:
             answer = self._get(key, full_key, pos, etag=etag)
             if answer is None:
-                raise TransientError(f"{self.url}: {key}: object shorter than before while resuming")
+                raise TransientError(f"{self.url}: cannot read {key}: the object got shorter while being read")
             return answer["Body"]
 
         reader = ResumingReader(

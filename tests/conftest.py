@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import docker
 import pytest
 
+# The backend conformance suite is shared as a plugin module; rewrite its asserts before any import.
+pytest.register_assert_rewrite("backend_conformance")
+
 from backup.cli import main as cli_main
 from backup.docker_host import DockerHost, connect
 from backup.errors import VolsafeError
@@ -47,7 +50,11 @@ def helper_image(docker_host: DockerHost) -> str:
 
 @pytest.fixture
 def volumes(docker_host: DockerHost):
-    """Make uniquely named volume names; every volume so named is removed after the test."""
+    """Make uniquely named volume names; every volume so named is removed after the test.
+
+    Also checks that no volsafe helper container that mounted one of them survived the test,
+    whatever happened in it (other test runs on the same daemon are not this test's business).
+    """
     names: list[str] = []
 
     def make(label: str = "vol") -> str:
@@ -56,23 +63,18 @@ def volumes(docker_host: DockerHost):
         return name
 
     yield make
+    leftovers = [
+        c
+        for c in docker_host.api.containers(all=True, filters={"label": f"{HELPER_LABEL}=true"})
+        if c["Labels"].get("io.volsafe.volume") in names
+    ]
+    for c in leftovers:
+        docker_host.api.remove_container(c["Id"], force=True)
     for name in names:
         try:
             docker_host.api.remove_volume(name, force=True)
         except docker.errors.NotFound:
             pass
-
-
-@pytest.fixture(autouse=True)
-def no_helper_left_behind(request):
-    """Every docker test must leave no volsafe helper container behind, whatever happened."""
-    yield
-    if "docker_host" not in request.fixturenames:
-        return
-    host = request.getfixturevalue("docker_host")
-    leftovers = host.api.containers(all=True, filters={"label": f"{HELPER_LABEL}=true"})
-    for c in leftovers:
-        host.api.remove_container(c["Id"], force=True)
     assert not leftovers, f"helper containers left behind: {[c['Names'] for c in leftovers]}"
 
 

@@ -83,7 +83,7 @@ def test_helpers_are_locked_down(docker_host, helper_image, volumes):
     with helper_session(docker_host, helper_image, volume, role="probe", writable=False) as reader:
         result_ro = reader.exec(["sh", "-c", "touch /volsafe/target/x"])
     assert result_ro.exit_code != 0 and "Read-only file system" in result_ro.output
-    assert docker_host.api.containers(all=True, filters={"label": "io.volsafe.helper=true"}) == []
+    assert docker_host.api.containers(all=True, filters={"label": f"io.volsafe.volume={volume}"}) == []
 
 
 def test_missing_helper_image_says_how_to_provide_one(docker_host, volumes, volsafe, tmp_path):

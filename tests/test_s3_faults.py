@@ -9,15 +9,19 @@ moto's HTTP server (see backend_conformance.py); nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import select
 import socket
 import struct
 import threading
+import time
 import traceback
 from typing import Callable, Iterator
 
+import boto3
 import pytest
+from moto.core import set_initial_no_auth_action_count
 
 pytest.register_assert_rewrite("backend_conformance")  # before the import, so its asserts explain
 
@@ -40,6 +44,7 @@ from botocore.exceptions import ConnectionClosedError  # noqa: E402
 
 from storage_backends.base import NotFound, PermanentError, TransientError  # noqa: E402
 from storage_backends.local import LocalBackend  # noqa: E402
+from storage_backends.registry import open_backend  # noqa: E402
 from storage_backends.retry import (  # noqa: E402
     ResumingReader,
     RetryingBackend,
@@ -265,17 +270,21 @@ def test_parts_upload_in_parallel_with_bounded_memory(s3: S3Backend) -> None:
     snapshot = {}
 
     def observe() -> None:
+        deadline = time.monotonic() + 10
+        while len(waiting) < s3.concurrency and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # time enough for save to read on, if it wrongly did
         with lock:
             snapshot.update(consumed=consumed[0], waiting=len(waiting))
         gate.set()
 
-    timer = threading.Timer(0.5, observe)
-    timer.start()
+    observer = threading.Thread(target=observe)
+    observer.start()
     try:
         assert s3.save("big", chunks()) == 7 * PART
     finally:
         gate.set()
-        timer.cancel()
+        observer.join()
     assert snapshot["waiting"] == s3.concurrency
     assert snapshot["consumed"] <= (s3.concurrency + 1) * PART + MiB
     with s3.open("big") as stream:
@@ -550,11 +559,8 @@ def test_no_credentials_error_line(s3_http, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_wrong_credentials_error_lines(s3_inprocess) -> None:
-    """moto checks signatures only in-process with authentication switched on."""
-    import json
-
-    import boto3
-    from moto.core import set_initial_no_auth_action_count
+    """moto checks signatures only in-process with authentication switched on. (Real S3 answers
+    a HEAD with a bare 403, so there stat reports "access denied (check credentials)".)"""
 
     @set_initial_no_auth_action_count(4)  # the IAM set-up and the bucket go through unchecked
     def run() -> None:
@@ -599,6 +605,8 @@ def test_url_with_credentials_is_refused_without_echoing_them() -> None:
 def test_from_url(aws_env, url: str, expected: tuple[str, str, str]) -> None:
     backend = S3Backend.from_url(url)
     assert (backend.bucket, backend.prefix, backend.url) == expected
+    via_registry = open_backend(url)
+    assert isinstance(via_registry, S3Backend) and via_registry.url == expected[2]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from backup.helper import archive_stream, created_helper
 from backup.manifest import Manifest
 from backup.naming import BackupId, new_stamp, validate_volume_name
 from backup.progress import Reporter
+from backup.read_ahead import read_ahead
 from storage_backends import Backend, BackendError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def backup_volume(
     with created_helper(host, options.helper_image, volume, role="backup", writable=False) as helper, archive_stream(
         host, helper
     ) as tar_chunks, progress.task(f"backup {volume}") as advance:
-        stored = compress_tar(tar_chunks, stats, level=options.level, threads=options.threads, progress=advance)
+        stored = compress_tar(read_ahead(tar_chunks), stats, level=options.level, threads=options.threads, progress=advance)
         results = save_to_all(backends, backup_id.archive_key, stored)
 
     manifest = Manifest(

@@ -28,6 +28,7 @@ from backup.helper import MOUNT_PARENT, MOUNT_POINT, HelperSession, helper_sessi
 from backup.manifest import Manifest
 from backup.naming import Ref, validate_volume_name
 from backup.progress import Reporter
+from backup.read_ahead import read_ahead
 from storage_backends import Backend, NotFound
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _stream_into_staging(
             metadata_sink=raw_headers,
             progress=advance,
         )
-        result = helper.exec(["sh", "-c", EXTRACT_SCRIPT, "sh", staging], stdin=tar_chunks)
+        result = helper.exec(["sh", "-c", EXTRACT_SCRIPT, "sh", staging], stdin=read_ahead(tar_chunks))
     if result.exit_code != 0:
         raise VolsafeError(f"restore into {volume!r} failed: tar in the helper exited {result.exit_code}: {result.last_line()}")
 
