@@ -10,8 +10,15 @@ from storage_backends.base import Backend, PermanentError
 def open_backend(location: str) -> Backend:
     """Return the backend for ``location``: a directory path, ``file://PATH`` or ``s3://BUCKET[/PREFIX]``.
 
-    Raises PermanentError for an unknown scheme or a malformed location.
+    The backend comes wrapped in the default retry policy (transient errors are retried with
+    backoff). Raises PermanentError for an unknown scheme or a malformed location.
     """
+    from storage_backends.retry import with_retries
+
+    return with_retries(_open_bare(location))
+
+
+def _open_bare(location: str) -> Backend:
     if "://" not in location:
         from storage_backends.local import LocalBackend
 
