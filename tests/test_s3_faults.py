@@ -605,8 +605,9 @@ def test_url_with_credentials_is_refused_without_echoing_them() -> None:
 def test_from_url(aws_env, url: str, expected: tuple[str, str, str]) -> None:
     backend = S3Backend.from_url(url)
     assert (backend.bucket, backend.prefix, backend.url) == expected
-    via_registry = open_backend(url)
-    assert isinstance(via_registry, S3Backend) and via_registry.url == expected[2]
+    via_registry = open_backend(url)  # wrapped in the default retry policy
+    assert isinstance(via_registry, RetryingBackend) and isinstance(via_registry.inner, S3Backend)
+    assert via_registry.url == expected[2]
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,9 @@ import click
 import typer
 
 from backup import __version__
-from backup.cli import backup_cmd, helper_cmd, list_cmd, restore_cmd
+from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, prune_cmd, restore_cmd, run_cmd
 from backup.cli.state import State
+from backup.locations import use_named_backends
 from backup.errors import Cancelled, Interrupted, VolsafeError
 
 app = typer.Typer(
@@ -52,19 +53,33 @@ def root(
         envvar="VOLSAFE_HELPER_IMAGE",
         help="Image with busybox tar for helper containers [default: volsafe-helper:latest if present, else busybox:stable]",
     ),
+    config: str = typer.Option(
+        None,
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="Config file [default: $VOLSAFE_CONFIG, else ./volsafe.toml, else ~/.config/volsafe/config.toml, if present]",
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show debug logs and tracebacks."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """Back up, restore and migrate Docker volumes."""
     global _debug
     _debug = debug
-    ctx.obj = State(host=host, helper_image_option=helper_image, debug=debug)
+    state = State(host=host, helper_image_option=helper_image, debug=debug, config_option=config)
+    ctx.obj = state
+    # --to/--from NAME resolve through the config's [backends]; it is read only when a name is used.
+    use_named_backends(lambda: state.config.backends)
     _configure_logging(debug)
 
 
 backup_cmd.register(app)
 restore_cmd.register(app)
 list_cmd.register(app)
+prune_cmd.register(app)
+config_cmd.register(app)
+jobs_cmd.register(app)
+run_cmd.register(app)
 helper_cmd.register(app)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
+from backup.config import Config, load_config
 from backup.docker_host import DockerHost, connect
 from backup.helper_image import resolve_helper_image
 
@@ -14,13 +16,34 @@ class State:
     host: str | None
     helper_image_option: str | None
     debug: bool
+    config_option: str | None = None
+
+    def use_config(self, path: str | None) -> None:
+        """Use the config file ``path`` (a subcommand's own --config) instead; None changes nothing."""
+        if path:
+            self.config_option = path
+            self.__dict__.pop("config", None)
+
+    @functools.cached_property
+    def config(self) -> Config:
+        """Return the validated config (loaded on first use), or the defaults. Raises ConfigError."""
+        return load_config(self.config_option)
 
     @functools.cached_property
     def docker(self) -> DockerHost:
-        """Return the connected daemon (connects on first use). Raises DockerUnavailable."""
-        return connect(self.host)
+        """Return the connected daemon (connects on first use). Raises DockerUnavailable.
+
+        --host wins, then $DOCKER_HOST, then the config's [docker] host.
+        """
+        host = self.host
+        if not host and not os.environ.get("DOCKER_HOST"):
+            host = self.config.docker_host
+        return connect(host)
 
     @functools.cached_property
     def helper_image(self) -> str:
-        """Return the helper image, pulling it if needed. Raises HelperImageMissing."""
-        return resolve_helper_image(self.docker, self.helper_image_option)
+        """Return the helper image, pulling it if needed. Raises HelperImageMissing.
+
+        --helper-image (or $VOLSAFE_HELPER_IMAGE) wins, then the config's [docker] helper_image.
+        """
+        return resolve_helper_image(self.docker, self.helper_image_option or self.config.helper_image)

@@ -1,0 +1,141 @@
+"""``volsafe jobs run`` and each scheduled run: back up a job's volumes, then apply its retention.
+
+A job prunes only after a fully successful run: if any volume or backend failed, nothing is removed,
+so a broken backup never costs an older good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import tzlocal
+
+from backup.actions.backup import BackupOptions, VolumeBackup, run_backup
+from backup.actions.prune import Pruned, run_prune
+from backup.config import JobConfig
+from backup.docker_host import DockerHost, docker_errors
+from backup.manifest import format_time
+from backup.progress import Reporter
+from backup.schedule import timezone_of
+from storage_backends import Backend, BackendError
+
+log = logging.getLogger("volsafe.job")
+
+
+@dataclass
+class JobOutcome:
+    """What one run of a job did. ``result`` is ``success``, ``failure`` or ``aborted``."""
+
+    job: str
+    started: datetime
+    finished: datetime | None = None
+    duration: float = 0.0
+    volumes: list[str] = field(default_factory=list)
+    backends: list[str] = field(default_factory=list)
+    bytes: int = 0  # stored (compressed) bytes written, per backend summed
+    backups: list[VolumeBackup] = field(default_factory=list)
+    pruned: list[Pruned] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    aborted: bool = False
+
+    @property
+    def result(self) -> str:
+        return "aborted" if self.aborted else ("failure" if self.errors else "success")
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "success"
+
+    @property
+    def removed(self) -> int:
+        return sum(1 for p in self.pruned if p.removed)
+
+    def summary(self) -> dict:
+        """Return the JSON-ready record kept in the status file and sent to the webhook."""
+        return {
+            "job": self.job,
+            "result": self.result,
+            "started": format_time(self.started),
+            "finished": format_time(self.finished) if self.finished else None,
+            "duration_seconds": round(self.duration, 3),
+            "volumes": list(self.volumes),
+            "bytes": self.bytes,
+            "backends": list(self.backends),
+            "backups": [str(b.manifest.backup_id) for b in self.backups if b.manifest is not None],
+            "pruned": self.removed,
+            "errors": list(self.errors),
+        }
+
+
+def select_volumes(host: DockerHost, job: JobConfig) -> list[str]:
+    """Return the job's volumes: those it names plus those matching all its labels, sorted.
+
+    A label value of ``""`` matches any value. Raises VolsafeError if the daemon cannot be asked.
+    """
+    selected = set(job.volumes)
+    if job.volume_labels:
+        filters = [key if value == "" else f"{key}={value}" for key, value in job.volume_labels.items()]
+        with docker_errors(host):
+            found = host.api.volumes(filters={"label": filters}).get("Volumes") or []
+        selected.update(v["Name"] for v in found)
+    return sorted(selected)
+
+
+def job_timezone(job: JobConfig):
+    """Return the zone of the job's schedule and retention periods: its own, or the local one."""
+    return timezone_of(job.timezone) if job.timezone else tzlocal.get_localzone()
+
+
+def run_job(
+    host: DockerHost, job: JobConfig, backends: list[Backend], helper_image: str, progress: Reporter, outcome: JobOutcome | None = None
+) -> JobOutcome:
+    """Back up the job's volumes to ``backends``; after a fully successful run, prune each backend.
+
+    Returns the outcome (failures are in ``errors``, never raised). ``outcome``, if given, is filled
+    in as the run goes, so a caller that aborts the run (Cancelled) still knows what was done.
+    Cancelled propagates; the backup action cleans up after itself.
+    """
+    outcome = outcome or JobOutcome(job.name, datetime.now(timezone.utc))
+    clock = time.monotonic()
+    outcome.backends = [b.url for b in backends]
+    try:
+        _backup_and_prune(host, job, backends, helper_image, progress, outcome)
+    finally:
+        outcome.finished = datetime.now(timezone.utc)
+        outcome.duration = time.monotonic() - clock
+    return outcome
+
+
+def _backup_and_prune(host, job, backends, helper_image, progress, outcome: JobOutcome) -> None:
+    if job.stop_containers:
+        log.warning("job %s: stop_containers is not implemented yet; containers keep running during the backup", job.name)
+    try:
+        outcome.volumes = select_volumes(host, job)
+    except Exception as exc:  # VolsafeError or a daemon hiccup: the run fails, the scheduler goes on
+        outcome.errors.append(f"cannot list volumes: {exc}")
+        return
+    if not outcome.volumes:
+        outcome.errors.append("no volume matches the job's volumes and volume_labels")
+        return
+    options = BackupOptions(helper_image=helper_image)
+    for volume in outcome.volumes:
+        # One volume at a time, recording each, so an aborted run still reports what it finished.
+        (result,) = run_backup(host, [volume], backends, options, progress)
+        outcome.backups.append(result)
+        for where, reason in result.failures.items():
+            outcome.errors.append(f"{volume}: {reason}" if where == "volume" else f"{volume} to {where}: {reason}")
+        if result.manifest is not None:
+            outcome.bytes += result.manifest.stored_size * len(result.stored_on)
+    if outcome.errors or job.retention.empty:
+        return  # a failed run prunes nothing
+    try:
+        outcome.pruned = run_prune(
+            backends, job.retention, volumes=outcome.volumes, now=datetime.now(timezone.utc), tz=job_timezone(job)
+        )
+    except BackendError as exc:
+        outcome.errors.append(f"prune: {exc}")
+        return
+    outcome.errors.extend(f"prune: {p.decision.id} on {p.backend.url}: {p.error}" for p in outcome.pruned if p.error)

@@ -1,0 +1,120 @@
+"""``volsafe jobs list`` and ``volsafe jobs run NAME``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Optional
+
+import typer
+
+from backup.actions.job import JobOutcome, run_job
+from backup.cli.output import human_size, print_table
+from backup.config import JobConfig
+from backup.errors import NotFoundError
+from backup.health import StatusStore
+from backup.progress import reporter_for
+from backup.scheduler import finish_run, job_backends
+
+jobs_app = typer.Typer(help="List the configured jobs, or run one now.", no_args_is_help=True, rich_markup_mode=None)
+CONFIG_OPTION = typer.Option(None, "--config", "-c", metavar="FILE", help="Config file (as the root --config).")
+
+
+def next_runs(job: JobConfig, now: datetime, count: int) -> list[datetime]:
+    """Return the job's next ``count`` start times after ``now``, before any jitter."""
+    trigger = job.trigger(jitter=False)
+    times: list[datetime] = []
+    previous = None
+    while len(times) < count:
+        upcoming = trigger.get_next_fire_time(previous, previous or now)
+        if upcoming is None:
+            break
+        times.append(upcoming)
+        previous = upcoming
+    return times
+
+
+@jobs_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    config: Optional[str] = CONFIG_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per job."),
+) -> None:
+    """Show each job's schedule, next run and last results (from the status file)."""
+    state = ctx.obj
+    state.use_config(config)
+    cfg = state.config
+    status = StatusStore(cfg.status_file).read()
+    now = datetime.now(timezone.utc)
+    records = []
+    for job in cfg.jobs.values():
+        entry = status.get(job.name) or {}
+        last = entry.get("last_run") or {}
+        upcoming = next_runs(job, now, 1)
+        records.append({
+            "job": job.name,
+            "schedule": job.schedule,
+            "next_run": upcoming[0].isoformat(timespec="seconds") if upcoming else None,
+            "last_result": last.get("result"),
+            "last_run": last.get("started"),
+            "last_success": (entry.get("last_success") or {}).get("finished"),
+            "last_failure": (entry.get("last_failure") or {}).get("finished"),
+            "last_error": (last.get("errors") or [None])[0],
+            "last_bytes": last.get("bytes"),
+        })
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    elif records:
+        print_table(
+            ["JOB", "SCHEDULE", "NEXT RUN", "LAST RESULT", "LAST SUCCESS", "LAST FAILURE"],
+            [[r["job"], r["schedule"], r["next_run"] or "-", r["last_result"] or "never run", r["last_success"] or "-",
+              r["last_failure"] or "-"] for r in records],
+        )
+    else:
+        typer.echo("no jobs configured" + ("" if cfg.path else " (no config file found)"), err=True)
+
+
+@jobs_app.command("run")
+def run_now(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="The job to run, as [jobs.NAME] in the config."),
+    config: Optional[str] = CONFIG_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the run's outcome as JSON; no progress bar."),
+) -> None:
+    """Run one job now, in the foreground: back up its volumes, then (if all went well) prune.
+
+    The outcome is recorded in the status file and sent to the webhook like a scheduled run's.
+    """
+    state = ctx.obj
+    state.use_config(config)
+    cfg = state.config
+    job = cfg.jobs.get(name)
+    if job is None:
+        known = ", ".join(cfg.jobs) or "none"
+        raise NotFoundError(f"no job named {name!r} in {cfg.path or 'the config (no config file found)'} (jobs: {known})")
+    backends = job_backends(cfg, job)
+    outcome = JobOutcome(name, datetime.now(timezone.utc))
+    try:
+        run_job(state.docker, job, backends, state.helper_image, reporter_for(quiet=as_json), outcome)
+    except BaseException:
+        outcome.aborted = True
+        outcome.errors.append("interrupted")
+        finish_run(cfg, outcome, log_line=False)
+        raise
+    summary = finish_run(cfg, outcome, log_line=False)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        print_table(
+            ["JOB", "RESULT", "VOLUMES", "STORED", "SECONDS", "PRUNED"],
+            [[name, outcome.result, str(len(outcome.volumes)), human_size(outcome.bytes), f"{outcome.duration:.1f}", str(outcome.removed)]],
+        )
+        for error in outcome.errors:
+            print(f"volsafe: error: job {name}: {error}", file=sys.stderr)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(jobs_app, name="jobs")

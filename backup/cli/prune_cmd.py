@@ -1,0 +1,95 @@
+"""``volsafe prune``: remove old backups by a restic-style retention policy."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import List, Optional
+
+import tzlocal
+import typer
+
+from backup.actions.prune import run_prune
+from backup.cli.output import print_table
+from backup.errors import UsageError, VolsafeError
+from backup.locations import open_locations
+from backup.manifest import format_time
+from backup.naming import validate_volume_name
+from backup.retention import Policy
+from backup.schedule import timezone_of
+from storage_backends import BackendError
+
+
+def _keep(flag: str, period: str) -> int:
+    return typer.Option(0, flag, min=0, metavar="N", help=f"Keep the newest backup of each of the last N {period} that have one.")
+
+
+def prune(
+    volume: Optional[str] = typer.Argument(None, help="Only prune backups of this volume [default: every volume]."),
+    from_: Optional[List[str]] = typer.Option(
+        None, "--from", metavar="BACKEND", help="Backend to prune (repeatable): a name from the config, a path or a URL. [default: ~/.local/share/volsafe/backups]"
+    ),
+    keep_last: int = typer.Option(0, "--keep-last", min=0, metavar="N", help="Keep the N newest backups."),
+    keep_hourly: int = _keep("--keep-hourly", "hours"),
+    keep_daily: int = _keep("--keep-daily", "days"),
+    keep_weekly: int = _keep("--keep-weekly", "ISO weeks"),
+    keep_monthly: int = _keep("--keep-monthly", "months"),
+    keep_yearly: int = _keep("--keep-yearly", "years"),
+    zone: Optional[str] = typer.Option(None, "--timezone", metavar="TZ", help="Time zone of the periods [default: local]."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show what would be kept and removed, and why."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup."),
+) -> None:
+    """Remove the backups that no keep rule keeps, per volume and backend (restic's semantics).
+
+    Each rule keeps the newest backup of each of its last N periods; a backup any rule keeps stays.
+    The newest backup is never removed. The manifest goes first, so no half-removed backup is listed.
+    """
+    if volume is not None:
+        validate_volume_name(volume)
+    policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
+    if policy.empty:
+        raise UsageError("give at least one keep rule (--keep-last, --keep-daily, ...); prune never removes everything")
+    try:
+        tz = timezone_of(zone) if zone else tzlocal.get_localzone()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        results = run_prune(
+            open_locations(from_), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
+        )
+    except BackendError as exc:
+        raise VolsafeError(str(exc)) from None
+
+    def action(r) -> str:
+        if r.decision.keep:
+            return "keep"
+        return "remove" if dry_run else ("removed" if r.removed else "failed")
+
+    records = [
+        {"id": r.decision.id, "volume": r.manifest.volume, "created": format_time(r.manifest.created), "backend": r.backend.url,
+         "action": action(r), "reason": r.decision.reason, **({"error": r.error} if r.error else {})}
+        for r in results
+    ]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    elif records:
+        print_table(["ACTION", "ID", "CREATED", "BACKEND", "REASON"], [[r["action"], r["id"], r["created"], r["backend"], r["reason"]] for r in records])
+    else:
+        typer.echo("no backups found", err=True)
+    kept = sum(1 for r in results if r.decision.keep)
+    gone = len(results) - kept
+    if dry_run:
+        print(f"volsafe: dry run: would keep {kept} and remove {gone} backup(s) ({policy.describe()})", file=sys.stderr)
+    else:
+        failed = sum(1 for r in results if r.error)
+        print(f"volsafe: kept {kept}, removed {gone - failed} backup(s) ({policy.describe()})", file=sys.stderr)
+        if failed:
+            for r in results:
+                if r.error:
+                    print(f"volsafe: error: could not remove {r.decision.id} from {r.backend.url}: {r.error}", file=sys.stderr)
+            raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune)
