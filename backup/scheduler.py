@@ -31,6 +31,7 @@ from backup.health import HealthServer, StatusStore, send_webhook
 from backup.locations import open_locations
 from backup.manifest import parse_time
 from backup.progress import Reporter
+from backup.units import human_size
 from storage_backends import Backend
 
 log = logging.getLogger("volsafe.scheduler")
@@ -42,15 +43,6 @@ def job_backends(config: Config, job: JobConfig) -> list[Backend]:
     return open_locations(list(job.backends) or None, named=config.backends)
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
-
-
 def finish_run(config: Config, outcome: JobOutcome, store: StatusStore | None = None, log_line: bool = True) -> dict:
     """Log the run's one outcome line (if ``log_line``), record it in the status file, call the webhook.
 
@@ -59,7 +51,7 @@ def finish_run(config: Config, outcome: JobOutcome, store: StatusStore | None = 
     summary = outcome.summary()
     line = (
         f"job {outcome.job}: {outcome.result}: {len(outcome.volumes)} volume(s) {','.join(outcome.volumes) or '-'}, "
-        f"{_size(outcome.bytes)}, {outcome.duration:.1f}s, to {', '.join(outcome.backends) or '-'}"
+        f"{human_size(outcome.bytes)}, {outcome.duration:.1f}s, to {', '.join(outcome.backends) or '-'}"
     )
     if outcome.ok and outcome.pruned:
         line += f"; pruned {outcome.removed}, kept {len(outcome.pruned) - outcome.removed}"

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from backup.manifest import Manifest, format_time
+from backup.units import human_size
 from storage_backends import Backend
 
 
@@ -27,16 +28,6 @@ def backup_record(manifest: Manifest, backend: Backend) -> dict[str, Any]:
         "source_docker_id": manifest.source_docker_id,
         "volsafe_version": manifest.volsafe_version,
     }
-
-
-def human_size(size: int) -> str:
-    """Return ``size`` bytes as a short human-readable string, e.g. ``12.3 MB``."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def print_json(records: list[dict[str, Any]]) -> None:
