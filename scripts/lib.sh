@@ -9,13 +9,14 @@ as_root() {
 ensure_system_packages() {
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-    [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' \
-        || missing+=(busybox-static)
+    # The helper image is /bin/busybox alone, so it must be the static build (ldd fails on it).
+    { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
     command -v zstd >/dev/null 2>&1 || missing+=(zstd)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]} from Debian"
-        as_root apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+        # Wait for a dpkg lock held by another apt run instead of failing at once.
+        as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
     fi
 }
 
