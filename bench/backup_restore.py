@@ -74,6 +74,12 @@ def log(msg: str) -> None:
 # Running commands
 
 
+def settle() -> float:
+    """Flush dirty pages (untimed) so that one run's writes and deletions are not billed to the next; return 1-min load."""
+    os.sync()
+    return os.getloadavg()[0]
+
+
 def run(cmd: list[str], *, env: dict | None = None, stdin_data: bytes | None = None, check: bool = True,
         timeout: float = CMD_TIMEOUT) -> tuple[float, str, str]:
     """Run ``cmd``; return (wall seconds, stdout, stderr). On Ctrl-C/SIGTERM the child is interrupted too."""
@@ -361,6 +367,7 @@ class Bench:
                        "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
                        "open(sys.argv[1],'w').write(json.dumps([u.ru_maxrss,u.ru_utime,u.ru_stime]));sys.exit(r)")
             cmd = [sys.executable, "-c", wrapper, usage_file, *self.volsafe, *args]
+        load = settle()
         wall, out, _err = run(cmd, env=self.env)
         rss_kb = user = sys_ = None
         text = Path(usage_file).read_text()
@@ -377,7 +384,7 @@ class Bench:
         else:
             rss_kb, user, sys_ = json.loads(text)
         return {"seconds": wall, "peak_rss_mb": rss_kb * 1024 / MB if rss_kb else None, "cpu_user_s": user,
-                "cpu_sys_s": sys_, "stdout": out}
+                "cpu_sys_s": sys_, "load_before": load, "stdout": out}
 
     def volsafe_backup(self, volume: str, dest: str) -> dict:
         r = self._volsafe(["backup", volume, "--to", dest, "--json"])
@@ -395,8 +402,9 @@ class Bench:
     def _recipe(self, what: str, volume: str, mode: str, directory: str, tar_args: list[str]) -> dict:
         cmd = ["docker", "run", "--rm", "--name", container_name(what), "--label", f"{BENCH_LABEL}={_run_token}",
                "-v", f"{volume}:/data{mode}", "-v", f"{directory}:/backup", self.image, "tar", *tar_args]
+        load = settle()
         wall, _out, _err = run(cmd)
-        return {"seconds": wall}
+        return {"seconds": wall, "load_before": load}
 
     def recipe_backup(self, volume: str, directory: str, gzip: bool) -> dict:
         name = "x.tar.gz" if gzip else "x.tar"
@@ -492,7 +500,7 @@ def markdown(meta: dict, summary: dict[str, dict], tar_bytes: int) -> str:
         f"{meta['dataset']['total']['dirs']} dirs): "
         + ", ".join(f"{k} {v['bytes'] / MB:.0f} MB / {v['files']} files"
                     for k, v in meta["dataset"].items() if k != "total")
-        + f". Median of {meta['rounds']} rounds after 1 warm-up round, interleaved; warm page cache. "
+        + f". Median of {meta['rounds']} rounds after 1 warm-up round, interleaved; `sync` (untimed) before each run. "
         "MB = 10^6 bytes; MB/s = volume tar size / median wall time (host-side, incl. container start-up).",
         "",
         "| operation | tool | median s | min–max s | MB/s | stored MB | ratio | volsafe peak RSS MB | volsafe CPU user+sys s |",
@@ -525,6 +533,11 @@ def markdown(meta: dict, summary: dict[str, dict], tar_bytes: int) -> str:
         lines += ["", "Warm-up restores checked against the source (content, size, owner, mode, mtime of every file; "
                       "entry count): " + ", ".join(f"{k}: {'ok' if v else 'MISMATCH'}" for k, v in meta["verified"].items())
                   + "."]
+    loads = meta.get("loads") or []
+    lines += ["", f"volsafe code measured: {meta['git']}. 1-minute load average before the measured runs: "
+                  f"median {statistics.median(loads):.1f}, max {max(loads):.1f} on {meta['cpus']} CPUs"
+                  + (" (the machine was busy with other work: times are inflated and scattered)" if max(loads) > 1.5 else "")
+                  + "."] if loads else []
     lines += ["", "Notes: volsafe fsyncs the archive before renaming it into place; the recipe's tar does not "
                   "(its archive may still be in the page cache when the timer stops). Each number includes "
                   "container creation and removal.", ""]
@@ -532,6 +545,19 @@ def markdown(meta: dict, summary: dict[str, dict], tar_bytes: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _git_state() -> str:
+    """The commit measured, and whether volsafe's code differed from it (others may edit while we run)."""
+    repo = HERE.parent
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "backup", "storage_backends"],
+                               capture_output=True, text=True).stdout.split("\n")
+        dirty = [line[3:] for line in dirty if line.strip()]
+    except OSError:
+        return "unknown"
+    return head + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else "")
 
 
 def cleanup(image: str) -> None:
@@ -545,7 +571,11 @@ def cleanup(image: str) -> None:
                 docker("rm", "-f", *ids, check=False)
         except Exception as exc:  # noqa: BLE001
             log(f"clean-up: {exc}")
-    for vol in _created_volumes:
+    try:  # volsafe restore copies the source's labels, so restored volumes carry ours too
+        labelled = docker("volume", "ls", "-q", "--filter", f"label={BENCH_LABEL}={_run_token}", check=False).split()
+    except Exception:  # noqa: BLE001
+        labelled = []
+    for vol in dict.fromkeys(_created_volumes + labelled):
         try:
             docker("volume", "rm", "-f", vol, check=False)
         except Exception as exc:  # noqa: BLE001
@@ -572,6 +602,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     _run_token = secrets.token_hex(3)
     started = time.perf_counter()
+    git_at_start = _git_state()
     try:
         docker("image", "inspect", args.image)
         workdir = tempfile.mkdtemp(prefix=f"volsafe-bench-{_run_token}-", dir=args.workdir)
@@ -604,6 +635,7 @@ def main() -> int:
         except Exception:  # noqa: BLE001
             pass
         meta = {
+            "git": git_at_start if git_at_start == _git_state() else f"changed during the run: {git_at_start} -> {_git_state()}",
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
             "volsafe_version": versions.get("volsafe", "?"),
             "package_versions": versions,
@@ -621,6 +653,7 @@ def main() -> int:
             "entries": rounds[0]["volsafe (tar.zst)"]["entries"],
             "verified": {k: v["verified"] for k, v in warm.items() if "verified" in v},
             "rss_tool": bench.gnu_time or "getrusage(RUSAGE_CHILDREN)",
+            "loads": [run["load_before"] for r in rounds for run in r.values()],
         }
         md = markdown(meta, summary, tar_bytes)
         print(md)
