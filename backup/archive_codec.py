@@ -15,10 +15,11 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 import zstandard
 
 from backup.errors import IntegrityError
-from backup.tarstream import TarScanner
+from backup.tarstream import DIGEST_PREFIX, TarScanner
 
 DEFAULT_LEVEL = 3
 READ_SIZE = 1 << 20
+JOB_SIZE = 1 << 20  # zstd's work unit per thread; small enough to keep memory flat
 Progress = Callable[[int], None]
 
 
@@ -39,6 +40,7 @@ class ArchiveStats:
     stored_size: int = 0
     entries: int = 0
     sha256: str = ""
+    content_digest: str = ""  # digest of the tar entries' metadata and data (TarScanner)
 
 
 def coalesce(chunks: Iterable[bytes], size: int = READ_SIZE) -> Iterator[bytes]:
@@ -77,24 +79,29 @@ def compress_tar(
     digest = hashlib.sha256()
     stored = 0
     # write_checksum adds zstd's frame checksum, so a plain `zstd -d` also detects corruption.
-    compressor = zstandard.ZstdCompressor(
-        level=level, threads=threads if threads is not None else default_threads(), write_checksum=True
-    ).compressobj()
+    # Small jobs and a chunker bound memory: with the default job size a multi-threaded compressobj
+    # hands back 40-70 MB at once, and the fan-out queues would hold several of those.
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level,
+        threads=threads if threads is not None else default_threads(),
+        job_size=JOB_SIZE,
+        write_checksum=True,
+    )
+    chunker = zstandard.ZstdCompressor(compression_params=params).chunker(chunk_size=READ_SIZE)
     for chunk in coalesce(tar_chunks):
         scanner.feed(chunk)
         progress(len(chunk))
-        out = compressor.compress(chunk)
-        if out:
+        for out in chunker.compress(chunk):
             digest.update(out)
             stored += len(out)
             yield out
     scanner.finish()
-    out = compressor.flush()
-    digest.update(out)
-    stored += len(out)
-    stats.tar_size, stats.entries = scanner.tar_size, scanner.entries
+    for out in chunker.finish():
+        digest.update(out)
+        stored += len(out)
+        yield out
+    stats.tar_size, stats.entries, stats.content_digest = scanner.tar_size, scanner.entries, scanner.content_digest
     stats.stored_size, stats.sha256 = stored, digest.hexdigest()
-    yield out
 
 
 class _HashingReader:
@@ -124,18 +131,25 @@ def verified_tar(
     expected_sha256: str,
     expected_size: int,
     expected_entries: int | None,
+    expected_content_digest: str | None = None,
     metadata_sink: BinaryIO | None = None,
+    refuse_hostile: bool = False,
+    decrypt: Callable[[BinaryIO], BinaryIO] | None = None,
     progress: Progress = _no_progress,
 ) -> Iterator[bytes]:
     """Yield the tar stream inside a stored archive, checking it against its manifest on the way.
 
     The last chunk is yielded only after every check has passed; on any mismatch IntegrityError is
-    raised instead, so a consumer that stops at an exception never commits a bad archive.
+    raised instead, so a consumer that stops at an exception never commits a bad archive. With
+    ``refuse_hostile`` an entry that would escape the target raises HostileArchiveError before the
+    chunk that holds it is yielded. ``decrypt``, for an encrypted archive, turns the stored stream
+    into a readable plaintext stream (closed here); the sha256 covers the stored bytes as they are.
     ``progress`` is called with the number of stored bytes read.
     """
     reader = _HashingReader(stored, progress)
-    scanner = TarScanner(metadata_sink)
-    decompressor = zstandard.ZstdDecompressor().stream_reader(reader, read_size=READ_SIZE, read_across_frames=True)
+    scanner = TarScanner(metadata_sink, refuse_hostile=refuse_hostile)
+    plain = decrypt(reader) if decrypt is not None else reader
+    decompressor = zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE, read_across_frames=True)
     held: bytes | None = None  # one chunk is held back until the whole archive has checked out
     try:
         while True:
@@ -148,6 +162,9 @@ def verified_tar(
             held = chunk
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"archive is corrupt: zstd cannot decompress it ({exc})") from None
+    finally:
+        if plain is not reader:
+            plain.close()
     reader.drain()  # hash every stored byte, including any after the zstd frame
     if reader.size != expected_size:
         raise IntegrityError(f"archive is {reader.size} bytes, but its manifest says {expected_size}")
@@ -156,5 +173,38 @@ def verified_tar(
     scanner.finish()
     if expected_entries is not None and scanner.entries != expected_entries:
         raise IntegrityError(f"archive holds {scanner.entries} entries, but its manifest says {expected_entries}")
+    if expected_content_digest and expected_content_digest.startswith(DIGEST_PREFIX):
+        if scanner.content_digest != expected_content_digest:
+            raise IntegrityError("archive content digest does not match its manifest (entries or data differ)")
     if held is not None:
         yield held
+
+
+def tree_digest(tar_chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Return the content digest and entry count of a tar stream (e.g. a restored volume's).
+
+    Raises IntegrityError if the stream is not a complete tar.
+    """
+    scanner = TarScanner()
+    for chunk in tar_chunks:
+        scanner.feed(chunk)
+    scanner.finish()
+    return scanner.content_digest, scanner.entries
+
+
+def encrypted_stored(stored_chunks: Iterable[bytes], recipients, stats: ArchiveStats) -> Iterator[bytes]:
+    """Yield the age encryption of ``stored_chunks`` (from ``compress_tar``) for ``recipients``.
+
+    Once exhausted, ``stats.stored_size`` and ``stats.sha256`` describe the encrypted bytes, which
+    are what is stored (the other fields stay as ``compress_tar`` filled them in). Raises what
+    ``compress_tar`` and the encryption raise.
+    """
+    from backup.encryption import encrypt_chunks  # pyrage is loaded only when encrypting
+
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in encrypt_chunks(stored_chunks, recipients):
+        digest.update(chunk)
+        size += len(chunk)
+        yield chunk
+    stats.stored_size, stats.sha256 = size, digest.hexdigest()

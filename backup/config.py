@@ -8,6 +8,7 @@ the file itself, ``*_file`` secrets and ``${ENV_VAR}`` references.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import tomllib
@@ -93,8 +94,21 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("timezone", "str", "IANA time zone for the schedule and retention periods [default: local]"),
         Key("jitter", "duration", "start each run up to this much later, at random", 0.0, minimum=0),
         Key("backends", "str_list", "names of [backends.*] tables to write to [default: the default directory]", ()),
-        Key("stop_containers", "bool", "stop containers using the volumes during the backup (not implemented yet)", False),
+        Key("stop_containers", "bool", "stop the running containers that mount a volume during its backup", False),
+        Key("pause_containers", "bool", "pause those containers instead of stopping them", False),
+        Key("pre_hook", "str", "command (sh -c) run in hook_container before each volume's backup"),
+        Key("post_hook", "str", "command (sh -c) run in hook_container after each volume's backup, always once pre_hook ran"),
+        Key("hook_container", "str", "name of the running container the hooks run in"),
+        Key("hook_timeout", "duration", "how long each hook may run", 300.0, minimum=1),
+        Key("hook_on_error", "str", "what a failing pre_hook does to the backup", "abort", choices=("abort", "continue")),
         Key("retention", "retention", "what to keep after each successful run; without it nothing is pruned", {}),
+        Key("verify", "str", "when to verify the job's backups (a schedule, like schedule); off when unset"),
+        Key("verify_restore_test", "bool", "the scheduled verify also restores each backup into a scratch volume", False),
+    ),
+    "encryption": (
+        Key("recipients", "str_list", "age (age1...) or SSH public keys: backups are age-encrypted for them", ()),
+        Key("recipients_files", "str_list", "files with one recipient per line, like age -R", ()),
+        Key("identity_files", "str_list", "age identity files or SSH private keys that restore and verify decrypt with", ()),
     ),
 }
 NAMED_SECTIONS = ("backends", "jobs")  # tables of named tables
@@ -123,9 +137,21 @@ class JobConfig:
     volume_labels: dict[str, str] = field(default_factory=dict)
     backends: tuple[str, ...] = ()
     stop_containers: bool = False
+    pause_containers: bool = False
+    pre_hook: str | None = None
+    post_hook: str | None = None
+    hook_container: str | None = None
+    hook_timeout: float = 300.0
+    hook_on_error: str = "abort"
     retention: Policy = Policy()
     timezone: str | None = None
     jitter: float = 0.0
+    verify: str | None = None  # schedule of the job's verification; None: never
+    verify_restore_test: bool = False
+
+    def verify_trigger(self):
+        """Return the APScheduler trigger of this job's verify schedule (call only if ``verify``)."""
+        return parse_schedule(self.verify, self.timezone, self.jitter)
 
     def trigger(self, jitter: bool = True):
         """Return the APScheduler trigger of this job's schedule (``jitter=False``: for display)."""
@@ -148,6 +174,9 @@ class Config:
     webhook_url: str | None = None
     webhook_on_success: bool = False
     webhook_timeout: float = 10.0
+    encryption_recipients: tuple[str, ...] = ()
+    encryption_recipients_files: tuple[str, ...] = ()
+    identity_files: tuple[str, ...] = ()
 
 
 def default_status_file() -> Path:
@@ -188,7 +217,38 @@ def load_config(option: str | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    return parse_config(text, path)
+    config = parse_config(text, path)
+    _warn_if_exposed(path, text)
+    return config
+
+
+_SECRET_NAMES = {k.name for keys in SCHEMA.values() for k in keys if k.secret}
+
+
+def _warn_if_exposed(path: Path, text: str) -> None:
+    """Log a warning if ``path`` holds a literal secret and group or others may read it."""
+    try:
+        exposed = path.stat().st_mode & 0o077
+    except OSError:
+        return
+    if not exposed:
+        return
+
+    def literal_secrets(table: Any) -> bool:
+        if not isinstance(table, dict):
+            return False
+        for name, value in table.items():
+            # ${VAR} references and *_file keys keep the secret out of this file.
+            if name in _SECRET_NAMES and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
+                return True
+            if literal_secrets(value):
+                return True
+        return False
+
+    if literal_secrets(tomllib.loads(text)):
+        logging.getLogger("volsafe.config").warning(
+            "config file %s holds secrets and is readable by group or others: chmod 600 it", path
+        )
 
 
 _TOML_POSITION = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
@@ -286,6 +346,7 @@ class _Checker:
         docker = self.table(("docker",), get("docker"), SCHEMA["docker"])
         scheduler = self.table(("scheduler",), get("scheduler"), SCHEMA["scheduler"])
         health = self.table(("health",), get("health"), SCHEMA["health"])
+        encryption = self.table(("encryption",), get("encryption"), SCHEMA["encryption"])
         if health.get("listen"):
             self.check_listen(("health", "listen"), health["listen"])
         backends = {}
@@ -309,6 +370,9 @@ class _Checker:
             webhook_url=health.get("webhook_url"),
             webhook_on_success=health["webhook_on_success"],
             webhook_timeout=health["webhook_timeout"],
+            encryption_recipients=tuple(encryption["recipients"] or ()),
+            encryption_recipients_files=tuple(encryption["recipients_files"] or ()),
+            identity_files=tuple(encryption["identity_files"] or ()),
         )
 
     def named(self, path: tuple[str, ...], tables: dict):
@@ -484,6 +548,15 @@ class _Checker:
                 parse_schedule(values["schedule"], zone, values.get("jitter"))
             except ValueError as exc:
                 self.error(path + ("schedule",), str(exc))
+        if values.get("stop_containers") and values.get("pause_containers"):
+            self.error(path + ("pause_containers",), "give stop_containers or pause_containers, not both")
+        if (values.get("pre_hook") or values.get("post_hook")) and not values.get("hook_container"):
+            self.error(path, "pre_hook and post_hook need hook_container (the container they run in)")
+        if values.get("verify"):
+            try:
+                parse_schedule(values["verify"], zone, values.get("jitter"))
+            except ValueError as exc:
+                self.error(path + ("verify",), str(exc))
         if len(self.found) != before or not values.get("schedule"):
             return None
         return JobConfig(
@@ -493,9 +566,17 @@ class _Checker:
             volume_labels=dict(values["volume_labels"] or {}),
             backends=tuple(values["backends"] or ()),
             stop_containers=values["stop_containers"],
+            pause_containers=values["pause_containers"],
+            pre_hook=values.get("pre_hook") or None,
+            post_hook=values.get("post_hook") or None,
+            hook_container=values.get("hook_container") or None,
+            hook_timeout=values["hook_timeout"],
+            hook_on_error=values["hook_on_error"],
             retention=values["retention"] if isinstance(values["retention"], Policy) else Policy(),
             timezone=values.get("timezone"),
             jitter=values["jitter"] or 0.0,
+            verify=values.get("verify") or None,
+            verify_restore_test=values["verify_restore_test"],
         )
 
 

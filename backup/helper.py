@@ -66,16 +66,23 @@ def _create(host: DockerHost, image: str, volume: str, *, role: str, writable: b
         "io.volsafe.created": str(int(time.time())),
     }
     name = f"volsafe-{role}-{volume[:40]}-{secrets.token_hex(4)}"
-    with docker_errors(host):
-        created = api.create_container(
-            image,
-            command=command,
-            name=name,
-            labels=labels,
-            host_config=host_config,
-            network_disabled=True,
-            working_dir="/",
-        )
+    try:
+        with docker_errors(host):
+            created = api.create_container(
+                image,
+                command=command,
+                name=name,
+                labels=labels,
+                host_config=host_config,
+                network_disabled=True,
+                working_dir="/",
+            )
+    except BaseException:
+        # Ctrl-C or SIGTERM can land after the daemon created the container but before its id
+        # reached us: remove it by the name we chose (a name that was never created is fine).
+        with contextlib.suppress(VolsafeError):
+            _remove(host, name)
+        raise
     return created["Id"]
 
 
@@ -147,37 +154,53 @@ def _raw_socket(attached) -> socket.socket:
     return getattr(attached, "_sock", attached)
 
 
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    """Return exactly ``size`` bytes from ``sock``, or None if the stream ends first."""
+    data = bytearray()
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            return None
+        data += piece
+    return bytes(data)
+
+
+def read_frames(sock: socket.socket) -> Iterator[bytes]:
+    """Yield the payloads of a non-TTY attach or exec stream (8-byte frame headers) until it ends.
+
+    stdout and stderr frames come interleaved, in the order the command wrote them.
+    """
+    while True:
+        header = _recv_exact(sock, 8)
+        if header is None:
+            return
+        payload = _recv_exact(sock, struct.unpack(">I", header[4:])[0])
+        if payload is None:
+            return
+        yield payload
+
+
 class _OutputCollector(threading.Thread):
-    """Reads a non-TTY attach stream (8-byte frame headers) and keeps the tail of its payload."""
+    """Reads a helper command's output stream and keeps its tail."""
 
     def __init__(self, sock: socket.socket):
         super().__init__(daemon=True)
         self.sock = sock
         self.buffer = bytearray()
 
-    def _recv_exact(self, size: int) -> bytes | None:
-        data = bytearray()
-        while len(data) < size:
-            piece = self.sock.recv(size - len(data))
-            if not piece:
-                return None
-            data += piece
-        return bytes(data)
-
     def run(self) -> None:
         try:
-            while True:
-                header = self._recv_exact(8)
-                if header is None:
-                    return
-                (size,) = struct.unpack(">I", header[4:])
-                payload = self._recv_exact(size)
-                if payload is None:
-                    return
+            for payload in read_frames(self.sock):
                 self.buffer += payload
                 del self.buffer[:-_OUTPUT_LIMIT]
         except OSError:
             return
+        finally:
+            # The output ends when the command exits. The daemon may keep the connection open for
+            # a command that died, so shut it down here: a sender still blocked in sendall then
+            # fails at once instead of waiting for the socket timeout.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
 
     def text(self) -> str:
         return self.buffer.decode(errors="replace")

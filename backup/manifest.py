@@ -6,6 +6,7 @@ Pure: no I/O. ``Manifest.to_json`` writes it, ``parse_manifest`` reads and valid
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -14,7 +15,9 @@ from backup.errors import ManifestError
 from backup.naming import BackupId, parse_backup_id
 
 FORMAT = "volsafe-manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # new optional fields (content_digest, encryption) keep version 1 readable both ways
+AGE_FORMAT = "age-encryption.org/v1"
+_CONTENT_DIGEST = re.compile(r"^tree-sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,15 @@ class Manifest:
     entries: int
     compression: str = "zstd"
     compression_level: int = 3
+    # Digest of the tar entries' metadata and data (``tree-sha256:…``); "" in manifests made before it.
+    content_digest: str = ""
+    # Fingerprints of the age recipients, if the archive is age-encrypted; None if it is not.
+    encryption_recipients: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption_recipients is not None
 
     @property
     def volume(self) -> str:
@@ -65,6 +76,12 @@ class Manifest:
                 "stored_size": self.stored_size,
                 "sha256": self.sha256,
                 "entries": self.entries,
+                **({"content_digest": self.content_digest} if self.content_digest else {}),
+                **(
+                    {"encryption": {"format": AGE_FORMAT, "recipients": list(self.encryption_recipients)}}
+                    if self.encryption_recipients is not None
+                    else {}
+                ),
             },
             **self.extra,
         }
@@ -126,6 +143,18 @@ def _count(data: Any, path: str) -> int:
     return value
 
 
+def _encryption(data: Any) -> tuple[str, ...] | None:
+    """Return the recipients' fingerprints of an encrypted archive, or None if it is not encrypted."""
+    if "encryption" not in data["archive"]:
+        return None
+    if _get(data, "archive.encryption.format", str) != AGE_FORMAT:
+        raise ManifestError("manifest field 'archive.encryption.format' names an unknown encryption format")
+    recipients = _get(data, "archive.encryption.recipients", list)
+    if not all(isinstance(r, str) for r in recipients):
+        raise ManifestError("manifest field 'archive.encryption.recipients' must be a list of strings")
+    return tuple(recipients)
+
+
 def parse_manifest(raw: bytes | str) -> Manifest:
     """Return the Manifest in ``raw``; raise ManifestError naming the first problem found."""
     try:
@@ -153,6 +182,9 @@ def parse_manifest(raw: bytes | str) -> Manifest:
     compression = _get(data, "archive.compression", str)
     if compression != "zstd":
         raise ManifestError(f"unsupported compression {compression!r}")
+    content_digest = _get(data, "archive.content_digest", str) if "content_digest" in data["archive"] else ""
+    if content_digest and not _CONTENT_DIGEST.match(content_digest):
+        raise ManifestError("manifest field 'archive.content_digest' is not a tree-sha256 digest")
     known = {"format", "format_version", "id", "created", "volsafe_version", "volume", "source", "archive"}
     return Manifest(
         backup_id=backup_id,
@@ -169,5 +201,7 @@ def parse_manifest(raw: bytes | str) -> Manifest:
         entries=_count(data, "archive.entries"),
         compression=compression,
         compression_level=_get(data, "archive.compression_level", int),
+        content_digest=content_digest,
+        encryption_recipients=_encryption(data),
         extra={k: v for k, v in data.items() if k not in known},
     )

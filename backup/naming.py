@@ -78,6 +78,13 @@ def backup_id_from_manifest_key(key: str) -> BackupId | None:
     return BackupId(volume, stamp)
 
 
+def backup_id_from_archive_key(key: str) -> BackupId | None:
+    """Return the BackupId whose archive is stored under ``key``, or None for any other key."""
+    if not key.endswith(ARCHIVE_SUFFIX):
+        return None
+    return backup_id_from_manifest_key(key[: -len(ARCHIVE_SUFFIX)] + MANIFEST_SUFFIX)
+
+
 @dataclass(frozen=True)
 class Ref:
     """What a user asked to restore: the newest backup of a volume, or one exact backup."""

@@ -24,6 +24,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backup.actions.job import JobOutcome, run_job
+from backup.actions.verify import VERIFY_SUFFIX, run_verify_job
+from backup.encryption import read_identities
 from backup.config import Config, JobConfig
 from backup.docker_host import DockerHost
 from backup.errors import Cancelled
@@ -150,14 +152,20 @@ class Scheduler:
     def run_once(self, name: str) -> JobOutcome:
         """Run job ``name`` now, in this thread; record and return its outcome. Cancelled propagates
         only when no run was in progress."""
-        job = self.config.jobs[name]
+        job = self.config.jobs[name.removesuffix(VERIFY_SUFFIX)]
         outcome = JobOutcome(name, datetime.now(timezone.utc))
         with self._lock:
             self._queued.discard(name)
             self._running = name
         try:
             try:
-                run_job(self.docker(), job, self.backends[name], self.helper_image(), self.progress, outcome)
+                if name.endswith(VERIFY_SUFFIX):
+                    run_verify_job(
+                        self.docker(), job, self.backends[job.name], self.helper_image(),
+                        read_identities(self.config.identity_files) if self.config.identity_files else None, self.progress, outcome,
+                    )
+                else:
+                    run_job(self.docker(), job, self.backends[name], self.helper_image(), self.progress, outcome)
             except Cancelled as exc:
                 outcome.aborted = True
                 outcome.errors.append(f"aborted by {exc.signal_name}: the backup was cleaned up and nothing was pruned")
@@ -200,6 +208,9 @@ class Scheduler:
         try:
             for name, job in self.config.jobs.items():
                 scheduler.add_job(self.request, job.trigger(), args=[name], id=name, name=name)
+                if job.verify:
+                    check = name + VERIFY_SUFFIX
+                    scheduler.add_job(self.request, job.verify_trigger(), args=[check], id=check, name=check)
             if self.config.listen:
                 server = HealthServer(self.config.listen, self.store.read, self.config.jobs).start()
                 log.info("health endpoint on http://%s/health and /metrics", server.address)

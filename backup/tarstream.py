@@ -1,4 +1,5 @@
-"""An incremental tar scanner: counts entries and keeps directory and symlink headers, in one pass.
+"""An incremental tar scanner: counts entries, keeps directory and symlink headers, computes a content
+digest, and (on restore) refuses entries that would escape the target, in one pass.
 
 Pure: it sees bytes, never files. The engine feeds it every chunk of the tar stream on its way to or
 from the helper container; it never holds more than one header in memory, whatever the entry sizes.
@@ -10,6 +11,7 @@ endpoint and busybox write.
 
 from __future__ import annotations
 
+import hashlib
 from typing import BinaryIO
 
 from backup.errors import IntegrityError
@@ -18,6 +20,13 @@ BLOCK = 512
 _META_TYPES = frozenset(b"xgLK")  # headers that describe the next entry rather than being one
 _KEEP_TYPES = frozenset(b"52")  # directories and symlinks: their metadata needs a second pass
 _ZERO_BLOCK = bytes(BLOCK)
+_DATA_TYPES = frozenset(b"07\x00")  # entries whose size counts data that follows the header
+# Digest version tag: bump it if what the digest covers ever changes, so old digests are not misread.
+DIGEST_PREFIX = "tree-sha256:"
+
+
+class HostileArchiveError(IntegrityError):
+    """An archive entry would write outside the restore target: refused before anything is committed."""
 
 
 def _padded(size: int) -> int:
@@ -47,8 +56,9 @@ def _checksum_ok(header: bytes) -> bool:
     return expected == actual
 
 
-def _pax_size(records: bytes) -> int | None:
-    """Return the ``size`` value of a pax extended header's records, or None if it sets none."""
+def _pax_records(records: bytes) -> dict[bytes, bytes]:
+    """Return the key/value records of a pax extended header. Raises IntegrityError if malformed."""
+    found: dict[bytes, bytes] = {}
     pos = 0
     while pos < len(records):
         space = records.find(b" ", pos)
@@ -61,48 +71,105 @@ def _pax_size(records: bytes) -> int | None:
         if length <= 0:
             raise IntegrityError("archive has a malformed pax header")
         key, _, value = records[space + 1 : pos + length - 1].partition(b"=")
-        if key == b"size":
-            try:
-                return int(value)
-            except ValueError:
-                raise IntegrityError("archive has a malformed pax size record") from None
+        found[key] = value
         pos += length
-    return None
+    return found
+
+
+def _pax_int(records: dict[bytes, bytes], key: bytes) -> int | None:
+    """Return the integer part of pax record ``key`` (mtime may have a fraction), or None if absent."""
+    if key not in records:
+        return None
+    try:
+        return int(records[key].split(b".", 1)[0])
+    except ValueError:
+        raise IntegrityError(f"archive has a malformed pax {key.decode()} record") from None
+
+
+def _cstring(field: bytes) -> bytes:
+    return field.split(b"\x00", 1)[0]
+
+
+def normalize_name(name: bytes) -> bytes:
+    """Return an entry name without ``./`` and empty components (``.`` itself for the root)."""
+    parts = [p for p in name.split(b"/") if p not in (b"", b".")]
+    return b"/".join(parts) if parts else b"."
+
+
+def check_entry_name(name: bytes, what: str = "entry") -> None:
+    """Raise HostileArchiveError if ``name`` is absolute, has a ``..`` component or a NUL byte."""
+    shown = name.decode(errors="replace")[:200]
+    if b"\x00" in name:
+        raise HostileArchiveError(f"archive refused: {what} {shown!r} contains a NUL byte")
+    if name.startswith(b"/"):
+        raise HostileArchiveError(f"archive refused: {what} {shown!r} is an absolute path")
+    if b".." in name.split(b"/"):
+        raise HostileArchiveError(f"archive refused: {what} {shown!r} has a '..' component")
 
 
 class TarScanner:
     """Feed it a tar stream in order with ``feed``; call ``finish`` at the end.
 
     After ``finish``, ``entries`` is the number of archive members (directories, files, links,
-    devices; not pax or GNU meta headers). If ``metadata_sink`` is given, the raw headers of every
-    directory and symlink, each with the meta headers that precede it, are written to it: together
-    they form a tar of size-0 entries (without end marker) that carries those entries' owners, modes
-    and mtimes, which busybox tar cannot restore on directories and symlinks by itself.
+    devices; not pax or GNU meta headers), and ``content_digest`` a digest of every member's name,
+    type, mode, owner ids, mtime (seconds), size, link target, device numbers and data, in stream
+    order. It leaves out what a restore does not keep (user and group names, extended attributes,
+    sub-second and access times), so the tree a restore produces, read back the same way, has the
+    same digest as the one that was backed up.
+
+    If ``metadata_sink`` is given, the raw headers of every directory and symlink, each with the
+    meta headers that precede it, are written to it: together they form a tar of size-0 entries
+    (without end marker) that carries those entries' owners, modes and mtimes, which busybox tar
+    cannot restore on directories and symlinks by itself.
+
+    With ``refuse_hostile``, an entry that is absolute, has a ``..`` component or a NUL byte, is
+    written through (or over) a symlink seen earlier, or is a hard link to such a place, raises
+    HostileArchiveError before the chunk that holds its header is passed on. The symlinks seen so
+    far are kept in a set (their paths only) for that.
     """
 
-    def __init__(self, metadata_sink: BinaryIO | None = None):
+    def __init__(self, metadata_sink: BinaryIO | None = None, *, refuse_hostile: bool = False):
         self.entries = 0
         self.tar_size = 0
         self._sink = metadata_sink
+        self._refuse = refuse_hostile
+        self._symlinks: set[bytes] = set()
+        self._digest = hashlib.sha256()
         self._header = bytearray()
-        self._skip = 0  # bytes of entry data (plus padding) still to pass over
+        self._data = 0  # bytes of entry data still to hash
+        self._skip = 0  # bytes of padding (or data-less payload) still to pass over
         self._meta_type = 0  # typeflag of the meta header whose data we are collecting
         self._meta_need = 0  # bytes of that data (plus padding) still to collect
         self._meta_data = bytearray()
         self._pending: list[bytes] = []  # raw meta headers waiting for their entry
-        self._size_override: int | None = None
+        self._pax: dict[bytes, bytes] = {}  # records of the pax header for the next entry
+        self._long_name: bytes | None = None  # GNU ``L`` header for the next entry
+        self._long_link: bytes | None = None  # GNU ``K`` header for the next entry
         self._zero_blocks = 0
         self.ended = False
 
+    @property
+    def content_digest(self) -> str:
+        """Return the content digest of the entries seen so far, as ``tree-sha256:HEX``."""
+        return DIGEST_PREFIX + self._digest.hexdigest()
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Consume the next piece of the stream. Raises IntegrityError on a malformed header."""
+        """Consume the next piece of the stream.
+
+        Raises IntegrityError on a malformed header, HostileArchiveError on a refused entry.
+        """
         view = memoryview(data)
         self.tar_size += len(view)
         pos, end = 0, len(view)
         while pos < end:
             if self.ended:
                 return  # everything after the end marker is padding
-            if self._skip:
+            if self._data:
+                step = min(self._data, end - pos)
+                self._digest.update(view[pos : pos + step])
+                self._data -= step
+                pos += step
+            elif self._skip:
                 step = min(self._skip, end - pos)
                 self._skip -= step
                 pos += step
@@ -137,25 +204,85 @@ class TarScanner:
             self._meta_type = typeflag
             self._pending.append(header)
             self._meta_need = _padded(size)
+            self._meta_size = size
             if not self._meta_need:
                 self._finish_meta()
             return
-        if self._size_override is not None:
-            size = self._size_override
-            self._size_override = None
+        name, link, size = self._entry_fields(header, size)
         self.entries += 1
+        if self._refuse:
+            self._check(name, link, typeflag)
+        self._add_to_digest(header, typeflag, name, link, size)
         if self._sink is not None and typeflag in _KEEP_TYPES:
             self._sink.write(b"".join(self._pending))
             self._sink.write(header)
         self._pending.clear()
         # Hard links, symlinks, directories, devices and FIFOs carry no data whatever size says.
-        self._skip = _padded(size) if typeflag in b"07\x00" else 0
+        if typeflag in _DATA_TYPES:
+            self._data, self._skip = size, _padded(size) - size
+
+    def _entry_fields(self, header: bytes, size: int) -> tuple[bytes, bytes, int]:
+        """Return the entry's full name, link target and data size, with pax and GNU overrides."""
+        name = _cstring(header[0:100])
+        if header[257:263] == b"ustar\x00" and header[345] != 0:  # POSIX ustar: name = prefix/name
+            name = _cstring(header[345:500]) + b"/" + name
+        link = _cstring(header[157:257])
+        pax, self._pax = self._pax, {}
+        long_name, self._long_name = self._long_name, None
+        long_link, self._long_link = self._long_link, None
+        name = pax.get(b"path", long_name if long_name is not None else name)
+        link = pax.get(b"linkpath", long_link if long_link is not None else link)
+        override = _pax_int(pax, b"size")
+        self._ids = (_pax_int(pax, b"uid"), _pax_int(pax, b"gid"), _pax_int(pax, b"mtime"))
+        return name, link, override if override is not None else size
+
+    def _add_to_digest(self, header: bytes, typeflag: int, name: bytes, link: bytes, size: int) -> None:
+        uid, gid, mtime = self._ids
+        kind = b"0" if typeflag in b"7\x00" else bytes([typeflag])
+        fields = [
+            kind,
+            normalize_name(name),
+            b"%o" % (_parse_number(header[100:108]) & 0o7777),
+            b"%d" % (uid if uid is not None else _parse_number(header[108:116])),
+            b"%d" % (gid if gid is not None else _parse_number(header[116:124])),
+            b"%d" % (mtime if mtime is not None else _parse_number(header[136:148])),
+            b"%d" % (size if typeflag in _DATA_TYPES else 0),
+            normalize_name(link) if typeflag == ord("1") else (link if typeflag == ord("2") else b""),
+            b"%d,%d" % ((_parse_number(header[329:337]), _parse_number(header[337:345])) if typeflag in b"34" else (0, 0)),
+        ]
+        # Lengths first: no choice of names can make two different entry lists hash alike.
+        record = b"".join(b"%d:" % len(f) + f for f in fields)
+        self._digest.update(b"%d\n" % len(record) + record)
+
+    def _check(self, name: bytes, link: bytes, typeflag: int) -> None:
+        """Raise HostileArchiveError if this entry would write outside the target."""
+        check_entry_name(name)
+        path = normalize_name(name)
+        if self._symlinks:
+            self._refuse_through_symlink(path, "entry")
+        if typeflag == ord("1"):
+            check_entry_name(link, "hard link target")
+            if self._symlinks:
+                self._refuse_through_symlink(normalize_name(link), "hard link target")
+        if typeflag == ord("2"):
+            self._symlinks.add(path)
+
+    def _refuse_through_symlink(self, path: bytes, what: str) -> None:
+        parts = path.split(b"/")
+        for depth in range(1, len(parts) + 1):
+            if b"/".join(parts[:depth]) in self._symlinks:
+                shown = path.decode(errors="replace")[:200]
+                raise HostileArchiveError(f"archive refused: {what} {shown!r} goes through a symlink stored earlier in it")
 
     def _finish_meta(self) -> None:
         data = bytes(self._meta_data)
         self._meta_data.clear()
         if self._meta_type == ord("x"):
-            self._size_override = _pax_size(data)
+            self._pax.update(_pax_records(data))
+        elif self._meta_type == ord("L"):
+            self._long_name = _cstring(data[: self._meta_size])
+        elif self._meta_type == ord("K"):
+            self._long_link = _cstring(data[: self._meta_size])
         if self._meta_type == ord("g") and self._sink is not None:
             self._sink.write(self._pending.pop() + data)  # global headers apply to all that follows
             return
@@ -163,5 +290,5 @@ class TarScanner:
 
     def finish(self) -> None:
         """Check that the stream ended cleanly. Raises IntegrityError if it was cut short."""
-        if self._skip or self._meta_need or self._header or not self.ended:
+        if self._data or self._skip or self._meta_need or self._header or not self.ended:
             raise IntegrityError("archive is truncated: the tar stream ends before its end marker")

@@ -12,6 +12,12 @@ ensure_system_packages() {
     # The helper image is /bin/busybox alone, so it must be the static build (ldd fails on it).
     { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
     command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+    if [ "${1:-}" = "--with-test-tools" ]; then
+        # The migrate tests reach a second dockerd through an sshd on 127.0.0.1.
+        { [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1; } || missing+=(openssh-server)
+        # The reference age CLI: tests decrypt archives by hand with it.
+        command -v age >/dev/null 2>&1 || missing+=(age)
+    fi
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]} from Debian"
         # Wait for a dpkg lock held by another apt run instead of failing at once.

@@ -17,6 +17,7 @@ from backup.actions.backup import BackupOptions, VolumeBackup, run_backup
 from backup.actions.prune import Pruned, run_prune
 from backup.config import JobConfig
 from backup.docker_host import DockerHost, docker_errors
+from backup.hooks import HookSpec
 from backup.manifest import format_time
 from backup.progress import Reporter
 from backup.schedule import timezone_of
@@ -84,6 +85,20 @@ def select_volumes(host: DockerHost, job: JobConfig) -> list[str]:
     return sorted(selected)
 
 
+def job_backup_options(job: JobConfig, helper_image: str) -> BackupOptions:
+    """Return how the job backs up each volume: quiescing and hooks as its config says."""
+    hooks = ()
+    if job.hook_container and (job.pre_hook or job.post_hook):
+        hooks = (
+            HookSpec(
+                job.hook_container, job.pre_hook, job.post_hook, job.hook_timeout, job.hook_on_error, source=f"job {job.name}"
+            ),
+        )
+    return BackupOptions(
+        helper_image=helper_image, stop_containers=job.stop_containers, pause_containers=job.pause_containers, hooks=hooks
+    )
+
+
 def job_timezone(job: JobConfig):
     """Return the zone of the job's schedule and retention periods: its own, or the local one."""
     return timezone_of(job.timezone) if job.timezone else tzlocal.get_localzone()
@@ -110,8 +125,6 @@ def run_job(
 
 
 def _backup_and_prune(host, job, backends, helper_image, progress, outcome: JobOutcome) -> None:
-    if job.stop_containers:
-        log.warning("job %s: stop_containers is not implemented yet; containers keep running during the backup", job.name)
     try:
         outcome.volumes = select_volumes(host, job)
     except Exception as exc:  # VolsafeError or a daemon hiccup: the run fails, the scheduler goes on
@@ -120,7 +133,7 @@ def _backup_and_prune(host, job, backends, helper_image, progress, outcome: JobO
     if not outcome.volumes:
         outcome.errors.append("no volume matches the job's volumes and volume_labels")
         return
-    options = BackupOptions(helper_image=helper_image)
+    options = job_backup_options(job, helper_image)
     for volume in outcome.volumes:
         # One volume at a time, recording each, so an aborted run still reports what it finished.
         (result,) = run_backup(host, [volume], backends, options, progress)

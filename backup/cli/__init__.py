@@ -17,6 +17,8 @@ import typer
 
 from backup import __version__
 from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, prune_cmd, restore_cmd, run_cmd
+from backup.cli import migrate_cmd
+from backup.cli import verify_cmd
 from backup.cli.state import State
 from backup.locations import use_named_backends
 from backup.errors import Cancelled, Interrupted, VolsafeError
@@ -81,6 +83,8 @@ config_cmd.register(app)
 jobs_cmd.register(app)
 run_cmd.register(app)
 helper_cmd.register(app)
+migrate_cmd.register(app)
+verify_cmd.register(app)
 
 
 def _configure_logging(debug: bool) -> None:
@@ -89,6 +93,9 @@ def _configure_logging(debug: bool) -> None:
     root_logger = logging.getLogger()
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Hook output, containers stopped and restarted, crash recovery: what a user wants to see happen.
+    for told in ("volsafe.hooks", "volsafe.quiesce", "volsafe.recovery"):
+        logging.getLogger(told).setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
         for noisy in ("botocore", "boto3", "urllib3", "docker", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

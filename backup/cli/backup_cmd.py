@@ -11,8 +11,11 @@ import typer
 from backup.actions.backup import BackupOptions, run_backup
 from backup.archive_codec import DEFAULT_LEVEL
 from backup.cli.output import backup_record, human_size, print_backups, print_json
+from backup.errors import UsageError
 from backup.locations import open_locations
+from backup.locks import DEFAULT_WAIT
 from backup.progress import reporter_for
+from backup.cli.keys import recipients_for
 
 log = logging.getLogger("volsafe")
 
@@ -30,18 +33,41 @@ def backup(
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
     level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, help="zstd compression level."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads [default: one per CPU]."),
+    stop: bool = typer.Option(
+        False, "--stop", help="Stop the running containers that mount the volume during the backup; they are restarted as soon as it is read."
+    ),
+    pause: bool = typer.Option(False, "--pause", help="Pause those containers instead of stopping them."),
+    lock_wait: float = typer.Option(
+        DEFAULT_WAIT, "--lock-wait", min=0, metavar="SECONDS", help="How long to wait for another volsafe backing up or restoring the same volume."
+    ),
+    recipient: Optional[List[str]] = typer.Option(
+        None, "--recipient", "-r", metavar="KEY", help="Encrypt (age format) for this age or SSH public key (repeatable). [default: [encryption] recipients]"
+    ),
+    recipients_file: Optional[List[str]] = typer.Option(
+        None, "--recipients-file", "-R", metavar="FILE", help="Encrypt for the public keys in FILE, one per line (repeatable)."
+    ),
 ) -> None:
     """Back up volumes to compressed .tar.zst archives with a JSON manifest beside each.
 
     Each volume is mounted read-only into a short-lived helper container with no network, and its tar
     stream is compressed and written to every backend at once. A backup is listed only once its
     archive and manifest are both stored.
+
+    With --stop or --pause, the running containers that mount a volume are stopped (or paused) for
+    its backup, and brought back on every path, in reverse order (Compose dependencies respected).
+    Containers opt in or out with the label volsafe.stop=true or volsafe.stop=false.
     """
     state = ctx.obj
+    if stop and pause:
+        raise UsageError("give --stop or --pause, not both")
     backends = open_locations(to)
     if not to and not as_json:
         print(f"volsafe: backing up to the default location {backends[0].url}", file=sys.stderr)
-    options = BackupOptions(helper_image=state.helper_image, level=level, threads=threads)
+    recipients = recipients_for(state, recipient, recipients_file)  # before any work: a bad key stops here
+    options = BackupOptions(
+        recipients=recipients,
+        helper_image=state.helper_image, level=level, threads=threads, stop_containers=stop, pause_containers=pause, lock_wait=lock_wait
+    )
     outcomes = run_backup(state.docker, volumes, backends, options, reporter_for(quiet=as_json))
 
     records = []

@@ -42,6 +42,7 @@ def check(
             "backends": list(job.backends) or ["(default directory)"],
             "retention": job.retention.describe(),
             "stop_containers": job.stop_containers,
+            "pause_containers": job.pause_containers,
         })
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -53,9 +54,6 @@ def check(
               ",".join(r["volumes"] + [f"label:{k}={v}" for k, v in r["volume_labels"].items()]),
               ",".join(r["backends"]), r["retention"]] for r in rows],
         )
-    for job in cfg.jobs.values():
-        if job.stop_containers:
-            print(f"volsafe: warning: job {job.name}: stop_containers is not implemented yet; it is ignored", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

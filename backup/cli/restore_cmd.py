@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -12,6 +12,7 @@ from backup.cli.output import backup_record, print_json
 from backup.locations import open_locations
 from backup.naming import parse_ref
 from backup.progress import reporter_for
+from backup.cli.keys import identities_for
 
 
 def restore(
@@ -27,6 +28,9 @@ def restore(
     ),
     force: bool = typer.Option(False, "--force", help="Replace the contents of a target volume that is not empty."),
     as_json: bool = typer.Option(False, "--json", help="Print what was restored as JSON; no progress bar."),
+    identity: Optional[List[str]] = typer.Option(
+        None, "--identity", "-i", metavar="FILE", help="age identity file or SSH private key for an encrypted backup (repeatable). [default: [encryption] identity_files]"
+    ),
 ) -> None:
     """Restore a backup into a volume, creating it with its original labels, driver and options.
 
@@ -44,6 +48,7 @@ def restore(
         to_volume=to_volume,
         force=force,
         progress=reporter_for(quiet=as_json),
+        identities=identities_for(state, identity),
     )
     if as_json:
         record = backup_record(outcome.manifest, outcome.backend)

@@ -66,9 +66,6 @@ def run(
     _setup_logging(log_format, state.debug)
     if cfg.path is None:
         logging.getLogger("volsafe.scheduler").warning("no config file found: no jobs to run (see 'volsafe config check')")
-    for job in cfg.jobs.values():
-        if job.stop_containers:
-            logging.getLogger("volsafe.scheduler").warning("job %s: stop_containers is not implemented yet; it is ignored", job.name)
     run_scheduler(cfg, lambda: state.docker, lambda: state.helper_image)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
 from backup.config import Config, load_config
 from backup.docker_host import DockerHost, connect
+from backup.errors import VolsafeError
 from backup.helper_image import resolve_helper_image
 
 
@@ -38,7 +40,9 @@ class State:
         host = self.host
         if not host and not os.environ.get("DOCKER_HOST"):
             host = self.config.docker_host
-        return connect(host)
+        docker = connect(host)
+        _recover(docker)
+        return docker
 
     @functools.cached_property
     def helper_image(self) -> str:
@@ -47,3 +51,16 @@ class State:
         --helper-image (or $VOLSAFE_HELPER_IMAGE) wins, then the config's [docker] helper_image.
         """
         return resolve_helper_image(self.docker, self.helper_image_option or self.config.helper_image)
+
+
+def _recover(docker: DockerHost) -> None:
+    """Before a command's own work: restart what a crashed volsafe left stopped, remove its helpers.
+
+    A failure here is a warning: it must not stop the command the user asked for.
+    """
+    from backup.recovery import recover  # imported late: only commands that talk to Docker need it
+
+    try:
+        recover(docker)
+    except VolsafeError as exc:
+        logging.getLogger("volsafe.recovery").warning("crash recovery skipped: %s", exc)

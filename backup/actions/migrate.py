@@ -1,0 +1,356 @@
+"""``volsafe migrate``: move volumes from one Docker daemon to another, verified, all or nothing.
+
+Direct mode: each volume's tar streams from a created, never started, read-only helper on the
+source (Docker's archive endpoint) through volsafe into a writer helper on the target, which
+extracts it into a staging directory (``backup.staging``, shared with restore). volsafe hashes the
+stream as it sends it; inside the target helper the stream is teed through busybox ``md5sum``
+before ``tar -x`` reads it, so the target's digest is of the bytes its tar actually read. MD5, not
+SHA-256: it guards against corruption in transit and on the target, not against an attacker (who
+could change both ends), and busybox's sha256sum (~100 MB/s) would be the slowest step. Only when
+every volume has arrived and every digest matches are the staged trees swapped in, one volume
+after the other (renames only). Any failure before that, Ctrl-C included, leaves every target as
+it was: volumes created for the migration are removed, existing ones keep their contents.
+
+When the target is remote (tcp://, ssh://) the target leg is gzip-compressed (level 1) by volsafe
+and unpacked by busybox ``gunzip`` in the helper. Docker's archive endpoint offers no compressed
+form, so the source leg is raw tar whatever the source.
+
+Via mode (``--via BACKEND``): a backup on the source, then a restore on the target, through any
+backend; each restore is verified against its manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from backup.actions.backup import BackupOptions, run_backup
+from backup.actions.restore import run_restore
+from backup.app_containers import Quiescer, containers_using
+from backup.archive_codec import coalesce
+from backup.docker_host import DockerHost, docker_errors
+from backup.errors import IntegrityError, NotFoundError, UsageError, VolsafeError
+from backup.helper import MOUNT_POINT, archive_stream, created_helper
+from backup.naming import parse_ref, validate_volume_name
+from backup.progress import Reporter
+from backup.quiesce import PROJECT_LABEL, plan_quiesce
+from backup.read_ahead import read_ahead
+from backup.staging import SPOOL_LIMIT, StagedTarget, check_target, create_volume, staged_target
+from backup.tarstream import TarScanner
+from storage_backends import Backend
+
+log = logging.getLogger(__name__)
+
+WIRE_GZIP_LEVEL = 1  # fast: the point is fewer bytes on a network link, not the smallest size
+DIGEST_MARKER = "volsafe-md5"
+DIGEST_ALGORITHM = "md5"
+# $1: staging directory name; $2: "gzip" when the stream arrives gzip-compressed. The stream is teed
+# through a FIFO into md5sum, so the digest covers exactly what tar was given; after tar stops
+# (at the end marker) the rest is drained so that tee, and with it the digest, sees every byte.
+RECEIVE_SCRIPT = f"""
+set -eu
+d="{MOUNT_POINT}/$1"
+f="/tmp/volsafe-$1"
+mkdir "$d"
+mkfifo "$f.fifo"
+md5sum < "$f.fifo" > "$f.sum" 2>/dev/null &
+if [ "$2" = gzip ]; then
+  gunzip -c | tee "$f.fifo" | {{ tar -x -f - -C "$d"; s=$?; cat > /dev/null; exit $s; }}
+else
+  tee "$f.fifo" | {{ tar -x -f - -C "$d"; s=$?; cat > /dev/null; exit $s; }}
+fi
+wait
+echo "{DIGEST_MARKER} $(cut -d ' ' -f 1 "$f.sum")"
+"""
+_DIGEST_LINE = re.compile(rf"^{DIGEST_MARKER} ([0-9a-f]{{32}})$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    """How to migrate: helper images on each side, and what may be replaced or stopped."""
+
+    source_image: str
+    target_image: str
+    force: bool = False  # replace the contents of targets that have data
+    stop: bool = False  # stop the source containers that use the volumes for the duration
+    restart: bool = True  # start them again afterwards (False: a cut-over)
+
+
+@dataclass
+class VolumeMigration:
+    """One volume's move: names, size, time and both digests."""
+
+    source: str
+    target: str
+    created_volume: bool = False
+    tar_size: int = 0
+    entries: int = 0
+    seconds: float = 0.0
+    digest: str = DIGEST_ALGORITHM  # direct: md5 of the tar stream; via: sha256 of the stored archive
+    sent_digest: str = ""
+    received_digest: str = ""  # direct mode: from the target helper; via mode: the archive's, as checked
+    backup_id: str | None = None  # via mode
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.sent_digest) and self.sent_digest == self.received_digest
+
+
+@dataclass
+class MigrationResult:
+    """The whole migration: each volume, the total time, and the containers left stopped."""
+
+    mode: str  # "direct" or "via"
+    volumes: list[VolumeMigration] = field(default_factory=list)
+    seconds: float = 0.0
+    left_stopped: list[str] = field(default_factory=list)
+    restart_problems: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(v.tar_size for v in self.volumes)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.volumes) and all(v.verified for v in self.volumes)
+
+
+def project_volumes(host: DockerHost, project: str) -> list[str]:
+    """Return the names of the volumes labelled com.docker.compose.project=``project``, sorted.
+
+    Raises NotFoundError when there are none.
+    """
+    with docker_errors(host):
+        listing = host.api.volumes(filters={"label": f"{PROJECT_LABEL}={project}"}).get("Volumes") or []
+    names = sorted(v["Name"] for v in listing)
+    if not names:
+        raise NotFoundError(f"no volumes of Compose project {project!r} on {host.url} (label {PROJECT_LABEL}={project})")
+    return names
+
+
+def plan_targets(volumes: list[str], to_volume: str | None) -> list[tuple[str, str]]:
+    """Return (source, target) name pairs. Raises UsageError for a rename of several volumes or duplicates."""
+    if not volumes:
+        raise UsageError("name at least one VOLUME, or --project")
+    if to_volume and len(volumes) != 1:
+        raise UsageError("--to-volume renames one volume; name exactly one VOLUME with it")
+    pairs = [(validate_volume_name(v), validate_volume_name(to_volume or v)) for v in volumes]
+    if len({s for s, _ in pairs}) != len(pairs):
+        raise UsageError("a volume is named twice")
+    return pairs
+
+
+def _sent_stream(
+    tar_chunks: Iterable[bytes], scanner: TarScanner, digest, advance, gzip: bool
+) -> Iterator[bytes]:
+    """Yield the source's tar stream as it goes on the wire (gzip'd if asked), hashing and scanning it.
+
+    The last piece is held back until the scanner saw the tar end marker, so a source stream that
+    was cut short raises IntegrityError before the target could take it for a whole one.
+    """
+    compressor = zlib.compressobj(WIRE_GZIP_LEVEL, zlib.DEFLATED, 31) if gzip else None  # 31: gzip framing
+    held: bytes | None = None
+    for chunk in coalesce(tar_chunks):
+        scanner.feed(chunk)
+        digest.update(chunk)
+        advance(len(chunk))
+        out = compressor.compress(chunk) if compressor else chunk
+        if held:
+            yield held
+        held = out
+    scanner.finish()
+    if compressor:
+        held = (held or b"") + compressor.flush()
+    if held:
+        yield held
+
+
+def _received_digest(output: str, volume: str) -> str:
+    """Return the digest the target helper printed. Raises VolsafeError if it printed none."""
+    found = _DIGEST_LINE.findall(output)
+    if not found:
+        raise VolsafeError(f"migration into {volume!r}: the target helper reported no digest")
+    return found[-1]
+
+
+def _transfer(
+    source: DockerHost, target: StagedTarget, name: str, options: MigrateOptions, raw_headers, outcome: VolumeMigration,
+    gzip: bool, progress: Reporter,
+) -> None:
+    """Stream one volume from the source into the target's staging directory and compare digests.
+
+    Raises IntegrityError when the digests differ, VolsafeError for any other failure.
+    """
+    started = time.monotonic()
+    scanner = TarScanner(raw_headers)
+    digest = hashlib.md5(usedforsecurity=False)
+    with created_helper(source, options.source_image, name, role="migrate", writable=False) as helper, archive_stream(
+        source, helper
+    ) as tar_chunks, progress.task(f"migrate {name}") as advance:
+        result = target.extract(
+            read_ahead(_sent_stream(tar_chunks, scanner, digest, advance, gzip)),
+            script=RECEIVE_SCRIPT,
+            args=["gzip" if gzip else "raw"],
+        )
+    outcome.tar_size, outcome.entries = scanner.tar_size, scanner.entries
+    outcome.sent_digest = digest.hexdigest()
+    outcome.received_digest = _received_digest(result.output, outcome.target)
+    outcome.seconds = time.monotonic() - started
+    if not outcome.verified:
+        raise IntegrityError(
+            f"migration of {name!r} failed verification: sent {DIGEST_ALGORITHM} {outcome.sent_digest}, "
+            f"the target read {outcome.received_digest}; the target was left as it was"
+        )
+
+
+class _Stopped:
+    """The source containers stopped for the migration; brought back on exit unless it is a cut-over."""
+
+    def __init__(self, host: DockerHost):
+        self.host = host
+        self.quiescers: list[Quiescer] = []
+        self.problems: list[str] = []
+
+    def stop(self, volume: str) -> None:
+        """Stop the running containers that mount ``volume`` (dependents first). Raises VolsafeError."""
+        quiescer = Quiescer(self.host, volume, plan_quiesce(containers_using(self.host, volume), "stop"))
+        self.quiescers.append(quiescer)
+        quiescer.quiesce()
+
+    def names(self) -> list[str]:
+        return [c.name for q in self.quiescers for c in q.down]
+
+    def release(self, restart: bool) -> list[str]:
+        """Restart what was stopped (last first), or with ``restart`` False keep it stopped; return
+        the names left stopped."""
+        left = [] if restart else self.names()
+        for quiescer in reversed(self.quiescers):
+            if not restart:
+                # A cut-over: nothing to bring back. resume() then only drops the crash-recovery record.
+                quiescer.down.clear()
+            self.problems += quiescer.resume()
+        self.quiescers.clear()
+        return left
+
+
+@contextlib.contextmanager
+def _source_quiesced(host: DockerHost, volumes: list[str], options: MigrateOptions, result: MigrationResult) -> Iterator[None]:
+    """Keep the source containers of ``volumes`` stopped (with --stop) for the block.
+
+    After a failure they are always started again: a failed migration changes nothing. After
+    success they are started again unless ``options.restart`` is False.
+    """
+    stopped = _Stopped(host)
+    try:
+        if options.stop:
+            for volume in volumes:
+                stopped.stop(volume)
+        yield
+    except BaseException:
+        stopped.release(restart=True)
+        for problem in stopped.problems:
+            log.error("%s", problem)
+        raise
+    result.left_stopped = stopped.release(restart=options.restart)
+    result.restart_problems = stopped.problems
+
+
+def _identity(host: DockerHost) -> tuple[str, str, str]:
+    """Return what tells daemons apart. The ID alone does not: daemons sharing /etc/docker share it."""
+    return host.daemon_id, host.name, str(host.info.get("DockerRootDir", ""))
+
+
+def run_migrate(
+    source: DockerHost,
+    target: DockerHost,
+    volumes: list[str],
+    *,
+    options: MigrateOptions,
+    to_volume: str | None = None,
+    via: Backend | None = None,
+    progress: Reporter,
+) -> MigrationResult:
+    """Move ``volumes`` from ``source`` to ``target`` (renaming one with ``to_volume``); return what moved.
+
+    Every target is checked before anything starts: one that exists with data raises TargetNotEmpty
+    unless ``options.force``. Raises NotFoundError for a missing source volume, IntegrityError when
+    a digest does not match, VolsafeError for any other failure; in every failure case the targets
+    are left as they were, and the source is never changed (its stopped containers are restarted).
+    """
+    started = time.monotonic()
+    pairs = plan_targets(volumes, to_volume)
+    same_daemon = _identity(source) == _identity(target)
+    for src, dst in pairs:
+        if same_daemon and src == dst:
+            raise UsageError(f"source and target of {src!r} are the same volume on the same daemon; use --to-volume")
+    infos = {src: source.volume(src) for src, _ in pairs}
+    exists = {dst: check_target(target, options.target_image, dst, force=options.force) for _, dst in pairs}
+    result = MigrationResult(mode="via" if via else "direct")
+    with _source_quiesced(source, [src for src, _ in pairs], options, result):
+        if via is not None:
+            result.volumes = [_via(source, target, src, dst, via, options, progress) for src, dst in pairs]
+        else:
+            result.volumes = _direct(source, target, pairs, infos, exists, options, progress)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _direct(
+    source: DockerHost, target: DockerHost, pairs: list[tuple[str, str]], infos: dict, exists: dict, options: MigrateOptions,
+    progress: Reporter,
+) -> list[VolumeMigration]:
+    """Stage every volume on the target, verify each, then commit them all. Returns the outcomes."""
+    gzip = target.remote
+    outcomes = []
+    with contextlib.ExitStack() as stack:
+        staged: list[tuple[StagedTarget, object]] = []
+        for src, dst in pairs:
+            info = infos[src]
+            outcome = VolumeMigration(src, dst, created_volume=not exists[dst])
+            if not exists[dst]:
+                create_volume(
+                    target, dst, driver=info.get("Driver") or "local", driver_opts=info.get("Options") or {},
+                    labels=info.get("Labels") or {},
+                )
+            # Entered right after the volume exists: from here on, any failure removes or restores it.
+            staging = stack.enter_context(
+                staged_target(target, options.target_image, dst, created=not exists[dst], role="migrate", action="migration")
+            )
+            raw_headers = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT))
+            _transfer(source, staging, src, options, raw_headers, outcome, gzip, progress)
+            log.info("staged %s on %s: %d bytes, verified", dst, target.url, outcome.tar_size)
+            staged.append((staging, raw_headers))
+            outcomes.append(outcome)
+        for staging, raw_headers in staged:
+            staging.commit(raw_headers)
+    return outcomes
+
+
+def _via(
+    source: DockerHost, target: DockerHost, src: str, dst: str, backend: Backend, options: MigrateOptions, progress: Reporter
+) -> VolumeMigration:
+    """Back up ``src`` on the source to ``backend``, then restore it as ``dst`` on the target. Raises VolsafeError."""
+    started = time.monotonic()
+    (backed_up,) = run_backup(source, [src], [backend], BackupOptions(helper_image=options.source_image), progress)
+    if not backed_up.ok:
+        reasons = "; ".join(backed_up.failures.values())
+        raise VolsafeError(f"backup of {src!r} to {backend.url} failed: {reasons}")
+    manifest = backed_up.manifest
+    restored = run_restore(
+        target, backend, parse_ref(str(manifest.backup_id)), helper_image=options.target_image, to_volume=dst,
+        force=options.force, progress=progress,
+    )
+    # The restore streamed the archive through its sha256, size and entry checks against the manifest
+    # that the backup wrote from what it read: both digests are of the stored archive.
+    return VolumeMigration(
+        src, dst, created_volume=restored.created_volume, tar_size=manifest.tar_size, entries=manifest.entries,
+        seconds=time.monotonic() - started, digest="sha256", sent_digest=manifest.sha256, received_digest=manifest.sha256,
+        backup_id=str(manifest.backup_id),
+    )

@@ -1,0 +1,71 @@
+"""``volsafe verify``."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from backup.actions.verify import restore_test, run_verify
+from backup.cli.keys import identities_for
+from backup.cli.output import print_json, print_table
+from backup.errors import UsageError
+from backup.locations import open_locations
+from backup.naming import parse_ref
+from backup.progress import reporter_for
+
+
+def verify(
+    ctx: typer.Context,
+    refs: Optional[List[str]] = typer.Argument(
+        None, metavar="REF", help="VOLUME or VOLUME@latest (its newest backup), or a backup id as 'list' prints it."
+    ),
+    all_: bool = typer.Option(False, "--all", help="Verify every backup on the backends (also finds archives without manifests)."),
+    from_: Optional[List[str]] = typer.Option(
+        None, "--from", metavar="BACKEND", help="Backend to check (repeatable). [default: ~/.local/share/volsafe/backups]"
+    ),
+    restore_test_: bool = typer.Option(
+        False, "--restore-test", help="Also restore each backup into a scratch volume (needs Docker) and compare its digest."
+    ),
+    identity: Optional[List[str]] = typer.Option(
+        None, "--identity", "-i", metavar="FILE", help="age identity file or SSH private key for encrypted backups (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup; no progress bar."),
+) -> None:
+    """Check stored backups against their manifests: size, sha256, zstd, tar, entry count, content digest.
+
+    Prints one line per backup; exits 1 if any check failed. Needs no Docker unless --restore-test.
+    """
+    if bool(refs) == all_:
+        raise UsageError("give one or more REFs, or --all")
+    parsed = [parse_ref(r) for r in refs] if refs else None
+    state = ctx.obj
+    identities = identities_for(state, identity)
+    progress = reporter_for(quiet=as_json)
+    tester = None
+    if restore_test_:
+        tester = lambda backend, manifest: restore_test(  # noqa: E731
+            state.docker, state.helper_image, backend, manifest, identities, progress
+        )
+    verdicts = run_verify(open_locations(from_), parsed, identities=identities, progress=progress, restore_test_with=tester)
+    if as_json:
+        print_json(
+            [
+                {"id": str(v.backup_id), "backend": v.backend.url, "ok": v.ok, "checks": v.checks, "error": v.error}
+                for v in verdicts
+            ]
+        )
+    elif verdicts:
+        rows = [
+            ["ok" if v.ok else "FAILED", str(v.backup_id), v.backend.url, ", ".join(v.checks) if v.ok else v.error]
+            for v in verdicts
+        ]
+        print_table(["RESULT", "ID", "BACKEND", "DETAILS"], rows)
+    else:
+        typer.echo("no backups found", err=True)
+    if not all(v.ok for v in verdicts):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify)

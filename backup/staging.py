@@ -1,0 +1,203 @@
+"""Writing a tar stream into a volume all or nothing: staging directory, commit, rollback.
+
+Shared by ``restore`` (from a stored archive) and ``migrate`` (from another daemon). The tar is
+extracted by busybox tar into a hidden staging directory inside the target volume. Only when the
+caller's checks passed are the staged entries swapped in with renames (``commit``). On any failure
+a volume that was created for the write is removed, and an existing volume keeps its old contents.
+
+busybox tar restores owners, modes, links and special files, but sets the mtime of a directory
+before it fills it and never sets a symlink's mtime. So the caller keeps the headers of directories
+and symlinks aside while streaming (``TarScanner``'s metadata sink), and ``commit`` re-applies them
+through Docker's archive endpoint, which sets them last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import tarfile
+import tempfile
+from typing import Iterable, Iterator
+
+from backup.docker_host import DockerHost, docker_errors
+from backup.errors import TargetNotEmpty, VolsafeError
+from backup.helper import MOUNT_PARENT, MOUNT_POINT, HelperResult, HelperSession, helper_session, run_helper
+
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".volsafe-restore-"
+OLD_PREFIX = ".volsafe-old-"
+SPOOL_LIMIT = 8 << 20  # directory and symlink headers beyond this spill to a temporary file
+
+# Leftovers of an interrupted restore are not user data: they do not make a volume "not empty".
+PROBE_SCRIPT = f"""
+find {MOUNT_POINT} -mindepth 1 -maxdepth 1 ! -name '{STAGING_PREFIX}*' ! -name '{OLD_PREFIX}*' | head -n 1
+"""
+EXTRACT_SCRIPT = f"""
+set -eu
+mkdir "{MOUNT_POINT}/$1"
+exec tar -x -f - -C "{MOUNT_POINT}/$1"
+"""
+# Move the old contents aside, move the staged ones in, and only then delete the old ones. Earlier
+# leftovers (other staging or old directories) are swept out with the old contents.
+COMMIT_SCRIPT = f"""
+set -eu
+t={MOUNT_POINT}
+old="{OLD_PREFIX}$2"
+mkdir "$t/$old"
+find "$t" -mindepth 1 -maxdepth 1 ! -name "$1" ! -name "$old" -exec mv -f {{}} "$t/$old/" \\;
+find "$t/$1" -mindepth 1 -maxdepth 1 -exec mv -f {{}} "$t/" \\;
+rmdir "$t/$1"
+rm -rf "$t/$old"
+"""
+# Also puts back the root's mtime, which creating and removing the staging directory changed.
+DISCARD_SCRIPT = f"""
+rm -rf "{MOUNT_POINT}/$1" && touch -c -d "@$2" {MOUNT_POINT}
+"""
+
+
+def is_empty(host: DockerHost, image: str, volume: str) -> bool:
+    """Return whether the volume holds no entries (leftover staging directories do not count).
+
+    Raises VolsafeError if it cannot be inspected.
+    """
+    result = run_helper(host, image, volume, ["sh", "-c", PROBE_SCRIPT], role="probe", writable=False)
+    if result.exit_code != 0:
+        raise VolsafeError(f"cannot inspect volume {volume!r}: {result.last_line()}")
+    return result.output.strip() == ""
+
+
+def check_target(host: DockerHost, image: str, volume: str, *, force: bool) -> bool:
+    """Return whether the target volume exists. Raises TargetNotEmpty if it has data and not ``force``."""
+    exists = host.volume_exists(volume)
+    if exists and not force and not is_empty(host, image, volume):
+        raise TargetNotEmpty(f"volume {volume!r} exists and is not empty; use --force to replace its contents")
+    return exists
+
+
+def create_volume(host: DockerHost, volume: str, *, driver: str, driver_opts: dict, labels: dict) -> None:
+    """Create ``volume`` with the given driver, driver options and labels. Raises VolsafeError."""
+    with docker_errors(host):
+        host.api.create_volume(volume, driver=driver, driver_opts=driver_opts or None, labels=labels or None)
+
+
+def metadata_tar(raw_headers, target_name: str) -> tempfile.SpooledTemporaryFile:
+    """Return a tar of the kept directory and symlink headers, renamed under ``target_name``.
+
+    Entry ``.`` becomes ``target_name`` itself, so the volume root gets its owner, mode and mtime.
+    """
+    raw_headers.write(bytes(1024))  # end-of-archive marker
+    raw_headers.seek(0)
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT)
+    with tarfile.open(fileobj=raw_headers, mode="r|") as src, tarfile.open(
+        fileobj=out, mode="w|", format=tarfile.PAX_FORMAT
+    ) as dst:
+        for member in src:
+            relative = member.name[2:] if member.name.startswith("./") else member.name
+            member.name = target_name if relative in (".", "") else f"{target_name}/{relative}"
+            # tarfile writes a member's old pax records over its attributes; let it derive fresh ones.
+            member.pax_headers = {}
+            dst.addfile(member)
+    out.seek(0)
+    return out
+
+
+class StagedTarget:
+    """A running writer helper on the target volume, with a staging directory name reserved in it."""
+
+    def __init__(self, helper: HelperSession, volume: str, action: str):
+        self.helper = helper
+        self.volume = volume
+        self.action = action  # "restore" or "migration", for messages
+        self.token = secrets.token_hex(6)
+        self.staging = f"{STAGING_PREFIX}{self.token}"
+        self.committed = False  # the staged tree was swapped in: there is no staging directory to discard
+
+    def extract(self, tar_chunks: Iterable[bytes], script: str = EXTRACT_SCRIPT, args: Iterable[str] = ()) -> HelperResult:
+        """Run ``script`` (``$1`` is the staging directory name) with the tar stream on its stdin.
+
+        Returns the result. Raises VolsafeError if the script failed; exceptions from iterating
+        ``tar_chunks`` propagate (the partial stream is then never committed).
+        """
+        result = self.helper.exec(["sh", "-c", script, "sh", self.staging, *args], stdin=tar_chunks)
+        if result.exit_code != 0:
+            raise VolsafeError(f"{self.action} into {self.volume!r} failed: tar in the helper exited {result.exit_code}: {result.last_line()}")
+        return result
+
+    def commit(self, raw_headers) -> None:
+        """Swap the staged tree in, then apply directory and symlink metadata. Raises VolsafeError."""
+        result = self.helper.exec(["sh", "-c", COMMIT_SCRIPT, "sh", self.staging, self.token])
+        if result.exit_code != 0:
+            raise VolsafeError(f"could not swap the new data into {self.volume!r}: {result.last_line()}")
+        self.committed = True
+        with metadata_tar(raw_headers, MOUNT_POINT.rsplit("/", 1)[1]) as metadata:
+            self.helper.put_archive(MOUNT_PARENT, metadata)
+
+    def root_mtime(self) -> str:
+        """Return the volume root's mtime in seconds, as text. Raises VolsafeError."""
+        result = self.helper.exec(["stat", "-c", "%Y", MOUNT_POINT])
+        if result.exit_code != 0 or not result.output.strip().isdigit():
+            raise VolsafeError(f"cannot inspect the target volume: {result.last_line()}")
+        return result.output.strip()
+
+    def discard(self, root_mtime: str) -> bool:
+        """Remove the staging directory after a failure; return whether that worked (never raises)."""
+        try:
+            result = self.helper.exec(["sh", "-c", DISCARD_SCRIPT, "sh", self.staging, root_mtime])
+            if result.exit_code == 0:
+                return True
+            log.debug("could not remove %s from %s: %s", self.staging, self.volume, result.last_line())
+        except VolsafeError as exc:
+            log.debug("could not remove %s from %s: %s", self.staging, self.volume, exc)
+        return False
+
+
+def _discard_in_new_helper(host: DockerHost, image: str, target: StagedTarget, root_mtime: str) -> None:
+    """Remove the staging directory through a fresh helper (the session's own one died); log failures."""
+    try:
+        result = run_helper(
+            host, image, target.volume, ["sh", "-c", DISCARD_SCRIPT, "sh", target.staging, root_mtime], role="cleanup", writable=True
+        )
+        if result.exit_code != 0:
+            log.error("could not remove %s from %s: %s", target.staging, target.volume, result.last_line())
+    except VolsafeError as exc:
+        log.error("could not remove %s from %s: %s", target.staging, target.volume, exc)
+
+
+def remove_volume(host: DockerHost, volume: str) -> None:
+    """Remove a volume that a failed write created; log (never raise) if that fails."""
+    try:
+        with docker_errors(host):
+            host.api.remove_volume(volume, force=True)
+    except VolsafeError as exc:
+        log.error("could not remove volume %s after the failure: %s", volume, exc)
+
+
+@contextlib.contextmanager
+def staged_target(
+    host: DockerHost, image: str, volume: str, *, created: bool, role: str, action: str
+) -> Iterator[StagedTarget]:
+    """Yield a StagedTarget on ``volume``; on any exception (Ctrl-C included) undo everything.
+
+    Undo means: the staging directory is removed from an existing volume (its old contents and
+    root mtime stay), and a volume that the caller ``created`` for this write is removed once the
+    helper that mounts it is gone (also after a commit, when a later step of the caller failed).
+    """
+    discard_later = False
+    try:
+        with helper_session(host, image, volume, role=role, writable=True) as helper:
+            target = StagedTarget(helper, volume, action)
+            root_mtime = "" if created else target.root_mtime()
+            try:
+                yield target
+            except BaseException:
+                if not created and not target.committed and not target.discard(root_mtime):
+                    discard_later = True
+                raise
+    except BaseException:
+        if created:
+            remove_volume(host, volume)
+        elif discard_later:  # e.g. the helper was killed: clean up once it is gone
+            _discard_in_new_helper(host, image, target, root_mtime)
+        raise

@@ -1,0 +1,214 @@
+"""A second Docker daemon on this machine that stands for "the other host", plus an sshd in front of it.
+
+Opt in with ``pytest_plugins = ["tests.second_daemon"]``. The daemon starts once per session with its
+own data root, exec root, pidfile and unix socket, and also listens on ``tcp://127.0.0.1:PORT``
+(plain, loopback only). The sshd (started on first use) listens on a free
+port on 127.0.0.1 with a generated host key and accepts root with a generated client key; its
+``authorized_keys`` sets ``DOCKER_HOST`` to the second daemon, so ``docker system dial-stdio`` (what
+the SDK's ssh transport runs remotely) reaches it. Everything is torn down at the end of the
+session, even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import docker
+import pytest
+
+from backup.docker_host import DockerHost, connect
+from backup.helper import LABEL as HELPER_LABEL
+from backup.helper_image import build_helper_image
+
+STARTUP_TIMEOUT = 90
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SecondDaemon:
+    """The running second daemon: how to reach it, and a connection for the tests' own checks."""
+
+    unix_url: str
+    tcp_url: str
+    host: DockerHost
+    root: Path
+
+
+def _stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def second_daemon(docker_host, helper_image) -> Iterator[SecondDaemon]:
+    """A second dockerd (own data root, exec root, pidfile, unix socket and a loopback tcp port), with the helper image."""
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is not installed (run ./scripts/test)")
+    # Short paths: containerd's sockets live under the exec root, and unix socket paths are limited.
+    root = Path(tempfile.mkdtemp(prefix="vs2d-", dir="/tmp"))
+    port = free_port()
+    unix_url = f"unix://{root}/docker.sock"
+    log_file = open(root / "dockerd.log", "wb")
+    proc = subprocess.Popen(
+        [
+            "dockerd",
+            "--data-root", str(root / "data"),
+            "--exec-root", str(root / "x"),
+            "--pidfile", str(root / "docker.pid"),
+            "-H", unix_url,
+            # Plain TCP, on loopback only: volsafe's helper exec cannot half-close a TLS stream yet
+            # (see README, migrate), so the data path over tcp:// is tested without TLS.
+            "-H", f"tcp://127.0.0.1:{port}",
+            "--iptables=false", "--ip-masq=false", "--bridge=none",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a Ctrl-C of pytest reaches us through the fixture, not directly
+    )
+    host = None
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"second dockerd exited ({proc.returncode}): {(root / 'dockerd.log').read_text()[-2000:]}")
+            try:
+                host = connect(unix_url)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    pytest.fail(f"second dockerd did not come up: {(root / 'dockerd.log').read_text()[-2000:]}")
+                time.sleep(0.3)
+        build_helper_image(host, tag=helper_image)
+        yield SecondDaemon(unix_url=unix_url, tcp_url=f"tcp://127.0.0.1:{port}", host=host, root=root)
+    finally:
+        if host is not None:
+            _remove_everything(host)
+            host.close()
+        _stop_process(proc)
+        log_file.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_everything(host: DockerHost) -> None:
+    """Remove every container and volume of the throwaway daemon, so its data root can be deleted."""
+    for container in host.api.containers(all=True):
+        try:
+            host.api.remove_container(container["Id"], force=True)
+        except docker.errors.APIError:
+            pass
+    for volume in host.api.volumes().get("Volumes") or []:
+        try:
+            host.api.remove_volume(volume["Name"], force=True)
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture
+def target_volumes(second_daemon: SecondDaemon):
+    """Like ``volumes``, on the second daemon: unique names, removed afterwards; no helper may survive."""
+    names: list[str] = []
+
+    def make(label: str = "dst") -> str:
+        name = f"vstest-{label}-{secrets.token_hex(4)}"
+        names.append(name)
+        return name
+
+    yield make
+    api = second_daemon.host.api
+    leftovers = [
+        c for c in api.containers(all=True, filters={"label": f"{HELPER_LABEL}=true"})
+        if c["Labels"].get("io.volsafe.volume") in names
+    ]
+    for c in leftovers:
+        api.remove_container(c["Id"], force=True)
+    for name in names:
+        try:
+            api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+    assert not leftovers, f"helper containers left behind on the target: {[c['Names'] for c in leftovers]}"
+
+
+@dataclass
+class SshServer:
+    url: str  # ssh://root@127.0.0.1:PORT
+    home: Path  # a HOME whose ~/.ssh holds the client key, config and known_hosts
+
+
+@pytest.fixture(scope="session")
+def ssh_server(second_daemon: SecondDaemon) -> Iterator[SshServer]:
+    """An sshd on 127.0.0.1 whose root login (by generated key) talks to the second daemon."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd) or shutil.which("ssh-keygen") is None:
+        pytest.fail("sshd is not installed (apt-get install openssh-server; ./scripts/test does it)")
+    root = Path(tempfile.mkdtemp(prefix="vs2ssh-", dir="/tmp"))
+    home = root / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    port = free_port()
+    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", ""]
+    subprocess.run([*keygen, "-f", str(root / "host_key")], check=True)
+    subprocess.run([*keygen, "-f", str(home / ".ssh" / "id_ed25519")], check=True)
+    client_pub = (home / ".ssh" / "id_ed25519.pub").read_text().strip()
+    # The login's environment points `docker` (run by the SDK as `docker system dial-stdio`) at the second daemon.
+    (root / "authorized_keys").write_text(f'environment="DOCKER_HOST={second_daemon.unix_url}" {client_pub}\n')
+    host_pub = (root / "host_key.pub").read_text().split()
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    (root / "sshd_config").write_text(
+        "\n".join([
+            f"Port {port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {root / 'host_key'}",
+            f"AuthorizedKeysFile {root / 'authorized_keys'}",
+            f"PidFile {root / 'sshd.pid'}",
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitUserEnvironment DOCKER_HOST",
+            "UsePAM no",
+            "StrictModes no",
+            "",
+        ])
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    log_file = open(root / "sshd.log", "wb")
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(root / "sshd_config")], stdout=log_file, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"sshd exited ({proc.returncode}): {(root / 'sshd.log').read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("sshd did not start listening")
+                time.sleep(0.1)
+        yield SshServer(url=f"ssh://root@127.0.0.1:{port}", home=home)
+    finally:
+        _stop_process(proc, timeout=10)
+        log_file.close()
+        shutil.rmtree(root, ignore_errors=True)
