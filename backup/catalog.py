@@ -64,3 +64,20 @@ def resolve_ref(backend: Backend, ref: Ref) -> Manifest:
     if not backups:
         raise NotFoundError(f"no backups of volume {ref.volume!r} in {backend.url}")
     return backups[-1]
+
+
+def newest_by_volume(backend: Backend) -> dict[str, BackupId]:
+    """Return each volume's newest complete backup in ``backend``, from one listing (no manifest is read).
+
+    The time comes from the id's stamp (UTC, to the second), so this stays one call however many
+    backups there are. Raises BackendError if the listing fails.
+    """
+    newest: dict[str, BackupId] = {}
+    for info in backend.list(""):
+        backup_id = backup_id_from_manifest_key(info.key)
+        if backup_id is None:
+            continue
+        current = newest.get(backup_id.volume)
+        if current is None or backup_id.stamp > current.stamp:  # stamps sort by time
+            newest[backup_id.volume] = backup_id
+    return newest

@@ -90,6 +90,10 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
     "jobs": (
         Key("volumes", "str_list", "names of the volumes to back up", ()),
         Key("volume_labels", "str_map", "back up every volume with all these labels ('' matches any value)", {}),
+        Key("all_volumes", "bool", "back up every volume of the daemon", False),
+        Key("projects", "str_list", "back up the volumes of these Compose projects (label com.docker.compose.project)", ()),
+        Key("exclude_volumes", "str_list", "volume names (globs allowed) never backed up by this job", ()),
+        Key("exclude", "str_list", "path patterns left out of every archive ('cache', '*.log', '/tmp/*', '**/node_modules')", ()),
         Key("schedule", "str", "crontab line, @hourly/@daily/@weekly/@monthly, or '@every 6h'", required=True),
         Key("timezone", "str", "IANA time zone for the schedule and retention periods [default: local]"),
         Key("jitter", "duration", "start each run up to this much later, at random", 0.0, minimum=0),
@@ -135,6 +139,10 @@ class JobConfig:
     schedule: str
     volumes: tuple[str, ...] = ()
     volume_labels: dict[str, str] = field(default_factory=dict)
+    all_volumes: bool = False
+    projects: tuple[str, ...] = ()
+    exclude_volumes: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()  # path patterns (backup.selectors.path_excluded)
     backends: tuple[str, ...] = ()
     stop_containers: bool = False
     pause_containers: bool = False
@@ -529,8 +537,12 @@ class _Checker:
         for volume in values.get("volumes") or ():
             if not VOLUME_NAME.match(volume):
                 self.error(path + ("volumes",), f"invalid volume name {volume!r}")
-        if not values.get("volumes") and not values.get("volume_labels") and "volumes" not in raw and "volume_labels" not in raw:
-            self.error(path, "give volumes, volume_labels, or both: the job has nothing to back up")
+        selects = ("volumes", "volume_labels", "all_volumes", "projects")
+        if not any(values.get(k) for k in selects) and "volumes" not in raw and "volume_labels" not in raw:
+            self.error(path, "give volumes, volume_labels, projects or all_volumes: the job has nothing to back up")
+        for pattern in values.get("exclude") or ():
+            if not pattern.strip() or pattern.strip().strip("/") in ("", ".") or ".." in pattern.split("/"):
+                self.error(path + ("exclude",), f"invalid exclude pattern {pattern!r}")
         for backend in values.get("backends") or ():
             if backend not in backends:
                 known = list(backends)
@@ -564,6 +576,10 @@ class _Checker:
             schedule=values["schedule"],
             volumes=tuple(values["volumes"] or ()),
             volume_labels=dict(values["volume_labels"] or {}),
+            all_volumes=bool(values["all_volumes"]),
+            projects=tuple(values["projects"] or ()),
+            exclude_volumes=tuple(values["exclude_volumes"] or ()),
+            exclude=tuple(values["exclude"] or ()),
             backends=tuple(values["backends"] or ()),
             stop_containers=values["stop_containers"],
             pause_containers=values["pause_containers"],

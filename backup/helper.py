@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import socket
 import struct
@@ -47,11 +48,20 @@ class HelperResult:
         return lines[-1] if lines else f"exit code {self.exit_code}"
 
 
-def _create(host: DockerHost, image: str, volume: str, *, role: str, writable: bool, command: list[str]) -> str:
-    """Create (not start) a helper container and return its id."""
+def _create(
+    host: DockerHost, image: str, volume: str, *, role: str, writable: bool, command: list[str], mount_type: str = "volume"
+) -> str:
+    """Create (not start) a helper container and return its id.
+
+    ``volume`` is a volume name, or with ``mount_type="bind"`` a directory on the daemon's host.
+    """
     api = host.api
+    if mount_type == "bind":
+        mount = Mount(MOUNT_POINT, volume, type="bind", read_only=not writable)
+    else:
+        mount = Mount(MOUNT_POINT, volume, type="volume", read_only=not writable, no_copy=True)
     host_config = api.create_host_config(
-        mounts=[Mount(MOUNT_POINT, volume, type="volume", read_only=not writable, no_copy=True)],
+        mounts=[mount],
         network_mode="none",
         log_config={"type": "none"},
         security_opt=["no-new-privileges"],
@@ -65,7 +75,9 @@ def _create(host: DockerHost, image: str, volume: str, *, role: str, writable: b
         "io.volsafe.pid": str(os.getpid()),
         "io.volsafe.created": str(int(time.time())),
     }
-    name = f"volsafe-{role}-{volume[:40]}-{secrets.token_hex(4)}"
+    # A bind source is a path; container names allow only [a-zA-Z0-9_.-].
+    shown = re.sub(r"[^a-zA-Z0-9_.-]+", "_", volume).strip("_.-")[:40] or "root"
+    name = f"volsafe-{role}-{shown}-{secrets.token_hex(4)}"
     try:
         with docker_errors(host):
             created = api.create_container(
@@ -96,12 +108,15 @@ def _remove(host: DockerHost, container_id: str) -> None:
 
 
 @contextlib.contextmanager
-def created_helper(host: DockerHost, image: str, volume: str, *, role: str, writable: bool) -> Iterator[str]:
+def created_helper(
+    host: DockerHost, image: str, volume: str, *, role: str, writable: bool, mount_type: str = "volume"
+) -> Iterator[str]:
     """Yield the id of a created, never started helper with ``volume`` at /volsafe/target.
 
-    Docker's archive endpoints work on such a container; it is removed on exit.
+    Docker's archive endpoints work on such a container; it is removed on exit. With
+    ``mount_type="bind"``, ``volume`` is a directory on the daemon's host.
     """
-    container_id = _create(host, image, volume, role=role, writable=writable, command=["true"])
+    container_id = _create(host, image, volume, role=role, writable=writable, command=["true"], mount_type=mount_type)
     try:
         yield container_id
     finally:
@@ -165,10 +180,9 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     return bytes(data)
 
 
-def read_frames(sock: socket.socket) -> Iterator[bytes]:
-    """Yield the payloads of a non-TTY attach or exec stream (8-byte frame headers) until it ends.
-
-    stdout and stderr frames come interleaved, in the order the command wrote them.
+def read_frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """Yield (stream, payload) of a non-TTY attach or exec stream (8-byte frame headers) until it
+    ends; stream 1 is stdout, 2 is stderr, interleaved in the order the command wrote them.
     """
     while True:
         header = _recv_exact(sock, 8)
@@ -177,7 +191,7 @@ def read_frames(sock: socket.socket) -> Iterator[bytes]:
         payload = _recv_exact(sock, struct.unpack(">I", header[4:])[0])
         if payload is None:
             return
-        yield payload
+        yield header[0], payload
 
 
 class _OutputCollector(threading.Thread):
@@ -190,7 +204,7 @@ class _OutputCollector(threading.Thread):
 
     def run(self) -> None:
         try:
-            for payload in read_frames(self.sock):
+            for _stream, payload in read_frames(self.sock):
                 self.buffer += payload
                 del self.buffer[:-_OUTPUT_LIMIT]
         except OSError:
@@ -276,10 +290,14 @@ class HelperSession:
 
 
 @contextlib.contextmanager
-def helper_session(host: DockerHost, image: str, volume: str, *, role: str, writable: bool) -> Iterator[HelperSession]:
+def helper_session(
+    host: DockerHost, image: str, volume: str, *, role: str, writable: bool, mount_type: str = "volume"
+) -> Iterator[HelperSession]:
     """Yield a started helper with ``volume`` at /volsafe/target; it is removed on exit, on every path."""
     # busybox sleep takes seconds as a number; the container is force-removed long before this ends.
-    container_id = _create(host, image, volume, role=role, writable=writable, command=["sleep", "2147483647"])
+    container_id = _create(
+        host, image, volume, role=role, writable=writable, command=["sleep", "2147483647"], mount_type=mount_type
+    )
     try:
         with docker_errors(host):
             host.api.start(container_id)
@@ -288,7 +306,9 @@ def helper_session(host: DockerHost, image: str, volume: str, *, role: str, writ
         _remove(host, container_id)
 
 
-def run_helper(host: DockerHost, image: str, volume: str, command: list[str], *, role: str, writable: bool) -> HelperResult:
+def run_helper(
+    host: DockerHost, image: str, volume: str, command: list[str], *, role: str, writable: bool, mount_type: str = "volume"
+) -> HelperResult:
     """Run one command in a fresh helper with ``volume`` mounted; return its exit code and output."""
-    with helper_session(host, image, volume, role=role, writable=writable) as helper:
+    with helper_session(host, image, volume, role=role, writable=writable, mount_type=mount_type) as helper:
         return helper.exec(command)

@@ -194,7 +194,7 @@ class _OutputLogger(threading.Thread):
 
     def run(self) -> None:
         try:
-            for payload in read_frames(self.sock):
+            for _stream, payload in read_frames(self.sock):
                 self._feed(payload)
         except OSError:
             pass

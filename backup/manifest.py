@@ -42,6 +42,10 @@ class Manifest:
     content_digest: str = ""
     # Fingerprints of the age recipients, if the archive is age-encrypted; None if it is not.
     encryption_recipients: tuple[str, ...] | None = None
+    # For ``backup --container``: {"type": volume|bind|tmpfs, "source", "destination", "container"}.
+    mount: dict[str, str] | None = None
+    # Path patterns left out of the archive (``--exclude PATTERN``); empty when nothing was.
+    excluded_paths: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,6 +87,8 @@ class Manifest:
                     else {}
                 ),
             },
+            **({"mount": dict(self.mount)} if self.mount is not None else {}),
+            **({"exclude": list(self.excluded_paths)} if self.excluded_paths else {}),
             **self.extra,
         }
 
@@ -155,6 +161,31 @@ def _encryption(data: Any) -> tuple[str, ...] | None:
     return tuple(recipients)
 
 
+MOUNT_TYPES = ("volume", "bind", "tmpfs")
+
+
+def _mount(data: Any) -> dict[str, str] | None:
+    """Return the ``mount`` record of a container mount's backup, or None for a plain volume backup."""
+    if "mount" not in data:
+        return None
+    mount = _str_map(data, "mount")
+    for key in ("type", "source", "destination"):
+        if key not in mount:
+            raise ManifestError(f"manifest lacks field 'mount.{key}'")
+    if mount["type"] not in MOUNT_TYPES:
+        raise ManifestError(f"manifest field 'mount.type' is not one of {', '.join(MOUNT_TYPES)}")
+    return mount
+
+
+def _excluded(data: Any) -> tuple[str, ...]:
+    if "exclude" not in data:
+        return ()
+    patterns = _get(data, "exclude", list)
+    if not all(isinstance(p, str) for p in patterns):
+        raise ManifestError("manifest field 'exclude' must be a list of strings")
+    return tuple(patterns)
+
+
 def parse_manifest(raw: bytes | str) -> Manifest:
     """Return the Manifest in ``raw``; raise ManifestError naming the first problem found."""
     try:
@@ -185,7 +216,7 @@ def parse_manifest(raw: bytes | str) -> Manifest:
     content_digest = _get(data, "archive.content_digest", str) if "content_digest" in data["archive"] else ""
     if content_digest and not _CONTENT_DIGEST.match(content_digest):
         raise ManifestError("manifest field 'archive.content_digest' is not a tree-sha256 digest")
-    known = {"format", "format_version", "id", "created", "volsafe_version", "volume", "source", "archive"}
+    known = {"format", "format_version", "id", "created", "volsafe_version", "volume", "source", "archive", "mount", "exclude"}
     return Manifest(
         backup_id=backup_id,
         created=created,
@@ -203,5 +234,7 @@ def parse_manifest(raw: bytes | str) -> Manifest:
         compression_level=_get(data, "archive.compression_level", int),
         content_digest=content_digest,
         encryption_recipients=_encryption(data),
+        mount=_mount(data),
+        excluded_paths=_excluded(data),
         extra={k: v for k, v in data.items() if k not in known},
     )

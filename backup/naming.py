@@ -105,3 +105,24 @@ def parse_ref(text: str) -> Ref:
         return Ref(validate_volume_name(volume), None)
     backup_id = parse_backup_id(text)
     return Ref(backup_id.volume, backup_id)
+
+
+def mount_storage_name(container: str, destination: str) -> str:
+    """Return the stable storage name of a container's bind or tmpfs mount: ``CONTAINER.DEST``.
+
+    DEST is the mount's path in the container without its leading ``/``, with ``/`` turned into
+    ``_`` and any other character Docker does not allow in volume names into ``-`` (``/`` itself
+    is ``root``): container ``web``, ``/var/lib/data`` -> ``web.var_lib_data``. The result is a
+    valid volume name, so backups of the mount are listed, pruned and restored like a volume's.
+    """
+    slug = re.sub(r"[^a-zA-Z0-9_.-]", "-", destination.strip("/").replace("/", "_")) or "root"
+    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", container.lstrip("/"))
+    return validate_volume_name(f"{name}.{slug}"[:255])
+
+
+def stamp_time(stamp: str) -> datetime:
+    """Return the aware UTC time a STAMP records (to the second). Raises UsageError if it is not a STAMP."""
+    match = STAMP.match(stamp)
+    if not match:
+        raise UsageError(f"invalid backup stamp {stamp!r}")
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

@@ -57,12 +57,13 @@ rm -rf "{MOUNT_POINT}/$1" && touch -c -d "@$2" {MOUNT_POINT}
 """
 
 
-def is_empty(host: DockerHost, image: str, volume: str) -> bool:
+def is_empty(host: DockerHost, image: str, volume: str, mount_type: str = "volume") -> bool:
     """Return whether the volume holds no entries (leftover staging directories do not count).
 
+    With ``mount_type="bind"``, ``volume`` is a directory on the daemon's host.
     Raises VolsafeError if it cannot be inspected.
     """
-    result = run_helper(host, image, volume, ["sh", "-c", PROBE_SCRIPT], role="probe", writable=False)
+    result = run_helper(host, image, volume, ["sh", "-c", PROBE_SCRIPT], role="probe", writable=False, mount_type=mount_type)
     if result.exit_code != 0:
         raise VolsafeError(f"cannot inspect volume {volume!r}: {result.last_line()}")
     return result.output.strip() == ""
@@ -106,9 +107,12 @@ def metadata_tar(raw_headers, target_name: str) -> tempfile.SpooledTemporaryFile
 class StagedTarget:
     """A running writer helper on the target volume, with a staging directory name reserved in it."""
 
-    def __init__(self, helper: HelperSession, volume: str, action: str):
+    def __init__(self, helper: HelperSession, volume: str, action: str, root: str = MOUNT_POINT):
         self.helper = helper
         self.volume = volume
+        # Where the tree lives in ``helper``: the helper's mount point, or (restore --to-container)
+        # a path in a running application container, checked by the caller to need no quoting.
+        self.root = root
         self.action = action  # "restore" or "migration", for messages
         self.token = secrets.token_hex(6)
         self.staging = f"{STAGING_PREFIX}{self.token}"
@@ -120,23 +124,34 @@ class StagedTarget:
         Returns the result. Raises VolsafeError if the script failed; exceptions from iterating
         ``tar_chunks`` propagate (the partial stream is then never committed).
         """
-        result = self.helper.exec(["sh", "-c", script, "sh", self.staging, *args], stdin=tar_chunks)
+        result = self.helper.exec(["sh", "-c", self._at_root(script), "sh", self.staging, *args], stdin=tar_chunks)
         if result.exit_code != 0:
             raise VolsafeError(f"{self.action} into {self.volume!r} failed: tar in the helper exited {result.exit_code}: {result.last_line()}")
         return result
 
     def commit(self, raw_headers) -> None:
         """Swap the staged tree in, then apply directory and symlink metadata. Raises VolsafeError."""
-        result = self.helper.exec(["sh", "-c", COMMIT_SCRIPT, "sh", self.staging, self.token])
+        result = self.helper.exec(["sh", "-c", self._at_root(COMMIT_SCRIPT), "sh", self.staging, self.token])
         if result.exit_code != 0:
             raise VolsafeError(f"could not swap the new data into {self.volume!r}: {result.last_line()}")
         self.committed = True
-        with metadata_tar(raw_headers, MOUNT_POINT.rsplit("/", 1)[1]) as metadata:
-            self.helper.put_archive(MOUNT_PARENT, metadata)
+        parent, _, name = self.root.rpartition("/")
+        with metadata_tar(raw_headers, name) as metadata:
+            if self.root == MOUNT_POINT:
+                self.helper.put_archive(MOUNT_PARENT, metadata)
+            else:
+                # Docker's archive endpoint does not write into tmpfs mounts; the container's tar does.
+                chunks = iter(lambda: metadata.read(1 << 20), b"")
+                applied = self.helper.exec(["tar", "-x", "-f", "-", "-C", parent or "/"], stdin=chunks)
+                if applied.exit_code != 0:
+                    raise VolsafeError(f"could not set directory metadata in {self.volume!r}: {applied.last_line()}")
+
+    def _at_root(self, script: str) -> str:
+        return script if self.root == MOUNT_POINT else script.replace(MOUNT_POINT, self.root)
 
     def root_mtime(self) -> str:
         """Return the volume root's mtime in seconds, as text. Raises VolsafeError."""
-        result = self.helper.exec(["stat", "-c", "%Y", MOUNT_POINT])
+        result = self.helper.exec(["stat", "-c", "%Y", self.root])
         if result.exit_code != 0 or not result.output.strip().isdigit():
             raise VolsafeError(f"cannot inspect the target volume: {result.last_line()}")
         return result.output.strip()
@@ -144,7 +159,7 @@ class StagedTarget:
     def discard(self, root_mtime: str) -> bool:
         """Remove the staging directory after a failure; return whether that worked (never raises)."""
         try:
-            result = self.helper.exec(["sh", "-c", DISCARD_SCRIPT, "sh", self.staging, root_mtime])
+            result = self.helper.exec(["sh", "-c", self._at_root(DISCARD_SCRIPT), "sh", self.staging, root_mtime])
             if result.exit_code == 0:
                 return True
             log.debug("could not remove %s from %s: %s", self.staging, self.volume, result.last_line())
@@ -153,11 +168,17 @@ class StagedTarget:
         return False
 
 
-def _discard_in_new_helper(host: DockerHost, image: str, target: StagedTarget, root_mtime: str) -> None:
+def _discard_in_new_helper(host: DockerHost, image: str, target: StagedTarget, root_mtime: str, mount_type: str = "volume") -> None:
     """Remove the staging directory through a fresh helper (the session's own one died); log failures."""
     try:
         result = run_helper(
-            host, image, target.volume, ["sh", "-c", DISCARD_SCRIPT, "sh", target.staging, root_mtime], role="cleanup", writable=True
+            host,
+            image,
+            target.volume,
+            ["sh", "-c", DISCARD_SCRIPT, "sh", target.staging, root_mtime],
+            role="cleanup",
+            writable=True,
+            mount_type=mount_type,
         )
         if result.exit_code != 0:
             log.error("could not remove %s from %s: %s", target.staging, target.volume, result.last_line())
@@ -176,7 +197,7 @@ def remove_volume(host: DockerHost, volume: str) -> None:
 
 @contextlib.contextmanager
 def staged_target(
-    host: DockerHost, image: str, volume: str, *, created: bool, role: str, action: str
+    host: DockerHost, image: str, volume: str, *, created: bool, role: str, action: str, mount_type: str = "volume"
 ) -> Iterator[StagedTarget]:
     """Yield a StagedTarget on ``volume``; on any exception (Ctrl-C included) undo everything.
 
@@ -186,7 +207,7 @@ def staged_target(
     """
     discard_later = False
     try:
-        with helper_session(host, image, volume, role=role, writable=True) as helper:
+        with helper_session(host, image, volume, role=role, writable=True, mount_type=mount_type) as helper:
             target = StagedTarget(helper, volume, action)
             root_mtime = "" if created else target.root_mtime()
             try:
@@ -199,5 +220,30 @@ def staged_target(
         if created:
             remove_volume(host, volume)
         elif discard_later:  # e.g. the helper was killed: clean up once it is gone
-            _discard_in_new_helper(host, image, target, root_mtime)
+            _discard_in_new_helper(host, image, target, root_mtime, mount_type)
         raise
+
+
+@contextlib.contextmanager
+def staged_in_container(session: HelperSession, path: str, *, label: str) -> Iterator[StagedTarget]:
+    """Yield a StagedTarget at ``path`` inside a running application container (``session``).
+
+    On any exception before the commit, the staging directory is removed and the root's mtime
+    put back; the container's old contents stay.
+    """
+    target = StagedTarget(session, label, "restore", root=path)
+    root_mtime = target.root_mtime()
+    try:
+        yield target
+    except BaseException:
+        if not target.committed and not target.discard(root_mtime):
+            log.error("could not remove %s from %s", target.staging, label)
+        raise
+
+
+def container_path_empty(session: HelperSession, path: str) -> bool:
+    """Return whether ``path`` in the container holds no entries. Raises VolsafeError if it cannot be read."""
+    result = session.exec(["sh", "-c", PROBE_SCRIPT.replace(MOUNT_POINT, path)])
+    if result.exit_code != 0:
+        raise VolsafeError(f"cannot inspect {path} in the container: {result.last_line()}")
+    return result.output.strip() == ""

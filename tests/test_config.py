@@ -74,7 +74,7 @@ def test_every_error_at_once_with_line_job_and_hint():
         "Error validating expression '61': the last value (61) is higher than the maximum value (59)",
         "  volsafe.toml:11: jobs.web.backends: unknown backend 'nass' (did you mean 'nas'?)",
         "  volsafe.toml:12: jobs.web.retention.keep_dayly: unknown retention rule (did you mean 'keep_daily'?)",
-        "  volsafe.toml:14: jobs.db: give volumes, volume_labels, or both: the job has nothing to back up",
+        "  volsafe.toml:14: jobs.db: give volumes, volume_labels, projects or all_volumes: the job has nothing to back up",
         "  volsafe.toml:15: jobs.db.volume: unknown key (did you mean 'volumes'?)",
         "  volsafe.toml:17: jobs.db.stop_containers: must be true or false, not a string",
     ]

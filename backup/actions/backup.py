@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from backup.consistency import quiesced
 from backup.docker_host import DockerHost
 from backup.errors import VolsafeError
 from backup.fanout import save_to_all
+from backup.container_tar import container_tar
 from backup.helper import archive_stream, created_helper
 from backup.hooks import HookSpec
 from backup.locks import DEFAULT_WAIT, volume_lock
@@ -20,6 +22,7 @@ from backup.manifest import Manifest
 from backup.naming import BackupId, new_stamp, validate_volume_name
 from backup.progress import Reporter
 from backup.read_ahead import read_ahead
+from backup.tar_filter import FilterStats, exclude_paths
 from storage_backends import Backend, BackendError
 
 log = logging.getLogger(__name__)
@@ -37,11 +40,31 @@ class BackupOptions:
     pause_containers: bool = False  # pause them instead (wins over stop_containers)
     hooks: tuple[HookSpec, ...] = ()  # besides those declared by container labels
     lock_wait: float = DEFAULT_WAIT  # seconds to wait for another volsafe using the volume
+    exclude: tuple[str, ...] = ()  # path patterns left out of the archive (backup.selectors.path_excluded)
 
     @property
     def quiesce_mode(self) -> str:
         """Return "pause", "stop" or "none"."""
         return "pause" if self.pause_containers else ("stop" if self.stop_containers else "none")
+
+
+@dataclass(frozen=True)
+class MountSource:
+    """One mount of a container, as ``backup --container`` backs it up.
+
+    ``kind`` is "volume", "bind" or "tmpfs"; ``source`` the volume name or the directory on the
+    daemon's host ("" for tmpfs); ``storage_name`` the name the backups are stored and listed under.
+    """
+
+    kind: str
+    container: str
+    source: str
+    destination: str
+    storage_name: str
+
+    def manifest_record(self) -> dict[str, str]:
+        """Return the manifest's ``mount`` object."""
+        return {"type": self.kind, "source": self.source, "destination": self.destination, "container": self.container}
 
 
 @dataclass
@@ -68,8 +91,29 @@ def _then(chunks: Iterable[bytes], at_end: Callable[[], None]) -> Iterator[bytes
     at_end()
 
 
+@contextlib.contextmanager
+def _tar_of(host: DockerHost, volume: str, mount: MountSource | None, options: BackupOptions) -> Iterator[Iterator[bytes]]:
+    """Yield the tar stream of what is backed up: a volume or bind directory through a created,
+    never started read-only helper (Docker's archive endpoint), or a tmpfs path from inside its
+    running container."""
+    if mount is not None and mount.kind == "tmpfs":
+        with container_tar(host, mount.container, mount.destination) as chunks:
+            yield chunks
+        return
+    source, mount_type = (mount.source, "bind") if mount is not None and mount.kind == "bind" else (volume, "volume")
+    with created_helper(host, options.helper_image, source, role="backup", writable=False, mount_type=mount_type) as helper, archive_stream(
+        host, helper
+    ) as chunks:
+        yield chunks
+
+
 def backup_volume(
-    host: DockerHost, volume: str, backends: list[Backend], options: BackupOptions, progress: Reporter
+    host: DockerHost,
+    volume: str,
+    backends: list[Backend],
+    options: BackupOptions,
+    progress: Reporter,
+    mount: MountSource | None = None,
 ) -> VolumeBackup:
     """Back up one volume to every backend in a single read.
 
@@ -78,25 +122,35 @@ def backup_volume(
     fails, if its containers cannot be stopped or paused, or if another volsafe holds the volume
     longer than ``options.lock_wait``. Containers stopped or paused for the backup are brought back
     as soon as Docker's archive stream ends, and on every other path.
+
+    With ``mount`` (a bind or tmpfs mount of a container), ``volume`` is its storage name; such
+    mounts are never quiesced (stopping a container would lose its tmpfs data).
     """
-    info = host.volume(validate_volume_name(volume))
+    validate_volume_name(volume)
+    plain = mount is None or mount.kind == "volume"
+    info = host.volume(volume) if plain else {}
     created = datetime.now(timezone.utc)
     backup_id = BackupId(volume, new_stamp(created))
     stats = ArchiveStats()
     outcome = VolumeBackup(volume)
+    filtered = FilterStats()
 
     with volume_lock(host, volume, action="backup", wait=options.lock_wait), quiesced(
-        host, volume, mode=options.quiesce_mode, hooks=options.hooks
-    ) as quiesce, created_helper(host, options.helper_image, volume, role="backup", writable=False) as helper, archive_stream(
-        host, helper
-    ) as tar_chunks, progress.task(f"backup {volume}") as advance:
+        host, volume, mode=options.quiesce_mode if plain else "none", hooks=options.hooks if plain else ()
+    ) as quiesce, _tar_of(host, volume, mount, options) as tar_chunks, progress.task(f"backup {volume}") as advance:
         # The volume is fully read when Docker's stream ends: bring the application back then,
         # while the upload's tail is still being written.
         tar = _then(read_ahead(tar_chunks), quiesce.finish)
+        if options.exclude:
+            tar = exclude_paths(tar, options.exclude, filtered)
         stored = compress_tar(tar, stats, level=options.level, threads=options.threads, progress=advance)
         if options.recipients is not None:
             stored = encrypted_stored(stored, options.recipients, stats)
         results = save_to_all(backends, backup_id.archive_key, stored)
+    if filtered.links_dropped:
+        log.warning(
+            "%s: left out %d hard link(s) to excluded files (their data went with the excluded name)", volume, filtered.links_dropped
+        )
     if quiesce.problems:
         # The archive may well be stored; the run still fails, so that someone looks at the app.
         outcome.failures["volume"] = "after reading the volume: " + "; ".join(quiesce.problems)
@@ -117,6 +171,8 @@ def backup_volume(
         compression_level=options.level,
         content_digest=stats.content_digest,
         encryption_recipients=options.recipients.fingerprints if options.recipients is not None else None,
+        mount=mount.manifest_record() if mount is not None else None,
+        excluded_paths=options.exclude,
     )
     for result in results:
         if not result.ok:
@@ -144,13 +200,19 @@ def _remove_quietly(backend: Backend, key: str) -> None:
 
 
 def run_backup(
-    host: DockerHost, volumes: list[str], backends: list[Backend], options: BackupOptions, progress: Reporter
+    host: DockerHost,
+    volumes: list[str],
+    backends: list[Backend],
+    options: BackupOptions,
+    progress: Reporter,
+    mounts: Iterable[MountSource] = (),
 ) -> list[VolumeBackup]:
-    """Back up each volume in turn; return one outcome per volume, failures included."""
+    """Back up each volume, then each container mount, in turn; return one outcome each, failures included."""
     outcomes = []
-    for volume in volumes:
+    work = [(volume, None) for volume in volumes] + [(m.storage_name, m) for m in mounts]
+    for volume, mount in work:
         try:
-            outcomes.append(backup_volume(host, volume, backends, options, progress))
+            outcomes.append(backup_volume(host, volume, backends, options, progress, mount=mount))
         except VolsafeError as exc:
             outcomes.append(VolumeBackup(volume, failures={"volume": str(exc)}))
     return outcomes

@@ -15,12 +15,14 @@ import tzlocal
 
 from backup.actions.backup import BackupOptions, VolumeBackup, run_backup
 from backup.actions.prune import Pruned, run_prune
+from backup.actions.select import resolve_volumes
 from backup.config import JobConfig
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker_host import DockerHost
 from backup.hooks import HookSpec
 from backup.manifest import format_time
 from backup.progress import Reporter
 from backup.schedule import timezone_of
+from backup.selectors import VolumeSelector
 from storage_backends import Backend, BackendError
 
 log = logging.getLogger("volsafe.job")
@@ -71,18 +73,24 @@ class JobOutcome:
         }
 
 
+def job_selector(job: JobConfig) -> VolumeSelector:
+    """Return the volume selection the job's config describes."""
+    return VolumeSelector(
+        names=tuple(job.volumes),
+        all=job.all_volumes,
+        labels=dict(job.volume_labels),
+        projects=tuple(job.projects),
+        exclude=tuple(job.exclude_volumes),
+    )
+
+
 def select_volumes(host: DockerHost, job: JobConfig) -> list[str]:
-    """Return the job's volumes: those it names plus those matching all its labels, sorted.
+    """Return the job's volumes: those it names plus those its labels, projects or ``all_volumes``
+    pick, minus ``exclude_volumes``, sorted.
 
     A label value of ``""`` matches any value. Raises VolsafeError if the daemon cannot be asked.
     """
-    selected = set(job.volumes)
-    if job.volume_labels:
-        filters = [key if value == "" else f"{key}={value}" for key, value in job.volume_labels.items()]
-        with docker_errors(host):
-            found = host.api.volumes(filters={"label": filters}).get("Volumes") or []
-        selected.update(v["Name"] for v in found)
-    return sorted(selected)
+    return resolve_volumes(host, job_selector(job))
 
 
 def job_backup_options(job: JobConfig, helper_image: str) -> BackupOptions:
@@ -95,7 +103,11 @@ def job_backup_options(job: JobConfig, helper_image: str) -> BackupOptions:
             ),
         )
     return BackupOptions(
-        helper_image=helper_image, stop_containers=job.stop_containers, pause_containers=job.pause_containers, hooks=hooks
+        helper_image=helper_image,
+        stop_containers=job.stop_containers,
+        pause_containers=job.pause_containers,
+        hooks=hooks,
+        exclude=tuple(job.exclude),
     )
 
 
@@ -131,7 +143,7 @@ def _backup_and_prune(host, job, backends, helper_image, progress, outcome: JobO
         outcome.errors.append(f"cannot list volumes: {exc}")
         return
     if not outcome.volumes:
-        outcome.errors.append("no volume matches the job's volumes and volume_labels")
+        outcome.errors.append("no volume matches the job's volumes, volume_labels, projects and all_volumes")
         return
     options = job_backup_options(job, helper_image)
     for volume in outcome.volumes:

@@ -9,6 +9,7 @@ removed, and an existing volume (``--force``) keeps its old contents.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -16,13 +17,24 @@ from backup.archive_codec import verified_tar
 from backup.catalog import resolve_ref
 from backup.docker_host import DockerHost
 from backup.encryption import decryptor, require_keys
-from backup.errors import NotFoundError
+from backup.container_tar import ContainerSession
+from backup.docker_host import docker_errors
+from backup.errors import NotFoundError, TargetNotEmpty, UsageError, VolsafeError
 from backup.locks import volume_lock
 from backup.manifest import Manifest
 from backup.naming import Ref, validate_volume_name
 from backup.progress import Reporter
 from backup.read_ahead import read_ahead
-from backup.staging import SPOOL_LIMIT, StagedTarget, check_target, create_volume, staged_target
+from backup.staging import (
+    SPOOL_LIMIT,
+    StagedTarget,
+    check_target,
+    container_path_empty,
+    create_volume,
+    is_empty,
+    staged_in_container,
+    staged_target,
+)
 from storage_backends import Backend, NotFound
 
 log = logging.getLogger(__name__)
@@ -33,9 +45,10 @@ class RestoreOutcome:
     """What was restored where."""
 
     manifest: Manifest
-    volume: str
+    volume: str  # the target: a volume name, a directory (--to-path) or CONTAINER:PATH (--to-container)
     created_volume: bool
     backend: Backend
+    target_kind: str = "volume"  # "volume", "path" or "container"
 
 
 def _stream_into_staging(
@@ -72,6 +85,8 @@ def run_restore(
     force: bool = False,
     progress: Reporter,
     identities: list | None = None,
+    to_path: str | None = None,
+    to_container: tuple[str, str] | None = None,
 ) -> RestoreOutcome:
     """Restore the backup ``ref`` names into ``to_volume`` (default: its own volume name).
 
@@ -79,10 +94,24 @@ def run_restore(
     that has data and no ``force``, IntegrityError for a corrupt archive; in every failure case the
     target is left as it was. ``identities`` (age/SSH) decrypt an encrypted archive: without a
     matching one, EncryptionError is raised before the target volume is touched.
+
+    ``to_path`` (a directory on the daemon's host, which must exist) or ``to_container`` (a running
+    container and a path in it) are the other targets, with the same checks and staging. A backup
+    of a bind or tmpfs mount needs an explicit target (UsageError otherwise).
     """
     manifest = resolve_ref(backend, ref)
-    volume = validate_volume_name(to_volume or manifest.volume)
+    kind = (manifest.mount or {}).get("type", "volume")
+    if kind != "volume" and not (to_volume or to_path or to_container):
+        raise UsageError(
+            f"{manifest.backup_id} is a backup of a {kind} mount ({manifest.mount.get('destination')} in container "
+            f"{manifest.mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
+        )
     require_keys(backend, manifest, identities)
+    if to_path is not None:
+        return _restore_to_path(host, backend, manifest, to_path, helper_image, force, progress, identities)
+    if to_container is not None:
+        return _restore_to_container(host, backend, manifest, to_container, force, progress, identities)
+    volume = validate_volume_name(to_volume or manifest.volume)
     # Never while another volsafe backs up or restores the same volume on this daemon.
     with volume_lock(host, volume, action="restore"):
         exists = check_target(host, helper_image, volume, force=force)
@@ -96,3 +125,58 @@ def run_restore(
             _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
             target.commit(raw_headers)
     return RestoreOutcome(manifest, volume, created_volume=not exists, backend=backend)
+
+
+def _restore_to_path(host, backend, manifest, path, helper_image, force, progress, identities) -> RestoreOutcome:
+    """Restore into a directory on the daemon's host through a helper that bind-mounts it (staged, swapped)."""
+    if not path.startswith("/"):
+        raise UsageError(f"--to-path needs an absolute directory on the Docker daemon's host, not {path!r}")
+    path = path.rstrip("/") or "/"
+    with volume_lock(host, manifest.volume, action="restore"):
+        try:
+            empty = is_empty(host, helper_image, path, mount_type="bind")
+        except VolsafeError as exc:
+            if "does not exist" in str(exc):
+                raise NotFoundError(f"directory {path} does not exist on the Docker daemon's host; create it first") from None
+            raise
+        if not empty and not force:
+            raise TargetNotEmpty(f"directory {path} is not empty; use --force to replace its contents")
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
+            host, helper_image, path, created=False, role="restore", action="restore", mount_type="bind"
+        ) as target:
+            _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
+            target.commit(raw_headers)
+    return RestoreOutcome(manifest, path, created_volume=False, backend=backend, target_kind="path")
+
+
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
+
+
+def parse_container_target(text: str) -> tuple[str, str]:
+    """Return (container, path) of ``NAME:PATH``. Raises UsageError if it is not one."""
+    name, sep, path = text.partition(":")
+    if not sep or not name or not _PLAIN_PATH.match(path) or ".." in path.split("/") or path.rstrip("/") == "":
+        raise UsageError(
+            f"invalid --to-container {text!r}: expected NAME:/absolute/path (letters, digits, '_', '.', '-', '/'; not '/')"
+        )
+    return name, path.rstrip("/")
+
+
+def _restore_to_container(host, backend, manifest, target_spec, force, progress, identities) -> RestoreOutcome:
+    """Restore into a path of a running container (e.g. its tmpfs) with the container's own tar, staged and swapped."""
+    container, path = target_spec
+    label = f"{container}:{path}"
+    try:
+        with docker_errors(host):
+            running = host.api.inspect_container(container)["State"].get("Running")
+    except NotFoundError:
+        raise NotFoundError(f"no container named {container!r} on {host.url}") from None
+    if not running:
+        raise VolsafeError(f"container {container!r} is not running")
+    session = ContainerSession(host, container)
+    if not container_path_empty(session, path) and not force:
+        raise TargetNotEmpty(f"{label} is not empty; use --force to replace its contents")
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_in_container(session, path, label=label) as target:
+        _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
+        target.commit(raw_headers)
+    return RestoreOutcome(manifest, label, created_volume=False, backend=backend, target_kind="container")

@@ -19,6 +19,7 @@ from backup import __version__
 from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, prune_cmd, restore_cmd, run_cmd
 from backup.cli import migrate_cmd
 from backup.cli import verify_cmd
+from backup.cli import volumes_cmd
 from backup.cli.state import State
 from backup.locations import use_named_backends
 from backup.errors import Cancelled, Interrupted, VolsafeError
@@ -85,6 +86,7 @@ run_cmd.register(app)
 helper_cmd.register(app)
 migrate_cmd.register(app)
 verify_cmd.register(app)
+volumes_cmd.register(app)
 
 
 def _configure_logging(debug: bool) -> None:

@@ -9,12 +9,15 @@ from typing import List, Optional
 import typer
 
 from backup.actions.backup import BackupOptions, run_backup
+from backup.actions.select import container_mounts, merge_mounts, resolve_volumes
 from backup.archive_codec import DEFAULT_LEVEL
 from backup.cli.output import backup_record, human_size, print_backups, print_json
 from backup.errors import UsageError
 from backup.locations import open_locations
 from backup.locks import DEFAULT_WAIT
+from backup.naming import validate_volume_name
 from backup.progress import reporter_for
+from backup.selectors import VolumeSelector, parse_label, split_excludes
 from backup.cli.keys import recipients_for
 
 log = logging.getLogger("volsafe")
@@ -22,7 +25,24 @@ log = logging.getLogger("volsafe")
 
 def backup(
     ctx: typer.Context,
-    volumes: List[str] = typer.Argument(..., metavar="VOLUME", help="Names of the volumes to back up."),
+    volumes: Optional[List[str]] = typer.Argument(None, metavar="VOLUME", help="Names of the volumes to back up."),
+    all_volumes: bool = typer.Option(False, "--all", help="Back up every volume of the daemon."),
+    label: Optional[List[str]] = typer.Option(
+        None, "--label", metavar="KEY=VALUE", help="Back up the volumes with this label (KEY alone: any value; repeat: all must match)."
+    ),
+    project: Optional[List[str]] = typer.Option(
+        None, "--project", metavar="NAME", help="Back up the volumes of this Compose project (label com.docker.compose.project)."
+    ),
+    container: Optional[List[str]] = typer.Option(
+        None, "--container", metavar="NAME", help="Back up every mount of this container: volumes, bind mounts, tmpfs (one archive each)."
+    ),
+    exclude: Optional[List[str]] = typer.Option(
+        None,
+        "--exclude",
+        metavar="NAME|PATTERN",
+        help="Without '/': a volume (glob) not to back up. With '/': a path pattern left out of every archive, "
+        "from the volume root ('/cache', 'tmp/*') or at any depth ('**/*.log'). Repeatable.",
+    ),
     to: Optional[List[str]] = typer.Option(
         None,
         "--to",
@@ -49,6 +69,11 @@ def backup(
 ) -> None:
     """Back up volumes to compressed .tar.zst archives with a JSON manifest beside each.
 
+    Volumes are named, or selected with --all, --label, --project (minus --exclude NAME); --container
+    backs up each of a container's mounts. Bind mounts are read through a read-only helper on the
+    daemon's host; tmpfs mounts with the running container's own tar (a snapshot of memory-only
+    data). They are stored as CONTAINER.DEST, e.g. web.var_lib_data.
+
     Each volume is mounted read-only into a short-lived helper container with no network, and its tar
     stream is compressed and written to every backend at once. A backup is listed only once its
     archive and manifest are both stored.
@@ -60,15 +85,33 @@ def backup(
     state = ctx.obj
     if stop and pause:
         raise UsageError("give --stop or --pause, not both")
+    volume_excludes, path_excludes = split_excludes(exclude or ())
+    selector = VolumeSelector(
+        names=tuple(validate_volume_name(v) for v in volumes or ()),
+        all=all_volumes,
+        labels=dict(parse_label(text) for text in label or ()),
+        projects=tuple(project or ()),
+        exclude=volume_excludes,
+    )
+    if selector.empty and not container:
+        raise UsageError("name volumes, or select them with --all, --label, --project or --container")
     backends = open_locations(to)
     if not to and not as_json:
         print(f"volsafe: backing up to the default location {backends[0].url}", file=sys.stderr)
     recipients = recipients_for(state, recipient, recipients_file)  # before any work: a bad key stops here
     options = BackupOptions(
         recipients=recipients,
+        exclude=path_excludes,
         helper_image=state.helper_image, level=level, threads=threads, stop_containers=stop, pause_containers=pause, lock_wait=lock_wait
     )
-    outcomes = run_backup(state.docker, volumes, backends, options, reporter_for(quiet=as_json))
+    picked = resolve_volumes(state.docker, selector)
+    mounts = [m for name in container or () for m in container_mounts(state.docker, name)]
+    picked, mounts = merge_mounts(picked, mounts, volume_excludes)
+    if not picked and not mounts:
+        raise UsageError("no volume matches the selection")
+    if not as_json and (selector.needs_listing or mounts):
+        print(f"volsafe: selected {', '.join(picked + [m.storage_name for m in mounts])}", file=sys.stderr)
+    outcomes = run_backup(state.docker, picked, backends, options, reporter_for(quiet=as_json), mounts=mounts)
 
     records = []
     for outcome in outcomes:

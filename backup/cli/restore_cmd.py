@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from backup.actions.restore import run_restore
+from backup.actions.restore import parse_container_target, run_restore
+from backup.errors import UsageError
 from backup.cli.output import backup_record, print_json
 from backup.locations import open_locations
 from backup.naming import parse_ref
@@ -26,7 +27,13 @@ def restore(
     to_volume: Optional[str] = typer.Option(
         None, "--to-volume", metavar="NAME", help="Restore into this volume instead of the original name."
     ),
-    force: bool = typer.Option(False, "--force", help="Replace the contents of a target volume that is not empty."),
+    to_path: Optional[str] = typer.Option(
+        None, "--to-path", metavar="DIR", help="Restore into this existing directory on the Docker daemon's host instead of a volume."
+    ),
+    to_container: Optional[str] = typer.Option(
+        None, "--to-container", metavar="NAME:PATH", help="Restore into PATH of the running container NAME (e.g. a tmpfs mount), with its own tar."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace the contents of a target that is not empty."),
     as_json: bool = typer.Option(False, "--json", help="Print what was restored as JSON; no progress bar."),
     identity: Optional[List[str]] = typer.Option(
         None, "--identity", "-i", metavar="FILE", help="age identity file or SSH private key for an encrypted backup (repeatable). [default: [encryption] identity_files]"
@@ -39,6 +46,9 @@ def restore(
     """
     state = ctx.obj
     parsed = parse_ref(ref)
+    if sum(x is not None for x in (to_volume, to_path, to_container)) > 1:
+        raise UsageError("give one of --to-volume, --to-path and --to-container")
+    container_target = parse_container_target(to_container) if to_container is not None else None
     (backend,) = open_locations([from_] if from_ else None)
     outcome = run_restore(
         state.docker,
@@ -49,12 +59,15 @@ def restore(
         force=force,
         progress=reporter_for(quiet=as_json),
         identities=identities_for(state, identity),
+        to_path=to_path,
+        to_container=container_target,
     )
     if as_json:
         record = backup_record(outcome.manifest, outcome.backend)
         print_json([{**record, "restored_to": outcome.volume, "created_volume": outcome.created_volume}])
     else:
-        print(f"volsafe: restored {outcome.manifest.backup_id} into volume {outcome.volume}", file=sys.stderr)
+        where = {"volume": "volume ", "path": "directory ", "container": "container path "}[outcome.target_kind]
+        print(f"volsafe: restored {outcome.manifest.backup_id} into {where}{outcome.volume}", file=sys.stderr)
         typer.echo(outcome.volume)
 
 

@@ -1,0 +1,29 @@
+"""``volsafe volumes``: ask the daemon and each backend once, then assemble the overview."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from backup.catalog import newest_by_volume
+from backup.docker_host import DockerHost, docker_errors
+from backup.errors import VolsafeError
+from backup.overview import VolumeRow, assemble
+from storage_backends import Backend, BackendError
+
+
+def run_volumes(host: DockerHost, backends: list[Backend], *, max_age: float) -> list[VolumeRow]:
+    """Return the overview rows: one disk-usage call, one container listing, one listing per backend.
+
+    Sizes come from the daemon's disk-usage API (``docker system df -v``), so no helper is started.
+    Raises VolsafeError if the daemon or a backend cannot be read.
+    """
+    with docker_errors(host):
+        df = host.api.df()
+        containers = host.api.containers(all=True)
+    newest = {}
+    for backend in backends:
+        try:
+            newest[backend.url] = newest_by_volume(backend)
+        except BackendError as exc:
+            raise VolsafeError(f"{backend.url}: cannot list backups: {exc}") from None
+    return assemble(df.get("Volumes") or [], containers, newest, now=datetime.now(timezone.utc), max_age=max_age)

@@ -1,0 +1,74 @@
+"""``volsafe volumes``: every volume, what uses it, and its newest backup on each backend."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from backup.actions.volumes import run_volumes
+from backup.cli.output import print_json
+from backup.errors import UsageError
+from backup.locations import open_configured, open_locations
+from backup.overview import human_age
+from backup.schedule import parse_duration
+from backup.units import human_size
+
+
+def volumes(
+    ctx: typer.Context,
+    from_: Optional[List[str]] = typer.Option(
+        None,
+        "--from",
+        metavar="BACKEND",
+        help="Backend to look for backups in (repeatable). [default: the config's [backends], else ~/.local/share/volsafe/backups]",
+    ),
+    max_age: str = typer.Option("24h", "--max-age", metavar="DURATION", help="A newest backup older than this is highlighted (e.g. 36h, 7d)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per volume."),
+) -> None:
+    """Show every volume: size, driver, containers (running or not), Compose project, newest backup per backend and its age.
+
+    Volumes with no backup, or none newer than --max-age, are highlighted (in red on a terminal;
+    "stale": true in --json).
+    """
+    state = ctx.obj
+    try:
+        threshold = parse_duration(max_age)
+    except ValueError as exc:
+        raise UsageError(f"invalid --max-age {max_age!r}: {exc}") from None
+    if from_:
+        backends = open_locations(from_)
+    elif state.config.backends:
+        backends = [open_configured(spec) for spec in state.config.backends.values()]
+    else:
+        backends = open_locations(None)
+    rows = run_volumes(state.docker, backends, max_age=threshold)
+    if as_json:
+        print_json([row.to_json() for row in rows])
+        return
+    if not rows:
+        typer.echo("no volumes", err=True)
+        return
+    names = [b.url for b in backends]
+    headers = ["VOLUME", "SIZE", "DRIVER", "PROJECT", "CONTAINERS", *[f"NEWEST {n}" for n in names]]
+    table = [headers]
+    for row in rows:
+        used = ", ".join(f"{name}{'' if running else ' (stopped)'}" for name, running in row.containers) or "-"
+        newest = [f"{human_age(n.age_seconds)} ago" if n.backup_id else "never" for n in row.newest]
+        table.append([row.name, human_size(row.size) if row.size is not None else "?", row.driver, row.project or "-", used, *newest])
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    color = sys.stdout.isatty()
+    for index, cells in enumerate(table):
+        line = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+        stale = index > 0 and rows[index - 1].stale
+        if stale:
+            line = typer.style(line, fg="red", bold=True) if color else line + "  !"
+        typer.echo(line)
+    missing = sum(1 for r in rows if r.stale)
+    if missing:
+        typer.echo(f"volsafe: {missing} of {len(rows)} volumes have no backup newer than {max_age}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("volumes")(volumes)
