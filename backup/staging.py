@@ -40,7 +40,10 @@ mkdir "{MOUNT_POINT}/$1"
 exec tar -x -f - -C "{MOUNT_POINT}/$1"
 """
 # Move the old contents aside, move the staged ones in, and only then delete the old ones. Earlier
-# leftovers (other staging or old directories) are swept out with the old contents.
+# leftovers (other staging or old directories) are swept out with the old contents. The one window
+# that is not all-or-nothing: a helper killed between the two loops of renames leaves the old
+# entries in .volsafe-old-* and only part of the new ones in place; no data is lost, but the
+# volume needs a fresh restore.
 COMMIT_SCRIPT = f"""
 set -eu
 t={MOUNT_POINT}
