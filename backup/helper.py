@@ -238,6 +238,8 @@ class HelperSession:
         kills the command, so a partial stream is never taken for a whole one.
         """
         api = self.host.api
+        if api.base_url.startswith("https://"):
+            return self._exec_over_tls(command, stdin)
         with docker_errors(self.host):
             exec_id = api.exec_create(self.id, command, stdin=True, stdout=True, stderr=True)["Id"]
             sock = _raw_socket(api.exec_start(exec_id, socket=True))
@@ -263,6 +265,38 @@ class HelperSession:
             return HelperResult(self._exit_code(exec_id), collector.text())
         finally:
             self._close(sock)
+
+    def _exec_over_tls(self, command: list[str], stdin: Iterable[bytes]) -> HelperResult:
+        """Run ``command`` over a TLS connection to the daemon; return its exit code and output.
+
+        A TLS socket cannot half-close: shutting down its write side ends the whole TLS session,
+        so the command's output could not be read back on the same stream. So the command writes
+        its output to a file in the helper, its stdin gets EOF when the stream is closed outright,
+        and the output is read back with a second exec that takes no stdin.
+        """
+        api = self.host.api
+        out = f"/tmp/volsafe-exec-{secrets.token_hex(4)}.out"
+        wrapped = ["sh", "-c", 'out="$1"; shift; exec "$@" >"$out" 2>&1', "sh", out, *command]
+        with docker_errors(self.host):
+            exec_id = api.exec_create(self.id, wrapped, stdin=True, stdout=False, stderr=False)["Id"]
+            sock = _raw_socket(api.exec_start(exec_id, socket=True))
+        try:
+            for chunk in stdin:
+                sock.sendall(chunk)
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError):
+                self._close(sock)
+                raise VolsafeError(f"lost the connection to the helper container: {exc}") from exc
+        except BaseException:
+            self._close(sock)
+            self._exit_code(exec_id)
+            raise
+        self._close(sock)  # the daemon closes the command's stdin: EOF
+        code = self._exit_code(exec_id)
+        with docker_errors(self.host):
+            reader = api.exec_create(self.id, ["sh", "-c", 'cat "$1"; rm -f "$1"', "sh", out], stdout=True, stderr=True)["Id"]
+            output = api.exec_start(reader)
+        return HelperResult(code, (output or b"")[-_OUTPUT_LIMIT:].decode(errors="replace"))
 
     @staticmethod
     def _close(sock: socket.socket) -> None:

@@ -2,7 +2,7 @@
 
 Opt in with ``pytest_plugins = ["tests.second_daemon"]``. The daemon starts once per session with its
 own data root, exec root, pidfile and unix socket, and also listens on ``tcp://127.0.0.1:PORT``
-(plain, loopback only). The sshd (started on first use) listens on a free
+(loopback only, TLS with client certificates from a throwaway CA). The sshd (started on first use) listens on a free
 port on 127.0.0.1 with a generated host key and accepts root with a generated client key; its
 ``authorized_keys`` sets ``DOCKER_HOST`` to the second daemon, so ``docker system dial-stdio`` (what
 the SDK's ssh transport runs remotely) reaches it. Everything is torn down at the end of the
@@ -42,12 +42,72 @@ def free_port() -> int:
 
 @dataclass
 class SecondDaemon:
-    """The running second daemon: how to reach it, and a connection for the tests' own checks."""
+    """The running second daemon: how to reach it, and a connection for the tests' own checks.
+
+    Its tcp:// listener requires TLS with client certificates (``tls_options``: migrate's flags).
+    """
 
     unix_url: str
     tcp_url: str
     host: DockerHost
     root: Path
+    tls_options: list[str]
+
+
+def make_tls_files(directory: Path) -> dict[str, Path]:
+    """Write a CA, a server certificate for 127.0.0.1 and a client certificate; return their paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(name: str, key, issuer_name, issuer_key, *, ca: bool = False, usage=None, san=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(name: str, data: bytes) -> Path:
+        path = directory / name
+        path.write_bytes(data)
+        path.chmod(0o600)
+        return path
+
+    def key_pem(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "volsafe test CA")])
+    ca = certificate("volsafe test CA", ca_key, ca_name, ca_key, ca=True)
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server = certificate("127.0.0.1", server_key, ca_name, ca_key, usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+                         san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client = certificate("volsafe test client", client_key, ca_name, ca_key, usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    pem = serialization.Encoding.PEM
+    return {
+        "ca": write("ca.pem", ca.public_bytes(pem)),
+        "server_cert": write("server-cert.pem", server.public_bytes(pem)),
+        "server_key": write("server-key.pem", key_pem(server_key)),
+        "cert": write("cert.pem", client.public_bytes(pem)),
+        "key": write("key.pem", key_pem(client_key)),
+    }
 
 
 def _stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -70,6 +130,7 @@ def second_daemon(docker_host, helper_image) -> Iterator[SecondDaemon]:
     root = Path(tempfile.mkdtemp(prefix="vs2d-", dir="/tmp"))
     port = free_port()
     unix_url = f"unix://{root}/docker.sock"
+    tls = make_tls_files(root / "tls")
     log_file = open(root / "dockerd.log", "wb")
     proc = subprocess.Popen(
         [
@@ -78,9 +139,10 @@ def second_daemon(docker_host, helper_image) -> Iterator[SecondDaemon]:
             "--exec-root", str(root / "x"),
             "--pidfile", str(root / "docker.pid"),
             "-H", unix_url,
-            # Plain TCP, on loopback only: volsafe's helper exec cannot half-close a TLS stream yet
-            # (see README, migrate), so the data path over tcp:// is tested without TLS.
+            # TCP on loopback only, with TLS and client certificates, as a remote daemon would be.
             "-H", f"tcp://127.0.0.1:{port}",
+            "--tlsverify", "--tlscacert", str(tls["ca"]), "--tlscert", str(tls["server_cert"]),
+            "--tlskey", str(tls["server_key"]),
             "--iptables=false", "--ip-masq=false", "--bridge=none",
         ],
         stdout=log_file,
@@ -101,7 +163,9 @@ def second_daemon(docker_host, helper_image) -> Iterator[SecondDaemon]:
                     pytest.fail(f"second dockerd did not come up: {(root / 'dockerd.log').read_text()[-2000:]}")
                 time.sleep(0.3)
         build_helper_image(host, tag=helper_image)
-        yield SecondDaemon(unix_url=unix_url, tcp_url=f"tcp://127.0.0.1:{port}", host=host, root=root)
+        tls_options = ["--to-tlsverify", "--to-tlscacert", str(tls["ca"]), "--to-tlscert", str(tls["cert"]),
+                       "--to-tlskey", str(tls["key"])]
+        yield SecondDaemon(unix_url=unix_url, tcp_url=f"tcp://127.0.0.1:{port}", host=host, root=root, tls_options=tls_options)
     finally:
         if host is not None:
             _remove_everything(host)

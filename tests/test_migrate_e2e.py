@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 
 import boto3
 import pytest
 
 from backend_conformance import delete_bucket, unique_bucket_name
-from backup import docker_host as docker_host_module
 from backup.actions import migrate as migrate_action
 from tests.volume_tree import TRICKY_SCRIPT, run_in_volume, snapshot
 
@@ -52,7 +52,9 @@ def test_rename_over_tcp(docker_host, helper_image, volumes, second_daemon, targ
     tricky_volume(docker_host, helper_image, source, {"tier": "web"})
     before = snapshot(docker_host, helper_image, source)
 
-    result = migrated(volsafe("migrate", source, "--to-host", second_daemon.tcp_url, "--to-volume", renamed, "--json"))
+    result = migrated(
+        volsafe("migrate", source, "--to-host", second_daemon.tcp_url, *second_daemon.tls_options, "--to-volume", renamed, "--json")
+    )
     assert result["verified"] is True and result["volumes"][0]["target_volume"] == renamed
     assert snapshot(second_daemon.host, helper_image, renamed) == before
     assert second_daemon.host.api.inspect_volume(renamed)["Labels"] == {"tier": "web"}
@@ -105,12 +107,12 @@ def test_killed_target_helper_leaves_target_as_it_was(
             yield chunks_with_kill()
 
     monkeypatch.setattr(migrate_action, "archive_stream", contextlib.contextmanager(stream_then_kill))
-    # The daemon keeps a killed exec's connection open without reading it, so volsafe notices the
-    # death when a send times out (API_TIMEOUT, 300 s); a short one keeps this test quick.
-    monkeypatch.setattr(docker_host_module, "API_TIMEOUT", 8)
     args = ["migrate", source, "--to-host", second_daemon.unix_url, "--to-volume", target] + (["--force"] if existing else [])
+    started = time.monotonic()
     failed = volsafe(*args)
     assert killed and failed.code == 1, failed.err
+    # Noticed when the helper's output stream ends, not after the 300 s socket timeout.
+    assert time.monotonic() - started < 60
     assert "volsafe: error:" in failed.err
     if existing:
         assert snapshot(second_daemon.host, helper_image, target) == before
@@ -204,3 +206,18 @@ def test_stop_restarts_and_no_restart_leaves_stopped(docker_host, helper_image, 
         assert app.status == "exited"
     finally:
         app.remove(force=True)
+
+
+def test_backup_here_restore_on_a_tls_daemon(docker_host, helper_image, volumes, second_daemon, target_volumes, volsafe, monkeypatch, tmp_path):
+    """The split handover: back up on host A, restore on host B reached over tcp:// with TLS."""
+    source, target = volumes("tls"), target_volumes("tls")
+    tricky_volume(docker_host, helper_image, source, {"tier": "db"})
+    before = snapshot(docker_host, helper_image, source)
+    assert volsafe("backup", source, "--to", str(tmp_path)).code == 0
+
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(second_daemon.root / "tls"))
+    restored = volsafe("--host", second_daemon.tcp_url, "restore", source, "--from", str(tmp_path), "--to-volume", target)
+    assert restored.code == 0, restored.err
+    assert snapshot(second_daemon.host, helper_image, target) == before
+    assert second_daemon.host.api.inspect_volume(target)["Labels"] == {"tier": "db"}
