@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 import zstandard
 
 from backup.errors import IntegrityError
 from backup.tarstream import DIGEST_PREFIX, TarScanner
+
+if TYPE_CHECKING:
+    from backup.manifest import Manifest
 
 DEFAULT_LEVEL = 3
 READ_SIZE = 1 << 20
@@ -102,6 +105,31 @@ def compress_tar(
         yield out
     stats.tar_size, stats.entries, stats.content_digest = scanner.tar_size, scanner.entries, scanner.content_digest
     stats.stored_size, stats.sha256 = stored, digest.hexdigest()
+
+
+def checked_backup_tar(
+    stored: BinaryIO,
+    manifest: Manifest,
+    *,
+    decrypt: Callable[[BinaryIO], BinaryIO] | None,
+    metadata_sink: BinaryIO | None = None,
+    progress: Progress = _no_progress,
+) -> Iterator[bytes]:
+    """Return ``verified_tar`` of a stored backup, checked against everything its manifest records.
+
+    Hostile entries are refused. Raises as ``verified_tar`` does.
+    """
+    return verified_tar(
+        stored,
+        expected_sha256=manifest.sha256,
+        expected_size=manifest.stored_size,
+        expected_entries=manifest.entries,
+        expected_content_digest=manifest.content_digest,
+        metadata_sink=metadata_sink,
+        refuse_hostile=True,
+        decrypt=decrypt,
+        progress=progress,
+    )
 
 
 class _HashingReader:

@@ -491,7 +491,7 @@ def markdown(meta: dict, summary: dict[str, dict], tar_bytes: int) -> str:
         return "–" if x is None else fmt.format(x)
 
     lines = [
-        f"# volsafe backup/restore benchmark",
+        "# volsafe backup/restore benchmark",
         "",
         f"{meta['date']} · volsafe {meta['volsafe_version']} · Docker {meta['docker_version']} · "
         f"{meta['cpus']} CPUs · Python {meta['python']} · helper image `{meta['image']}`",

@@ -169,6 +169,18 @@ def s3_http(aws_env, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
+def bucket(s3_http) -> Iterator[str]:
+    """A fresh bucket on moto's server, reached through AWS_ENDPOINT_URL; emptied and removed afterwards."""
+    import boto3
+
+    client = boto3.client("s3")
+    name = unique_bucket_name()
+    client.create_bucket(Bucket=name)
+    yield name
+    delete_bucket(client, name)
+
+
+@pytest.fixture
 def s3_backend_inprocess(s3_inprocess) -> Iterator[S3Backend]:
     """An S3Backend on a fresh bucket of moto's in-process mock."""
     backend = S3Backend(unique_bucket_name(), PREFIX, part_size=PART, concurrency=3, retry=QUICK_RETRY)

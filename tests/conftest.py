@@ -86,17 +86,23 @@ class Result:
 
 
 @pytest.fixture
-def volsafe(capsys, helper_image, monkeypatch):
-    """Run the volsafe CLI in-process with the test helper image; return exit code, stdout, stderr."""
-    monkeypatch.setenv("VOLSAFE_HELPER_IMAGE", helper_image)
+def run(capsys):
+    """Run the volsafe CLI in-process without needing Docker; return (exit code, stdout, stderr)."""
 
-    def run(*args: str) -> Result:
+    def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
         code = cli_main(list(args))
         captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+        return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def volsafe(run, helper_image, monkeypatch):
+    """Run the volsafe CLI in-process with the test helper image; return a Result."""
+    monkeypatch.setenv("VOLSAFE_HELPER_IMAGE", helper_image)
+    return lambda *args: Result(*run(*args))
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import tarfile
 
 import pyrage
 import pytest
 
-from backup.cli import main as cli_main
 from backup.encryption import DecryptingReader, EncryptionError, encrypt_chunks, parse_recipients, read_identities
 from storage_backends.local import LocalBackend
 from tests.archive_factory import SAMPLE, make_tar, store_backup
@@ -43,17 +41,6 @@ def test_bad_recipient_is_one_clear_line_without_the_text():
     with pytest.raises(EncryptionError, match="not an age") as info:
         parse_recipients(["age1notakey-SECRETISH"])
     assert "SECRETISH" not in str(info.value)
-
-
-@pytest.fixture
-def run(capsys):
-    def run(*args: str):
-        capsys.readouterr()
-        code = cli_main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def test_verify_encrypted_backup_with_and_without_key_and_tampered(run, tmp_path, keys):

@@ -6,10 +6,8 @@ import contextlib
 import json
 import time
 
-import boto3
 import pytest
 
-from backend_conformance import delete_bucket, unique_bucket_name
 from backup.actions import migrate as migrate_action
 from tests.volume_tree import TRICKY_SCRIPT, run_in_volume, snapshot
 
@@ -156,15 +154,6 @@ def test_over_ssh(docker_host, helper_image, volumes, second_daemon, ssh_server,
     result = migrated(volsafe("migrate", source, "--to-host", ssh_server.url, "--to-volume", target, "--json"))
     assert result["verified"] is True and result["target_host"] == ssh_server.url
     assert snapshot(second_daemon.host, helper_image, target) == before
-
-
-@pytest.fixture
-def bucket(s3_http):
-    client = boto3.client("s3")
-    name = unique_bucket_name()
-    client.create_bucket(Bucket=name)
-    yield name
-    delete_bucket(client, name)
 
 
 def test_via_s3(docker_host, helper_image, volumes, second_daemon, target_volumes, volsafe, bucket):

@@ -42,7 +42,8 @@ def test_prune_removes_manifest_first_then_archive(backend):
 
 
 def test_failed_manifest_removal_leaves_the_archive(backend):
-    kept, doomed = fake_backup(backend, "db", NOW), fake_backup(backend, "db", NOW - timedelta(days=1))
+    fake_backup(backend, "db", NOW)  # the newest, which prune keeps
+    doomed = fake_backup(backend, "db", NOW - timedelta(days=1))
     from storage_backends import PermanentError
 
     def refuse(key):

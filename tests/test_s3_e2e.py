@@ -7,21 +7,10 @@ import json
 import boto3
 import pytest
 
-from backend_conformance import delete_bucket, unique_bucket_name
 from tests.volume_tree import fill_tricky, snapshot
 
 pytest_plugins = ["backend_conformance"]
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def bucket(s3_http):
-    """A fresh bucket on moto's server, reached through AWS_ENDPOINT_URL; removed afterwards."""
-    client = boto3.client("s3")
-    name = unique_bucket_name()
-    client.create_bucket(Bucket=name)
-    yield name
-    delete_bucket(client, name)
 
 
 def test_backup_list_restore_through_s3(docker_host, helper_image, volumes, volsafe, bucket):

@@ -65,8 +65,8 @@ def test_run_every_4s_keeps_last_two_and_stops_on_sigterm(docker_host, helper_im
     runs = [json.loads(line) for line in err.splitlines() if line.startswith("{") and '"job": "every4"' in line]
     assert len(runs) >= 3 and all(r["result"] == "success" and r["volumes"] == [volume] for r in runs), err
     assert runs[-1]["pruned"] >= 1 and runs[-1]["backends"] == [store.as_uri()]
-    assert f'volsafe_job_last_success_timestamp_seconds{{job="every4"}}' in metrics
-    assert f'volsafe_job_last_bytes{{job="every4"}}' in metrics
+    assert 'volsafe_job_last_success_timestamp_seconds{job="every4"}' in metrics
+    assert 'volsafe_job_last_bytes{job="every4"}' in metrics
 
     # `jobs list` reads the status file that the scheduler wrote.
     shown = json.loads(volsafe("--config", str(config), "jobs", "list", "--json").out)

@@ -10,20 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backup.cli import main as cli_main
 from storage_backends.local import LocalBackend
 from tests.archive_factory import SAMPLE, make_tar, store_backup
-
-
-@pytest.fixture
-def run(capsys):
-    def run(*args: str):
-        capsys.readouterr()
-        code = cli_main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 @pytest.fixture

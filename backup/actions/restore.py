@@ -13,7 +13,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 
-from backup.archive_codec import verified_tar
+from backup.archive_codec import checked_backup_tar
 from backup.catalog import resolve_ref
 from backup.docker_host import DockerHost
 from backup.encryption import decryptor, require_keys
@@ -61,16 +61,8 @@ def _stream_into_staging(
     except NotFound:
         raise NotFoundError(f"archive of {manifest.backup_id} is missing from {backend.url}") from None
     with stored, progress.task(f"restore {target.volume}", total=manifest.stored_size) as advance:
-        tar_chunks = verified_tar(
-            stored,
-            expected_sha256=manifest.sha256,
-            expected_size=manifest.stored_size,
-            expected_entries=manifest.entries,
-            expected_content_digest=manifest.content_digest,
-            metadata_sink=raw_headers,
-            refuse_hostile=True,
-            decrypt=decryptor(manifest, identities),
-            progress=advance,
+        tar_chunks = checked_backup_tar(
+            stored, manifest, decrypt=decryptor(manifest, identities), metadata_sink=raw_headers, progress=advance
         )
         target.extract(read_ahead(tar_chunks))
 

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backup.archive_codec import READ_SIZE, tree_digest, verified_tar
+from backup.archive_codec import READ_SIZE, checked_backup_tar, tree_digest
 from backup.catalog import load_manifest, resolve_ref
 from backup.docker_host import DockerHost
 from backup.encryption import decryptor, require_keys
@@ -96,16 +96,7 @@ def check_archive(backend: Backend, manifest: Manifest, identities: list | None,
     with backend.open(manifest.backup_id.archive_key) as stored, progress.task(
         f"verify {manifest.backup_id}", total=manifest.stored_size
     ) as advance:
-        for _chunk in verified_tar(
-            stored,
-            expected_sha256=manifest.sha256,
-            expected_size=manifest.stored_size,
-            expected_entries=manifest.entries,
-            expected_content_digest=manifest.content_digest,
-            refuse_hostile=True,
-            decrypt=decryptor(manifest, identities),
-            progress=advance,
-        ):
+        for _chunk in checked_backup_tar(stored, manifest, decrypt=decryptor(manifest, identities), progress=advance):
             pass
     checks = ["size", "sha256"] + (["age"] if manifest.encrypted else []) + ["zstd", f"tar ({manifest.entries} entries)"]
     return checks + (["content digest"] if manifest.content_digest else ["no content digest recorded"])
