@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ pytest.register_assert_rewrite("backend_conformance")
 from backup.cli import main as cli_main
 from backup.docker_host import DockerHost, connect
 from backup.errors import VolsafeError
-from backup.helper import LABEL as HELPER_LABEL
+from tests.volume_tree import unique_volumes
 
 REQUIRE_DOCKER = os.environ.get("VOLSAFE_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true"
 
@@ -55,27 +54,7 @@ def volumes(docker_host: DockerHost):
     Also checks that no volsafe helper container that mounted one of them survived the test,
     whatever happened in it (other test runs on the same daemon are not this test's business).
     """
-    names: list[str] = []
-
-    def make(label: str = "vol") -> str:
-        name = f"vstest-{label}-{secrets.token_hex(4)}"
-        names.append(name)
-        return name
-
-    yield make
-    leftovers = [
-        c
-        for c in docker_host.api.containers(all=True, filters={"label": f"{HELPER_LABEL}=true"})
-        if c["Labels"].get("io.volsafe.volume") in names
-    ]
-    for c in leftovers:
-        docker_host.api.remove_container(c["Id"], force=True)
-    for name in names:
-        try:
-            docker_host.api.remove_volume(name, force=True)
-        except docker.errors.NotFound:
-            pass
-    assert not leftovers, f"helper containers left behind: {[c['Names'] for c in leftovers]}"
+    yield from unique_volumes(docker_host, "vol")
 
 
 @dataclass

@@ -12,7 +12,6 @@ session, even when tests fail.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -26,8 +25,9 @@ from typing import Iterator
 import docker
 import pytest
 
+from tests.volume_tree import unique_volumes
+
 from backup.docker_host import DockerHost, connect
-from backup.helper import LABEL as HELPER_LABEL
 from backup.helper_image import build_helper_image
 
 STARTUP_TIMEOUT = 90
@@ -192,27 +192,7 @@ def _remove_everything(host: DockerHost) -> None:
 @pytest.fixture
 def target_volumes(second_daemon: SecondDaemon):
     """Like ``volumes``, on the second daemon: unique names, removed afterwards; no helper may survive."""
-    names: list[str] = []
-
-    def make(label: str = "dst") -> str:
-        name = f"vstest-{label}-{secrets.token_hex(4)}"
-        names.append(name)
-        return name
-
-    yield make
-    api = second_daemon.host.api
-    leftovers = [
-        c for c in api.containers(all=True, filters={"label": f"{HELPER_LABEL}=true"})
-        if c["Labels"].get("io.volsafe.volume") in names
-    ]
-    for c in leftovers:
-        api.remove_container(c["Id"], force=True)
-    for name in names:
-        try:
-            api.remove_volume(name, force=True)
-        except docker.errors.NotFound:
-            pass
-    assert not leftovers, f"helper containers left behind on the target: {[c['Names'] for c in leftovers]}"
+    yield from unique_volumes(second_daemon.host, "dst", " on the target")
 
 
 @dataclass

@@ -120,3 +120,36 @@ def snapshot(host, image: str, volume: str) -> tuple[dict[str, Entry], set[froze
     for name, target in link_targets.items():
         groups.setdefault(target, {target}).add(name)
     return entries, {frozenset(g) for g in groups.values()}
+
+
+def unique_volumes(host, default_label: str, where: str = ""):
+    """Generator fixture body: yield a maker of unique volume names on ``host``; afterwards remove
+    every volume so named and fail if a volsafe helper that mounted one of them survived."""
+    import secrets
+
+    import docker
+
+    from backup.helper import LABEL as HELPER_LABEL
+
+    names: list[str] = []
+
+    def make(label: str = default_label) -> str:
+        name = f"vstest-{label}-{secrets.token_hex(4)}"
+        names.append(name)
+        return name
+
+    yield make
+    api = host.api
+    leftovers = [
+        c
+        for c in api.containers(all=True, filters={"label": f"{HELPER_LABEL}=true"})
+        if c["Labels"].get("io.volsafe.volume") in names
+    ]
+    for c in leftovers:
+        api.remove_container(c["Id"], force=True)
+    for name in names:
+        try:
+            api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+    assert not leftovers, f"helper containers left behind{where}: {[c['Names'] for c in leftovers]}"
