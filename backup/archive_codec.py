@@ -221,7 +221,8 @@ def tree_digest(tar_chunks: Iterable[bytes]) -> tuple[str, int]:
 
 
 def encrypted_stored(stored_chunks: Iterable[bytes], recipients, stats: ArchiveStats) -> Iterator[bytes]:
-    """Yield the age encryption of ``stored_chunks`` (from ``compress_tar``) for ``recipients``.
+    """Yield the age encryption of ``stored_chunks`` (from ``compress_tar``) for ``recipients`` (a
+    ``backup.encryption.Recipients``, or a ``Passphrase``).
 
     Once exhausted, ``stats.stored_size`` and ``stats.sha256`` describe the encrypted bytes, which
     are what is stored (the other fields stay as ``compress_tar`` filled them in). Raises what

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backup.archive_codec import DEFAULT_LEVEL
 from backup.errors import VolsafeError
 from backup.naming import VOLUME_NAME
 from backup.retention import RULE_NAMES, Policy
@@ -48,6 +49,7 @@ class Key:
     secret: bool = False  # may also be given as NAME_file (read from that file)
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     types: tuple[str, ...] = ()  # for [backends.NAME]: the backend types the key applies to
 
 
@@ -108,11 +110,19 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("retention", "retention", "what to keep after each successful run; without it nothing is pruned", {}),
         Key("verify", "str", "when to verify the job's backups (a schedule, like schedule); off when unset"),
         Key("verify_restore_test", "bool", "the scheduled verify also restores each backup into a scratch volume", False),
+        Key(
+            "concurrency", "int",
+            "volumes backed up at once (one at a time when the job stops or pauses containers or runs hooks)",
+            2, minimum=1, maximum=32,
+        ),
+        Key("compression_level", "int", "zstd level: 1 (fastest) to 19 (smallest)", DEFAULT_LEVEL, minimum=1, maximum=19),
+        Key("compression_threads", "int", "zstd worker threads per volume [default: one per CPU]", minimum=1, maximum=64),
     ),
     "encryption": (
         Key("recipients", "str_list", "age (age1...) or SSH public keys: backups are age-encrypted for them", ()),
         Key("recipients_files", "str_list", "files with one recipient per line, like age -R", ()),
         Key("identity_files", "str_list", "age identity files or SSH private keys that restore and verify decrypt with", ()),
+        Key("passphrase_file", "str", "file whose first line is the passphrase backups are age-encrypted with, and decrypted with"),
     ),
 }
 NAMED_SECTIONS = ("backends", "jobs")  # tables of named tables
@@ -156,6 +166,9 @@ class JobConfig:
     jitter: float = 0.0
     verify: str | None = None  # schedule of the job's verification; None: never
     verify_restore_test: bool = False
+    concurrency: int = 2
+    compression_level: int = DEFAULT_LEVEL
+    compression_threads: int | None = None  # None: one zstd worker per CPU
 
     def verify_trigger(self):
         """Return the APScheduler trigger of this job's verify schedule (call only if ``verify``)."""
@@ -185,6 +198,7 @@ class Config:
     encryption_recipients: tuple[str, ...] = ()
     encryption_recipients_files: tuple[str, ...] = ()
     identity_files: tuple[str, ...] = ()
+    passphrase_file: str | None = None  # read only when a command needs it: the secret stays out of Config
 
 
 def default_status_file() -> Path:
@@ -381,6 +395,7 @@ class _Checker:
             encryption_recipients=tuple(encryption["recipients"] or ()),
             encryption_recipients_files=tuple(encryption["recipients_files"] or ()),
             identity_files=tuple(encryption["identity_files"] or ()),
+            passphrase_file=encryption.get("passphrase_file") or None,
         )
 
     def named(self, path: tuple[str, ...], tables: dict):
@@ -464,6 +479,8 @@ class _Checker:
                 return self.error(path, f"must be a whole number, not {_toml_type(value)}")
             if key.minimum is not None and value < key.minimum:
                 return self.error(path, f"must be at least {key.minimum:g}, not {value}")
+            if key.maximum is not None and value > key.maximum:
+                return self.error(path, f"must be at most {key.maximum:g}, not {value}")
             return value
         if kind == "duration":
             try:
@@ -593,6 +610,9 @@ class _Checker:
             jitter=values["jitter"] or 0.0,
             verify=values.get("verify") or None,
             verify_restore_test=values["verify_restore_test"],
+            concurrency=values["concurrency"],
+            compression_level=values["compression_level"],
+            compression_threads=values.get("compression_threads"),
         )
 
 

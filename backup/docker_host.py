@@ -66,6 +66,12 @@ class DockerHost:
         """Return the daemon's ID as Docker reports it."""
         return str(self.info.get("ID", ""))
 
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """Return what tells daemons apart: the ID alone does not, since daemons that share
+        /etc/docker (several on one machine) share it; their data roots differ."""
+        return self.daemon_id, self.name, str(self.info.get("DockerRootDir", ""))
+
     def volume(self, name: str) -> dict:
         """Return the volume's inspect data. Raises NotFoundError if there is no such volume."""
         try:

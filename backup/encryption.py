@@ -7,8 +7,10 @@ rest of volsafe keeps working with iterators of chunks and readable streams.
 
 Keys: recipients are age X25519 public keys (``age1…``) or SSH public keys (``ssh-ed25519``,
 ``ssh-rsa``); identities are age identity files (as ``age-keygen`` writes them) or unencrypted SSH
-private keys. No key material is ever put in a message, a log line or a manifest: recipients are
-recorded only by fingerprint.
+private keys. A ``Passphrase`` is both at once (age's scrypt recipient type, in ``age_scrypt``
+because pyrage cannot stream it): it encrypts in place of recipients, never beside them, and sits in
+the list of identities that decrypt. No key material is ever put in a message, a log line or a
+manifest: recipients are recorded only by fingerprint, a passphrase only as "a passphrase".
 """
 
 from __future__ import annotations
@@ -16,20 +18,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, ClassVar, Iterable, Iterator
 
 import pyrage
 
+from backup import age_scrypt
+from backup.age_scrypt import PassphraseError  # noqa: F401 - re-exported beside EncryptionError
 from backup.errors import IntegrityError, VolsafeError
 
 AGE_FORMAT = "age-encryption.org/v1"
 HEAD_SIZE = 256 * 1024  # enough for the header and the first payload chunk: the key check reads this
 _QUEUE_DEPTH = 8
 _POLL = 0.1  # seconds between checks for a stop request while a queue is full or empty
+PASSPHRASE_ENV = "VOLSAFE_PASSPHRASE"
 
 
 class EncryptionError(VolsafeError):
@@ -42,6 +48,79 @@ class Recipients:
 
     keys: tuple
     fingerprints: tuple[str, ...]
+    by_passphrase: ClassVar[bool] = False
+
+
+class Passphrase(age_scrypt.Passphrase):
+    """A passphrase as an encryption key (in place of Recipients) and as an identity."""
+
+    fingerprints: tuple[str, ...] = ()  # a passphrase has nothing public to record
+    by_passphrase: ClassVar[bool] = True
+
+
+def read_passphrase(name: str, source: str) -> Passphrase:
+    """Return the passphrase on the first line of file ``name`` (its line ending stripped).
+
+    ``source`` names the setting it came from in messages. Raises EncryptionError for an unreadable
+    file or an empty first line (never quoting the file's content).
+    """
+    try:
+        data = Path(name).expanduser().read_bytes()
+    except OSError as exc:
+        raise EncryptionError(f"cannot read passphrase file {name} ({source}): {exc.strerror or exc}") from None
+    secret = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not secret:
+        raise EncryptionError(f"passphrase file {name} ({source}): its first line is empty")
+    return Passphrase(secret, f"{source} {name}")
+
+
+def passphrase_from_environment() -> Passphrase | None:
+    """Return the passphrase in $VOLSAFE_PASSPHRASE, or None if it is unset or empty."""
+    secret = os.fsencode(os.environ.get(PASSPHRASE_ENV, ""))
+    return Passphrase(secret, PASSPHRASE_ENV) if secret else None
+
+
+def one_kind(recipients: Recipients | None, passphrase: Passphrase | None) -> Recipients | Passphrase | None:
+    """Return the key to encrypt with: ``recipients`` or ``passphrase`` (None if neither).
+
+    Raises EncryptionError if both are given: age seals a file with a passphrase only when it is the
+    sole recipient, so that no one else could have made the archive.
+    """
+    if recipients is not None and passphrase is not None:
+        raise EncryptionError("encrypt with recipients or with a passphrase, not both: age does not mix them in one archive")
+    return recipients if recipients is not None else passphrase
+
+
+PASSPHRASE_SETTING = "[encryption] passphrase_file"
+
+
+def configured_passphrase(config) -> Passphrase | None:
+    """Return $VOLSAFE_PASSPHRASE's passphrase, else that of the config's passphrase_file; None if neither.
+
+    Raises EncryptionError for an unreadable or empty passphrase file.
+    """
+    found = passphrase_from_environment()
+    if found is None and config.passphrase_file:
+        found = read_passphrase(config.passphrase_file, PASSPHRASE_SETTING)
+    return found
+
+
+def configured_key(config) -> Recipients | Passphrase | None:
+    """Return the key that the environment and ``config``'s [encryption] table encrypt with; None
+    for no encryption. Raises EncryptionError for a bad recipient or file, or for both kinds."""
+    return one_kind(
+        read_recipients(config.encryption_recipients, config.encryption_recipients_files),
+        configured_passphrase(config),
+    )
+
+
+def configured_identities(config) -> list | None:
+    """Return the keys that the environment and ``config`` decrypt with (identity files, and a
+    passphrase); None if there are none. Raises EncryptionError for an unreadable file."""
+    identities = read_identities(config.identity_files) if config.identity_files else []
+    passphrase = configured_passphrase(config)
+    keys = identities + ([passphrase] if passphrase is not None else [])
+    return keys or None
 
 
 def fingerprint(recipient: str) -> str:
@@ -215,8 +294,18 @@ def _start(target, name: str) -> threading.Thread:
     return thread
 
 
-def encrypt_chunks(chunks: Iterable[bytes], recipients: Recipients) -> Iterator[bytes]:
-    """Yield the age encryption of the concatenated ``chunks`` for ``recipients``.
+def encrypt_chunks(chunks: Iterable[bytes], key: Recipients | Passphrase) -> Iterator[bytes]:
+    """Yield the age encryption of the concatenated ``chunks`` for recipients or with a passphrase.
+
+    Memory is bounded by a few chunks. An exception while iterating ``chunks`` propagates.
+    """
+    if isinstance(key, Passphrase):
+        return age_scrypt.encrypt(chunks, key)
+    return _encrypt_for_recipients(chunks, key)
+
+
+def _encrypt_for_recipients(chunks: Iterable[bytes], recipients: Recipients) -> Iterator[bytes]:
+    """Yield the age encryption of the concatenated ``chunks`` for ``recipients``, through pyrage.
 
     Memory is bounded by a few chunks: input waits in a queue of depth 8, output is drained after
     every input chunk. An exception while iterating ``chunks`` propagates and stops the worker.
@@ -318,16 +407,39 @@ def decryption_error(exc: BaseException) -> VolsafeError:
     return IntegrityError("encrypted archive is corrupt, truncated or was tampered with (age decryption failed)")
 
 
+_NO_IDENTITY = "give --identity FILE (or [encryption] identity_files)"
+_NO_PASSPHRASE = f"give --passphrase-file FILE or set {PASSPHRASE_ENV} (or [encryption] passphrase_file)"
+
+
+def _passphrase_in(identities: list | None) -> Passphrase | None:
+    """Return the passphrase among ``identities``, or None."""
+    return next((i for i in identities or () if isinstance(i, Passphrase)), None)
+
+
+def _age_identities(identities: list | None) -> list:
+    """Return the age and SSH identities among ``identities`` (what pyrage takes)."""
+    return [i for i in identities or () if not isinstance(i, Passphrase)]
+
+
 def check_identities(head: bytes, identities: list) -> None:
     """Check that ``identities`` can open an archive whose first bytes are ``head`` (HEAD_SIZE or all).
 
-    Returns if one of them unwraps the file key. Raises EncryptionError if none does (or none was
-    given), IntegrityError if ``head`` is not an age file.
+    ``identities`` may hold a Passphrase, which opens an archive sealed with one. Returns if one of
+    them unwraps the file key. Raises EncryptionError if none does (or none of the right kind was
+    given), PassphraseError for a wrong passphrase, IntegrityError if ``head`` is not an age file or
+    its header was tampered with.
     """
-    if not identities:
-        raise EncryptionError("the archive is encrypted: give --identity FILE (or set [encryption] identity_files)")
     if not head.startswith(AGE_FORMAT.encode()):
         raise IntegrityError("archive is marked as encrypted but is not an age file")
+    if age_scrypt.is_passphrase_header(head):
+        passphrase = _passphrase_in(identities)
+        if passphrase is None:
+            raise EncryptionError(f"the archive is encrypted with a passphrase: {_NO_PASSPHRASE}")
+        age_scrypt.check_passphrase(head, passphrase, whole=len(head) < HEAD_SIZE)
+        return
+    identities = _age_identities(identities)
+    if not identities:
+        raise EncryptionError(f"the archive is encrypted for age recipients: {_NO_IDENTITY}")
     try:
         pyrage.decrypt_io(io.BytesIO(head), _Discard(), identities)
     except pyrage.DecryptError as exc:
@@ -349,31 +461,45 @@ class _Discard(io.RawIOBase):
         return len(data)
 
 
+def has_key_for(manifest, identities: list | None) -> bool:
+    """Return whether ``identities`` hold a key of the kind the archive of ``manifest`` needs: a
+    passphrase for one sealed with a passphrase, an age or SSH identity for one with recipients."""
+    if manifest.encryption_passphrase:
+        return _passphrase_in(identities) is not None
+    return bool(_age_identities(identities))
+
+
 def require_keys(backend, manifest, identities: list | None) -> None:
     """Check, before anything is created, that ``identities`` open the encrypted archive of ``manifest``.
 
-    Returns at once for an archive that is not encrypted. Raises EncryptionError (no key, or none
-    that matches), NotFoundError if the archive is missing, IntegrityError if it is not an age file.
+    Returns at once for an archive that is not encrypted. Raises EncryptionError (no key of the
+    right kind, or none that matches), PassphraseError (wrong passphrase), NotFoundError if the
+    archive is missing, IntegrityError if it is not an age file or not of the kind its manifest says.
     """
     from backup.errors import NotFoundError
     from storage_backends import NotFound
 
     if not manifest.encrypted:
         return
-    if not identities:
-        raise EncryptionError(
-            f"backup {manifest.backup_id} is encrypted: give --identity FILE (or [encryption] identity_files)"
-        )
+    if not has_key_for(manifest, identities):
+        needed = f" with a passphrase: {_NO_PASSPHRASE}" if manifest.encryption_passphrase else f": {_NO_IDENTITY}"
+        raise EncryptionError(f"backup {manifest.backup_id} is encrypted{needed}")
     try:
         with backend.open(manifest.backup_id.archive_key) as stored:
             head = stored.read(HEAD_SIZE)
     except NotFound:
         raise NotFoundError(f"archive of {manifest.backup_id} is missing from {backend.url}") from None
+    if head.startswith(AGE_FORMAT.encode()) and age_scrypt.is_passphrase_header(head) != manifest.encryption_passphrase:
+        raise IntegrityError("archive's age header does not match its manifest (passphrase or recipients)")
     check_identities(head, identities)
 
 
 def decryptor(manifest, identities: list | None):
-    """Return what ``verified_tar`` needs to decrypt the archive of ``manifest`` (None if it is plain)."""
+    """Return what ``verified_tar`` needs to decrypt the archive of ``manifest`` (None if it is plain):
+    a function from the stored stream to a readable plaintext stream."""
     if not manifest.encrypted:
         return None
-    return lambda stored: DecryptingReader(stored, list(identities or ()))
+    passphrase = _passphrase_in(identities)
+    if manifest.encryption_passphrase and passphrase is not None:
+        return lambda stored: age_scrypt.DecryptingReader(stored, passphrase)
+    return lambda stored: DecryptingReader(stored, _age_identities(identities))

@@ -49,11 +49,22 @@ class HelperResult:
 
 
 def _create(
-    host: DockerHost, image: str, volume: str, *, role: str, writable: bool, command: list[str], mount_type: str = "volume"
+    host: DockerHost,
+    image: str,
+    volume: str,
+    *,
+    role: str,
+    writable: bool,
+    command: list[str],
+    mount_type: str = "volume",
+    extra_mounts: tuple[Mount, ...] = (),
+    reads_all: bool = False,
 ) -> str:
     """Create (not start) a helper container and return its id.
 
     ``volume`` is a volume name, or with ``mount_type="bind"`` a directory on the daemon's host.
+    ``reads_all`` lets a read-only helper's own commands read every file whatever its owner and
+    mode (CAP_DAC_READ_SEARCH), as Docker's archive endpoint does from outside the container.
     """
     api = host.api
     if mount_type == "bind":
@@ -61,12 +72,12 @@ def _create(
     else:
         mount = Mount(MOUNT_POINT, volume, type="volume", read_only=not writable, no_copy=True)
     host_config = api.create_host_config(
-        mounts=[mount],
+        mounts=[mount, *extra_mounts],
         network_mode="none",
         log_config={"type": "none"},
         security_opt=["no-new-privileges"],
         cap_drop=["ALL"],
-        cap_add=WRITER_CAPS if writable else None,
+        cap_add=WRITER_CAPS if writable else (["DAC_READ_SEARCH"] if reads_all else None),
     )
     labels = {
         LABEL: "true",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -45,9 +46,13 @@ def lock_dir() -> Path:
     return Path(f"/tmp/volsafe-{os.geteuid()}")
 
 
-def lock_path(daemon_id: str, volume: str) -> Path:
-    """Return the lock file of ``volume`` on the daemon ``daemon_id``."""
-    key = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{daemon_id or 'unknown'}--{volume}")
+def lock_path(identity: tuple[str, ...], volume: str) -> Path:
+    """Return the lock file of ``volume`` on the daemon with ``identity`` (DockerHost.identity)."""
+    daemon_id, rest = (identity[0] or "unknown"), identity[1:]
+    if any(rest):
+        # Several daemons on one machine can share an ID; their data roots tell them apart.
+        daemon_id += "-" + hashlib.sha256("\0".join(rest).encode()).hexdigest()[:12]
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{daemon_id}--{volume}")
     return lock_dir() / f"{key}.lock"
 
 
@@ -66,7 +71,26 @@ def volume_lock(host: DockerHost, volume: str, *, action: str, wait: float = DEF
     Waits up to ``wait`` seconds for another holder. Raises VolumeBusy naming the holder when
     that runs out, VolsafeError if the lock file cannot be opened.
     """
-    path = lock_path(host.daemon_id, volume)
+    with _held(lock_path(host.identity, volume), volume, action, wait):
+        yield
+
+
+@contextlib.contextmanager
+def volume_locks(volumes: list[tuple[DockerHost, str]], *, action: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
+    """Hold the locks of several (host, volume) pairs for the block, as ``volume_lock`` does.
+
+    They are taken in one global order, so two processes that want overlapping sets never wait
+    for each other in a circle. Raises VolumeBusy or VolsafeError, holding none of them then.
+    """
+    paths = {lock_path(host.identity, volume): volume for host, volume in volumes}
+    with contextlib.ExitStack() as stack:
+        for path in sorted(paths):
+            stack.enter_context(_held(path, paths[path], action, wait))
+        yield
+
+
+@contextlib.contextmanager
+def _held(path: Path, volume: str, action: str, wait: float) -> Iterator[None]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

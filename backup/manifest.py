@@ -42,6 +42,9 @@ class Manifest:
     content_digest: str = ""
     # Fingerprints of the age recipients, if the archive is age-encrypted; None if it is not.
     encryption_recipients: tuple[str, ...] | None = None
+    # True if the archive is age-encrypted with a passphrase (age's scrypt recipient), which is then
+    # its only recipient: ``encryption_recipients`` is (). The passphrase itself is never recorded.
+    encryption_passphrase: bool = False
     # For ``backup --container``: {"type": volume|bind|tmpfs, "source", "destination", "container"}.
     mount: dict[str, str] | None = None
     # Path patterns left out of the archive (``--exclude PATTERN``); empty when nothing was.
@@ -50,7 +53,7 @@ class Manifest:
 
     @property
     def encrypted(self) -> bool:
-        return self.encryption_recipients is not None
+        return self.encryption_recipients is not None or self.encryption_passphrase
 
     @property
     def volume(self) -> str:
@@ -81,16 +84,23 @@ class Manifest:
                 "sha256": self.sha256,
                 "entries": self.entries,
                 **({"content_digest": self.content_digest} if self.content_digest else {}),
-                **(
-                    {"encryption": {"format": AGE_FORMAT, "recipients": list(self.encryption_recipients)}}
-                    if self.encryption_recipients is not None
-                    else {}
-                ),
+                **({"encryption": self._encryption_record()} if self.encrypted else {}),
             },
             **({"mount": dict(self.mount)} if self.mount is not None else {}),
             **({"exclude": list(self.excluded_paths)} if self.excluded_paths else {}),
             **self.extra,
         }
+
+    def _encryption_record(self) -> dict[str, Any]:
+        """Return the manifest's ``archive.encryption`` object: the age format and who can open it.
+
+        A passphrase archive still lists its (no) recipients, so that older volsafe versions read
+        the manifest and refuse to decrypt it rather than refusing to list it.
+        """
+        record: dict[str, Any] = {"format": AGE_FORMAT, "recipients": list(self.encryption_recipients or ())}
+        if self.encryption_passphrase:
+            record["passphrase"] = True
+        return record
 
     def to_json(self) -> bytes:
         """Return the manifest serialised as UTF-8 JSON."""
@@ -149,16 +159,21 @@ def _count(data: Any, path: str) -> int:
     return value
 
 
-def _encryption(data: Any) -> tuple[str, ...] | None:
-    """Return the recipients' fingerprints of an encrypted archive, or None if it is not encrypted."""
+def _encryption(data: Any) -> tuple[tuple[str, ...] | None, bool]:
+    """Return the recipients' fingerprints of an encrypted archive (None if it is not encrypted) and
+    whether it is encrypted with a passphrase. Raises ManifestError for a malformed record."""
     if "encryption" not in data["archive"]:
-        return None
+        return None, False
     if _get(data, "archive.encryption.format", str) != AGE_FORMAT:
         raise ManifestError("manifest field 'archive.encryption.format' names an unknown encryption format")
-    recipients = _get(data, "archive.encryption.recipients", list)
+    record = data["archive"]["encryption"]
+    passphrase = _get(data, "archive.encryption.passphrase", bool) if "passphrase" in record else False
+    recipients = _get(data, "archive.encryption.recipients", list) if "recipients" in record or not passphrase else []
     if not all(isinstance(r, str) for r in recipients):
         raise ManifestError("manifest field 'archive.encryption.recipients' must be a list of strings")
-    return tuple(recipients)
+    if passphrase and recipients:
+        raise ManifestError("manifest field 'archive.encryption' names both a passphrase and recipients")
+    return tuple(recipients), passphrase
 
 
 MOUNT_TYPES = ("volume", "bind", "tmpfs")
@@ -216,6 +231,7 @@ def parse_manifest(raw: bytes | str) -> Manifest:
     content_digest = _get(data, "archive.content_digest", str) if "content_digest" in data["archive"] else ""
     if content_digest and not _CONTENT_DIGEST.match(content_digest):
         raise ManifestError("manifest field 'archive.content_digest' is not a tree-sha256 digest")
+    encryption_recipients, encryption_passphrase = _encryption(data)
     known = {"format", "format_version", "id", "created", "volsafe_version", "volume", "source", "archive", "mount", "exclude"}
     return Manifest(
         backup_id=backup_id,
@@ -233,7 +249,8 @@ def parse_manifest(raw: bytes | str) -> Manifest:
         compression=compression,
         compression_level=_get(data, "archive.compression_level", int),
         content_digest=content_digest,
-        encryption_recipients=_encryption(data),
+        encryption_recipients=encryption_recipients,
+        encryption_passphrase=encryption_passphrase,
         mount=_mount(data),
         excluded_paths=_excluded(data),
         extra={k: v for k, v in data.items() if k not in known},

@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from backup.actions.job import JobOutcome, run_job
 from backup.actions.verify import VERIFY_SUFFIX, run_verify_job
-from backup.encryption import read_identities
+from backup.encryption import configured_identities, configured_key
 from backup.config import Config, JobConfig
 from backup.docker_host import DockerHost
 from backup.errors import Cancelled
@@ -102,6 +102,9 @@ class Scheduler:
         self.progress = progress or Reporter()
         self.store = StatusStore(config.status_file)
         self.backends = {name: job_backends(config, job) for name, job in config.jobs.items()}
+        # Read once, at start: a bad key file stops `volsafe run` at once rather than each run.
+        self.encryption_key = configured_key(config)
+        self.identities = configured_identities(config)
         self._queue: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
         self._queued: set[str] = set()
@@ -161,11 +164,13 @@ class Scheduler:
             try:
                 if name.endswith(VERIFY_SUFFIX):
                     run_verify_job(
-                        self.docker(), job, self.backends[job.name], self.helper_image(),
-                        read_identities(self.config.identity_files) if self.config.identity_files else None, self.progress, outcome,
+                        self.docker(), job, self.backends[job.name], self.helper_image(), self.identities, self.progress, outcome,
                     )
                 else:
-                    run_job(self.docker(), job, self.backends[name], self.helper_image(), self.progress, outcome)
+                    run_job(
+                        self.docker(), job, self.backends[name], self.helper_image(), self.progress, outcome,
+                        encrypt_with=self.encryption_key,
+                    )
             except Cancelled as exc:
                 outcome.aborted = True
                 outcome.errors.append(f"aborted by {exc.signal_name}: the backup was cleaned up and nothing was pruned")

@@ -12,6 +12,8 @@ endpoint and busybox write.
 from __future__ import annotations
 
 import hashlib
+import struct
+from zlib import adler32
 from typing import BinaryIO
 
 from backup.errors import IntegrityError
@@ -35,6 +37,12 @@ def _padded(size: int) -> int:
 
 def _parse_number(field: bytes) -> int:
     """Return the value of a numeric header field: octal text, or GNU base-256 when the top bit is set."""
+    if field[-1] in (0, 32):
+        # Fast path: digits (int() skips surrounding spaces) then a NUL or space terminator.
+        try:
+            return int(field[:-1], 8)
+        except ValueError:
+            pass
     if field[0] & 0x80:
         value = field[0] & 0x3F
         for byte in field[1:]:
@@ -49,11 +57,23 @@ def _parse_number(field: bytes) -> int:
         raise IntegrityError("archive is not a valid tar stream (bad number in a header)") from None
 
 
-def _checksum_ok(header: bytes) -> bool:
-    expected = _parse_number(header[148:156])
+# One C call splits a header into the fields the scanner reads (ustar layout).
+_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
+
+
+def _byte_sum(data: bytes) -> int:
+    """Return the sum of the bytes of ``data`` (at most 512 of them).
+
+    adler32's low half is 1 + the byte sum modulo 65521; halves of 256 bytes never reach the
+    modulus, and this is about fifteen times faster than ``sum`` on every header of a stream.
+    """
+    half = len(data) // 2
+    return (adler32(data[:half]) & 0xFFFF) + (adler32(data[half:]) & 0xFFFF) - 2
+
+
+def _checksum_ok(header: bytes, field: bytes) -> bool:
     # The checksum is computed with its own field counted as eight spaces.
-    actual = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    return expected == actual
+    return _parse_number(field) == _byte_sum(header) - sum(field) + 8 * 32
 
 
 def _pax_records(records: bytes) -> dict[bytes, bytes]:
@@ -92,6 +112,10 @@ def _cstring(field: bytes) -> bytes:
 
 def normalize_name(name: bytes) -> bytes:
     """Return an entry name without ``./`` and empty components (``.`` itself for the root)."""
+    plain = name[2:] if name[:2] == b"./" else name
+    # Fast path for the common case (a scanner sees every entry): nothing else to take out.
+    if plain and b"//" not in plain and b"/." not in plain and plain[:1] not in (b"/", b".") and plain[-1:] != b"/":
+        return plain
     parts = [p for p in name.split(b"/") if p not in (b"", b".")]
     return b"/".join(parts) if parts else b"."
 
@@ -180,6 +204,10 @@ class TarScanner:
                 pos += step
                 if not self._meta_need:
                     self._finish_meta()
+            elif not self._header and end - pos >= BLOCK:
+                # A whole header in this piece: no need to gather it.
+                self._on_header(bytes(view[pos : pos + BLOCK]))
+                pos += BLOCK
             else:
                 step = min(BLOCK - len(self._header), end - pos)
                 self._header += view[pos : pos + step]
@@ -196,10 +224,11 @@ class TarScanner:
             return
         if self._zero_blocks:
             raise IntegrityError("archive is not a valid tar stream (data after a zero block)")
-        if not _checksum_ok(header):
+        (name, mode, uid, gid, size, mtime, checksum, typeflag, link, magic, _version, _uname, _gname, devmajor, devminor, prefix) = _FIELDS.unpack(header)
+        if not _checksum_ok(header, checksum):
             raise IntegrityError("archive is not a valid tar stream (header checksum mismatch)")
-        typeflag = header[156]
-        size = _parse_number(header[124:136])
+        typeflag = typeflag[0]
+        size = _parse_number(size)
         if typeflag in _META_TYPES:
             self._meta_type = typeflag
             self._pending.append(header)
@@ -208,51 +237,58 @@ class TarScanner:
             if not self._meta_need:
                 self._finish_meta()
             return
-        name, link, size = self._entry_fields(header, size)
+        name = _cstring(name)
+        if magic == b"ustar\x00" and prefix[0] != 0:  # POSIX ustar: name = prefix/name
+            name = _cstring(prefix) + b"/" + name
+        link = _cstring(link)
+        if self._pax or self._long_name is not None or self._long_link is not None:
+            name, link, size, ids = self._overridden(name, link, size)
+        else:
+            ids = (None, None, None)
         self.entries += 1
         if self._refuse:
             self._check(name, link, typeflag)
-        self._add_to_digest(header, typeflag, name, link, size)
+        devices = (devmajor, devminor) if typeflag in b"34" else None
+        self._add_to_digest(typeflag, name, link, size, mode, uid, gid, mtime, devices, ids)
         if self._sink is not None and typeflag in _KEEP_TYPES:
             self._sink.write(b"".join(self._pending))
             self._sink.write(header)
-        self._pending.clear()
+        if self._pending:
+            self._pending.clear()
         # Hard links, symlinks, directories, devices and FIFOs carry no data whatever size says.
         if typeflag in _DATA_TYPES:
             self._data, self._skip = size, _padded(size) - size
 
-    def _entry_fields(self, header: bytes, size: int) -> tuple[bytes, bytes, int]:
-        """Return the entry's full name, link target and data size, with pax and GNU overrides."""
-        name = _cstring(header[0:100])
-        if header[257:263] == b"ustar\x00" and header[345] != 0:  # POSIX ustar: name = prefix/name
-            name = _cstring(header[345:500]) + b"/" + name
-        link = _cstring(header[157:257])
+    def _overridden(self, name: bytes, link: bytes, size: int) -> tuple[bytes, bytes, int, tuple]:
+        """Return the entry's name, link target, data size and (uid, gid, mtime) overrides from the
+        pax and GNU headers before it (None where there is none), and forget those headers."""
         pax, self._pax = self._pax, {}
         long_name, self._long_name = self._long_name, None
         long_link, self._long_link = self._long_link, None
         name = pax.get(b"path", long_name if long_name is not None else name)
         link = pax.get(b"linkpath", long_link if long_link is not None else link)
         override = _pax_int(pax, b"size")
-        self._ids = (_pax_int(pax, b"uid"), _pax_int(pax, b"gid"), _pax_int(pax, b"mtime"))
-        return name, link, override if override is not None else size
+        ids = (_pax_int(pax, b"uid"), _pax_int(pax, b"gid"), _pax_int(pax, b"mtime"))
+        return name, link, override if override is not None else size, ids
 
-    def _add_to_digest(self, header: bytes, typeflag: int, name: bytes, link: bytes, size: int) -> None:
-        uid, gid, mtime = self._ids
-        kind = b"0" if typeflag in b"7\x00" else bytes([typeflag])
-        fields = [
-            kind,
-            normalize_name(name),
-            b"%o" % (_parse_number(header[100:108]) & 0o7777),
-            b"%d" % (uid if uid is not None else _parse_number(header[108:116])),
-            b"%d" % (gid if gid is not None else _parse_number(header[116:124])),
-            b"%d" % (mtime if mtime is not None else _parse_number(header[136:148])),
-            b"%d" % (size if typeflag in _DATA_TYPES else 0),
-            normalize_name(link) if typeflag == ord("1") else (link if typeflag == ord("2") else b""),
-            b"%d,%d" % ((_parse_number(header[329:337]), _parse_number(header[337:345])) if typeflag in b"34" else (0, 0)),
-        ]
-        # Lengths first: no choice of names can make two different entry lists hash alike.
-        record = b"".join(b"%d:" % len(f) + f for f in fields)
-        self._digest.update(b"%d\n" % len(record) + record)
+    def _add_to_digest(self, typeflag, name, link, size, mode, uid, gid, mtime, devices, ids) -> None:
+        pax_uid, pax_gid, pax_mtime = ids
+        kind = b"0" if typeflag in b"7\x00" else bytes((typeflag,))
+        name = normalize_name(name)
+        mode = b"%o" % (_parse_number(mode) & 0o7777)
+        uid = b"%d" % (pax_uid if pax_uid is not None else _parse_number(uid))
+        gid = b"%d" % (pax_gid if pax_gid is not None else _parse_number(gid))
+        mtime = b"%d" % (pax_mtime if pax_mtime is not None else _parse_number(mtime))
+        size = b"%d" % (size if typeflag in _DATA_TYPES else 0)
+        link = normalize_name(link) if typeflag == 49 else (link if typeflag == 50 else b"")  # "1", "2"
+        devices = b"%d,%d" % (_parse_number(devices[0]), _parse_number(devices[1])) if devices else b"0,0"
+        # Each field as LENGTH:VALUE, the record as LENGTH\nRECORD: no choice of names can make two
+        # different entry lists hash alike. (One format call: this runs for every entry.)
+        record = b"%d:%s%d:%s%d:%s%d:%s%d:%s%d:%s%d:%s%d:%s%d:%s" % (
+            len(kind), kind, len(name), name, len(mode), mode, len(uid), uid, len(gid), gid,
+            len(mtime), mtime, len(size), size, len(link), link, len(devices), devices,
+        )
+        self._digest.update(b"%d\n%s" % (len(record), record))
 
     def _check(self, name: bytes, link: bytes, typeflag: int) -> None:
         """Raise HostileArchiveError if this entry would write outside the target."""

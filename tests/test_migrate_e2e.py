@@ -210,3 +210,22 @@ def test_backup_here_restore_on_a_tls_daemon(docker_host, helper_image, volumes,
     assert restored.code == 0, restored.err
     assert snapshot(second_daemon.host, helper_image, target) == before
     assert second_daemon.host.api.inspect_volume(target)["Labels"] == {"tier": "db"}
+
+
+def test_direct_migration_waits_for_another_volsafe_using_the_volume(
+    docker_host, helper_image, volumes, second_daemon, target_volumes, volsafe
+):
+    from backup.locks import volume_lock
+
+    source = volumes("locked")
+    target = target_volumes("locked")
+    tricky_volume(docker_host, helper_image, source)
+    with volume_lock(docker_host, source, action="backup"):  # as a running backup holds it
+        busy = volsafe("migrate", source, "--to-host", second_daemon.unix_url, "--to-volume", target, "--lock-wait", "0.5")
+    assert busy.code == 1
+    assert f"volume '{source}' is busy" in busy.err and "backup" in busy.err
+    assert not second_daemon.host.volume_exists(target)
+
+    # Released: the same migration goes through. The same name on the second daemon is another lock.
+    done = migrated(volsafe("migrate", source, "--to-host", second_daemon.unix_url, "--to-volume", target, "--json"))
+    assert done["verified"] is True

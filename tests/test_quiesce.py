@@ -15,7 +15,7 @@ import pytest
 from backup.config import ConfigError, parse_config
 from backup.errors import UsageError, VolsafeError
 from backup.hooks import HookSpec, hooks_from_labels
-from backup.locks import VolumeBusy, volume_lock
+from backup.locks import VolumeBusy, volume_lock, volume_locks
 from backup.quiesce import AppContainer, from_listing, plan_quiesce, quiesce_order
 from backup.recovery import process_alive, process_start_time
 
@@ -112,7 +112,7 @@ def test_hook_labels():
 
 def test_a_second_lock_on_a_volume_waits_then_names_the_holder(tmp_path, monkeypatch):
     monkeypatch.setenv("VOLSAFE_LOCK_DIR", str(tmp_path))
-    host = SimpleNamespace(daemon_id="ABCD:EFGH")
+    host = SimpleNamespace(identity=("ABCD:EFGH", "host", "/var/lib/docker"))
     with volume_lock(host, "db", action="backup"):
         started = time.monotonic()
         with pytest.raises(VolumeBusy) as caught:
@@ -122,8 +122,17 @@ def test_a_second_lock_on_a_volume_waits_then_names_the_holder(tmp_path, monkeyp
         assert f"pid {os.getpid()}: backup" in str(caught.value) and "'db'" in str(caught.value)
         with volume_lock(host, "other", action="backup", wait=0):  # another volume: no wait
             pass
-        with volume_lock(SimpleNamespace(daemon_id="OTHER"), "db", action="backup", wait=0):  # another daemon
+        with volume_lock(SimpleNamespace(identity=("OTHER", "host", "/var/lib/docker")), "db", action="backup", wait=0):
+            pass  # another daemon
+        # Same ID, other data root: a second daemon on the same machine (they share /etc/docker).
+        with volume_lock(SimpleNamespace(identity=("ABCD:EFGH", "host", "/srv/docker2")), "db", action="backup", wait=0):
             pass
+    # Several at once, as a migration takes them: the same lock named twice is taken once.
+    other = SimpleNamespace(identity=("ABCD:EFGH", "host", "/srv/docker2"))
+    with volume_locks([(host, "db"), (other, "db"), (host, "db")], action="migration", wait=0):
+        with pytest.raises(VolumeBusy):
+            with volume_lock(other, "db", action="backup", wait=0):
+                pass
     # Released on exit; a waiter gets it as soon as the holder is done.
     holder_done = threading.Event()
 

@@ -45,7 +45,7 @@ def sigterm_after(seconds: float) -> threading.Timer:
 def test_a_slow_job_is_never_started_twice(tmp_path, monkeypatch, caplog):
     active, starts, peak = [0], [], [0]
 
-    def slow_job(host, job, backends, image, progress, outcome):
+    def slow_job(host, job, backends, image, progress, outcome, encrypt_with=None):
         active[0] += 1
         peak[0] = max(peak[0], active[0])
         starts.append(time.monotonic())
@@ -74,7 +74,7 @@ def test_a_slow_job_is_never_started_twice(tmp_path, monkeypatch, caplog):
 def test_stop_timeout_aborts_a_running_job_and_records_it(tmp_path, monkeypatch):
     cancelled = []
 
-    def endless_job(host, job, backends, image, progress, outcome):
+    def endless_job(host, job, backends, image, progress, outcome, encrypt_with=None):
         try:
             time.sleep(60)
         except BaseException as exc:

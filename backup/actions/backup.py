@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator
 
 from backup import __version__
 from backup.archive_codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
+from backup.concurrency import cancellable, run_concurrently
 from backup.consistency import quiesced
 from backup.docker_host import DockerHost
 from backup.errors import VolsafeError
@@ -35,7 +36,7 @@ class BackupOptions:
     helper_image: str
     level: int = DEFAULT_LEVEL
     threads: int | None = None  # None: one zstd worker per CPU
-    recipients: object | None = None  # backup.encryption.Recipients: age-encrypt the archive for them
+    recipients: object | None = None  # backup.encryption.Recipients or Passphrase: age-encrypt the archive
     stop_containers: bool = False  # stop the running containers that mount the volume
     pause_containers: bool = False  # pause them instead (wins over stop_containers)
     hooks: tuple[HookSpec, ...] = ()  # besides those declared by container labels
@@ -46,6 +47,11 @@ class BackupOptions:
     def quiesce_mode(self) -> str:
         """Return "pause", "stop" or "none"."""
         return "pause" if self.pause_containers else ("stop" if self.stop_containers else "none")
+
+    def volumes_at_once(self, limit: int) -> int:
+        """Return how many volumes may be backed up at once: ``limit``, or 1 when containers are
+        stopped or paused or hooks run, since several volumes may share those containers."""
+        return 1 if self.quiesce_mode != "none" or self.hooks else limit
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ def backup_volume(
     ) as quiesce, _tar_of(host, volume, mount, options) as tar_chunks, progress.task(f"backup {volume}") as advance:
         # The volume is fully read when Docker's stream ends: bring the application back then,
         # while the upload's tail is still being written.
-        tar = _then(read_ahead(tar_chunks), quiesce.finish)
+        tar = cancellable(_then(read_ahead(tar_chunks), quiesce.finish))
         if options.exclude:
             tar = exclude_paths(tar, options.exclude, filtered)
         stored = compress_tar(tar, stats, level=options.level, threads=options.threads, progress=advance)
@@ -171,6 +177,7 @@ def backup_volume(
         compression_level=options.level,
         content_digest=stats.content_digest,
         encryption_recipients=options.recipients.fingerprints if options.recipients is not None else None,
+        encryption_passphrase=options.recipients is not None and options.recipients.by_passphrase,
         mount=mount.manifest_record() if mount is not None else None,
         excluded_paths=options.exclude,
     )
@@ -206,13 +213,25 @@ def run_backup(
     options: BackupOptions,
     progress: Reporter,
     mounts: Iterable[MountSource] = (),
+    *,
+    concurrency: int = 1,
+    on_done: Callable[[VolumeBackup], None] | None = None,
 ) -> list[VolumeBackup]:
-    """Back up each volume, then each container mount, in turn; return one outcome each, failures included."""
-    outcomes = []
+    """Back up each volume, then each container mount, up to ``concurrency`` at once (one at a time
+    when containers are stopped or paused, or hooks run); return one outcome each, failures
+    included, in the order given.
+
+    ``on_done`` is called (in the calling thread) with each outcome as soon as it is known, so a
+    caller that is cancelled midway still knows what finished. Cancelled (Ctrl-C, SIGTERM) stops
+    every backup in flight; each cleans up after itself before Cancelled propagates.
+    """
     work = [(volume, None) for volume in volumes] + [(m.storage_name, m) for m in mounts]
-    for volume, mount in work:
+
+    def one(item: tuple[str, MountSource | None]) -> VolumeBackup:
+        volume, mount = item
         try:
-            outcomes.append(backup_volume(host, volume, backends, options, progress, mount=mount))
+            return backup_volume(host, volume, backends, options, progress, mount=mount)
         except VolsafeError as exc:
-            outcomes.append(VolumeBackup(volume, failures={"volume": str(exc)}))
-    return outcomes
+            return VolumeBackup(volume, failures={"volume": str(exc)})
+
+    return run_concurrently(work, one, options.volumes_at_once(concurrency), on_done)

@@ -93,8 +93,9 @@ def select_volumes(host: DockerHost, job: JobConfig) -> list[str]:
     return resolve_volumes(host, job_selector(job))
 
 
-def job_backup_options(job: JobConfig, helper_image: str) -> BackupOptions:
-    """Return how the job backs up each volume: quiescing and hooks as its config says."""
+def job_backup_options(job: JobConfig, helper_image: str, encrypt_with=None) -> BackupOptions:
+    """Return how the job backs up each volume: quiescing, hooks and compression as its config
+    says, encrypted for ``encrypt_with`` (Recipients or Passphrase; None: not encrypted)."""
     hooks = ()
     if job.hook_container and (job.pre_hook or job.post_hook):
         hooks = (
@@ -108,6 +109,9 @@ def job_backup_options(job: JobConfig, helper_image: str) -> BackupOptions:
         pause_containers=job.pause_containers,
         hooks=hooks,
         exclude=tuple(job.exclude),
+        level=job.compression_level,
+        threads=job.compression_threads,
+        recipients=encrypt_with,
     )
 
 
@@ -117,9 +121,17 @@ def job_timezone(job: JobConfig):
 
 
 def run_job(
-    host: DockerHost, job: JobConfig, backends: list[Backend], helper_image: str, progress: Reporter, outcome: JobOutcome | None = None
+    host: DockerHost,
+    job: JobConfig,
+    backends: list[Backend],
+    helper_image: str,
+    progress: Reporter,
+    outcome: JobOutcome | None = None,
+    *,
+    encrypt_with=None,
 ) -> JobOutcome:
-    """Back up the job's volumes to ``backends``; after a fully successful run, prune each backend.
+    """Back up the job's volumes to ``backends``, encrypted for ``encrypt_with`` (the [encryption]
+    key: Recipients or Passphrase) if given; after a fully successful run, prune each backend.
 
     Returns the outcome (failures are in ``errors``, never raised). ``outcome``, if given, is filled
     in as the run goes, so a caller that aborts the run (Cancelled) still knows what was done.
@@ -129,14 +141,14 @@ def run_job(
     clock = time.monotonic()
     outcome.backends = [b.url for b in backends]
     try:
-        _backup_and_prune(host, job, backends, helper_image, progress, outcome)
+        _backup_and_prune(host, job, backends, job_backup_options(job, helper_image, encrypt_with), progress, outcome)
     finally:
         outcome.finished = datetime.now(timezone.utc)
         outcome.duration = time.monotonic() - clock
     return outcome
 
 
-def _backup_and_prune(host, job, backends, helper_image, progress, outcome: JobOutcome) -> None:
+def _backup_and_prune(host, job, backends, options: BackupOptions, progress, outcome: JobOutcome) -> None:
     try:
         outcome.volumes = select_volumes(host, job)
     except Exception as exc:  # VolsafeError or a daemon hiccup: the run fails, the scheduler goes on
@@ -145,15 +157,18 @@ def _backup_and_prune(host, job, backends, helper_image, progress, outcome: JobO
     if not outcome.volumes:
         outcome.errors.append("no volume matches the job's volumes, volume_labels, projects and all_volumes")
         return
-    options = job_backup_options(job, helper_image)
-    for volume in outcome.volumes:
-        # One volume at a time, recording each, so an aborted run still reports what it finished.
-        (result,) = run_backup(host, [volume], backends, options, progress)
+    def record(result: VolumeBackup) -> None:
+        # Recorded as each volume finishes, so an aborted run still reports what it finished.
         outcome.backups.append(result)
         for where, reason in result.failures.items():
+            volume = result.volume
             outcome.errors.append(f"{volume}: {reason}" if where == "volume" else f"{volume} to {where}: {reason}")
         if result.manifest is not None:
             outcome.bytes += result.manifest.stored_size * len(result.stored_on)
+
+    outcome.backups = []
+    results = run_backup(host, outcome.volumes, backends, options, progress, concurrency=job.concurrency, on_done=record)
+    outcome.backups = results  # the same outcomes, now in the job's volume order
     if outcome.errors or job.retention.empty:
         return  # a failed run prunes nothing
     try:

@@ -38,6 +38,7 @@ from backup.archive_codec import coalesce
 from backup.docker_host import DockerHost, docker_errors
 from backup.errors import IntegrityError, NotFoundError, UsageError, VolsafeError
 from backup.helper import MOUNT_POINT, archive_stream, created_helper
+from backup.locks import DEFAULT_WAIT, volume_locks
 from backup.naming import parse_ref, validate_volume_name
 from backup.progress import Reporter
 from backup.quiesce import PROJECT_LABEL, plan_quiesce
@@ -81,6 +82,7 @@ class MigrateOptions:
     force: bool = False  # replace the contents of targets that have data
     stop: bool = False  # stop the source containers that use the volumes for the duration
     restart: bool = True  # start them again afterwards (False: a cut-over)
+    lock_wait: float = DEFAULT_WAIT  # seconds to wait for another volsafe using a source or target volume
 
 
 @dataclass
@@ -262,11 +264,6 @@ def _source_quiesced(host: DockerHost, volumes: list[str], options: MigrateOptio
     result.restart_problems = stopped.problems
 
 
-def _identity(host: DockerHost) -> tuple[str, str, str]:
-    """Return what tells daemons apart. The ID alone does not: daemons sharing /etc/docker share it."""
-    return host.daemon_id, host.name, str(host.info.get("DockerRootDir", ""))
-
-
 def run_migrate(
     source: DockerHost,
     target: DockerHost,
@@ -286,7 +283,7 @@ def run_migrate(
     """
     started = time.monotonic()
     pairs = plan_targets(volumes, to_volume)
-    same_daemon = _identity(source) == _identity(target)
+    same_daemon = source.identity == target.identity
     for src, dst in pairs:
         if same_daemon and src == dst:
             raise UsageError(f"source and target of {src!r} are the same volume on the same daemon; use --to-volume")
@@ -295,11 +292,21 @@ def run_migrate(
     result = MigrationResult(mode="via" if via else "direct")
     with _source_quiesced(source, [src for src, _ in pairs], options, result):
         if via is not None:
+            # backup and restore each take their volume's lock
             result.volumes = [_via(source, target, src, dst, via, options, progress) for src, dst in pairs]
         else:
-            result.volumes = _direct(source, target, pairs, infos, exists, options, progress)
+            with _locked(source, target, pairs, options.lock_wait):
+                result.volumes = _direct(source, target, pairs, infos, exists, options, progress)
     result.seconds = time.monotonic() - started
     return result
+
+
+@contextlib.contextmanager
+def _locked(source: DockerHost, target: DockerHost, pairs: list[tuple[str, str]], wait: float) -> Iterator[None]:
+    """Hold the locks of every source and target volume, so that no other volsafe backs up or
+    restores them meanwhile. Raises VolumeBusy (after waiting) when another holds one."""
+    with volume_locks([(source, src) for src, _ in pairs] + [(target, dst) for _, dst in pairs], action="migration", wait=wait):
+        yield
 
 
 def _direct(
@@ -338,7 +345,9 @@ def _via(
 ) -> VolumeMigration:
     """Back up ``src`` on the source to ``backend``, then restore it as ``dst`` on the target. Raises VolsafeError."""
     started = time.monotonic()
-    (backed_up,) = run_backup(source, [src], [backend], BackupOptions(helper_image=options.source_image), progress)
+    (backed_up,) = run_backup(
+        source, [src], [backend], BackupOptions(helper_image=options.source_image, lock_wait=options.lock_wait), progress
+    )
     if not backed_up.ok:
         reasons = "; ".join(backed_up.failures.values())
         raise VolsafeError(f"backup of {src!r} to {backend.url} failed: {reasons}")

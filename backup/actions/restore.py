@@ -84,7 +84,7 @@ def run_restore(
 
     Returns the outcome. Raises NotFoundError for an unknown backup, TargetNotEmpty for a volume
     that has data and no ``force``, IntegrityError for a corrupt archive; in every failure case the
-    target is left as it was. ``identities`` (age/SSH) decrypt an encrypted archive: without a
+    target is left as it was. ``identities`` (age/SSH, or a Passphrase) decrypt an encrypted archive: without a
     matching one, EncryptionError is raised before the target volume is touched.
 
     ``to_path`` (a directory on the daemon's host, which must exist) or ``to_container`` (a running

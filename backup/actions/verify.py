@@ -19,7 +19,7 @@ from typing import Callable
 from backup.archive_codec import READ_SIZE, checked_backup_tar, tree_digest
 from backup.catalog import load_manifest, resolve_ref
 from backup.docker_host import DockerHost
-from backup.encryption import decryptor, require_keys
+from backup.encryption import decryptor, has_key_for, require_keys
 from backup.errors import IntegrityError, NotFoundError, VolsafeError
 from backup.helper import archive_stream, created_helper
 from backup.manifest import Manifest
@@ -81,7 +81,8 @@ def check_archive(backend: Backend, manifest: Manifest, identities: list | None,
     """Read the archive of ``manifest`` through every check; return the names of the checks passed.
 
     Raises IntegrityError (or HostileArchiveError, EncryptionError, NotFoundError) on the first
-    failed check. An encrypted archive without identities gets its size and sha256 checked only.
+    failed check. An encrypted archive without a key of its kind (identities, or a passphrase) gets
+    its size and sha256 checked only.
     """
     try:
         info = backend.stat(manifest.backup_id.archive_key)
@@ -89,9 +90,10 @@ def check_archive(backend: Backend, manifest: Manifest, identities: list | None,
         raise NotFoundError("archive is missing") from None
     if info.size != manifest.stored_size:
         raise IntegrityError(f"archive is {info.size} bytes, but its manifest says {manifest.stored_size}")
-    if manifest.encrypted and not identities:
+    if manifest.encrypted and not has_key_for(manifest, identities):
         _hash_only(backend, manifest, progress)
-        return ["size", "sha256", "encrypted: contents not checked without --identity"]
+        needed = "--passphrase-file or VOLSAFE_PASSPHRASE" if manifest.encryption_passphrase else "--identity"
+        return ["size", "sha256", f"encrypted: contents not checked without {needed}"]
     require_keys(backend, manifest, identities)
     with backend.open(manifest.backup_id.archive_key) as stored, progress.task(
         f"verify {manifest.backup_id}", total=manifest.stored_size

@@ -52,7 +52,10 @@ def backup(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
     level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, help="zstd compression level."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads [default: one per CPU]."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads per volume [default: one per CPU]."),
+    concurrency: int = typer.Option(
+        2, "--concurrency", "-j", min=1, max=32, help="Volumes backed up at once (always 1 with --stop or --pause)."
+    ),
     stop: bool = typer.Option(
         False, "--stop", help="Stop the running containers that mount the volume during the backup; they are restarted as soon as it is read."
     ),
@@ -65,6 +68,11 @@ def backup(
     ),
     recipients_file: Optional[List[str]] = typer.Option(
         None, "--recipients-file", "-R", metavar="FILE", help="Encrypt for the public keys in FILE, one per line (repeatable)."
+    ),
+    passphrase_file: Optional[str] = typer.Option(
+        None, "--passphrase-file", metavar="FILE",
+        help="Encrypt (age format, like age -p) with the passphrase on FILE's first line, instead of recipients. "
+        "[default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
     ),
 ) -> None:
     """Back up volumes to compressed .tar.zst archives with a JSON manifest beside each.
@@ -98,7 +106,7 @@ def backup(
     backends = open_locations(to)
     if not to and not as_json:
         print(f"volsafe: backing up to the default location {backends[0].url}", file=sys.stderr)
-    recipients = recipients_for(state, recipient, recipients_file)  # before any work: a bad key stops here
+    recipients = recipients_for(state, recipient, recipients_file, passphrase_file)  # before any work: a bad key stops here
     options = BackupOptions(
         recipients=recipients,
         exclude=path_excludes,
@@ -111,7 +119,10 @@ def backup(
         raise UsageError("no volume matches the selection")
     if not as_json and (selector.needs_listing or mounts):
         print(f"volsafe: selected {', '.join(picked + [m.storage_name for m in mounts])}", file=sys.stderr)
-    outcomes = run_backup(state.docker, picked, backends, options, reporter_for(quiet=as_json), mounts=mounts)
+    outcomes = run_backup(
+        state.docker, picked, backends, options, reporter_for(quiet=as_json), mounts=mounts,
+        concurrency=concurrency,
+    )
 
     records = []
     for outcome in outcomes:

@@ -12,6 +12,7 @@ import typer
 from backup.actions.job import JobOutcome, run_job
 from backup.cli.output import human_size, print_table
 from backup.config import JobConfig
+from backup.encryption import configured_key
 from backup.errors import NotFoundError
 from backup.health import StatusStore
 from backup.progress import reporter_for
@@ -94,9 +95,12 @@ def run_now(
         known = ", ".join(cfg.jobs) or "none"
         raise NotFoundError(f"no job named {name!r} in {cfg.path or 'the config (no config file found)'} (jobs: {known})")
     backends = job_backends(cfg, job)
+    key = configured_key(cfg)  # a bad key file stops here, before any work
     outcome = JobOutcome(name, datetime.now(timezone.utc))
     try:
-        run_job(state.docker, job, backends, state.helper_image, reporter_for(quiet=as_json), outcome)
+        run_job(
+            state.docker, job, backends, state.helper_image, reporter_for(quiet=as_json), outcome, encrypt_with=key
+        )
     except BaseException:
         outcome.aborted = True
         outcome.errors.append("interrupted")

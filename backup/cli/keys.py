@@ -1,28 +1,53 @@
 """Encryption keys for the commands: from their options, else from the config's [encryption] table.
 
-Key material is read here and handed to the actions; it is never printed or logged.
+A passphrase comes from --passphrase-file, else $VOLSAFE_PASSPHRASE, else the config's
+passphrase_file. Key material is read here and handed to the actions; it is never printed or logged.
 """
 
 from __future__ import annotations
 
-from backup.encryption import Recipients, read_identities, read_recipients
+from backup.encryption import (
+    Passphrase,
+    Recipients,
+    configured_identities,
+    configured_key,
+    one_kind,
+    passphrase_from_environment,
+    read_identities,
+    read_passphrase,
+    read_recipients,
+)
+
+PASSPHRASE_OPTION = "--passphrase-file"
 
 
-def recipients_for(state, values: list[str] | None, files: list[str] | None) -> Recipients | None:
-    """Return the recipients to encrypt for: the options', else the config's; None for no encryption.
+def recipients_for(
+    state, values: list[str] | None, files: list[str] | None, passphrase_file: str | None = None
+) -> Recipients | Passphrase | None:
+    """Return the key to encrypt with: the options' recipients or passphrase, else those of the
+    environment and config; None for no encryption.
 
-    Raises EncryptionError for a bad recipient or unreadable file, ConfigError for a bad config.
+    Raises EncryptionError for a bad recipient, an unreadable file, or both recipients and a
+    passphrase at the same level; ConfigError for a bad config.
     """
-    if values or files:
-        return read_recipients(values or [], files or [])
-    config = state.config
-    return read_recipients(config.encryption_recipients, config.encryption_recipients_files)
+    if values or files or passphrase_file:
+        return one_kind(
+            read_recipients(values or [], files or []) if values or files else None,
+            read_passphrase(passphrase_file, PASSPHRASE_OPTION) if passphrase_file else None,
+        )
+    return configured_key(state.config)
 
 
-def identities_for(state, files: list[str] | None) -> list | None:
-    """Return the identities to decrypt with: the options' files, else the config's; None if none.
+def identities_for(state, files: list[str] | None, passphrase_file: str | None = None) -> list | None:
+    """Return the keys to decrypt with (identities, and a Passphrase if one is given): the options',
+    else the config's; $VOLSAFE_PASSPHRASE counts whenever --passphrase-file is not given. None if
+    there are none.
 
     The config is read only when no option is given. Raises EncryptionError for an unreadable file.
     """
-    files = list(files or []) or list(state.config.identity_files)
-    return read_identities(files) if files else None
+    if not files and not passphrase_file:
+        return configured_identities(state.config)
+    identities = read_identities(files or [])
+    passphrase = read_passphrase(passphrase_file, PASSPHRASE_OPTION) if passphrase_file else passphrase_from_environment()
+    keys = identities + ([passphrase] if passphrase is not None else [])
+    return keys or None

@@ -14,6 +14,7 @@ from backup.docker_host import TlsOptions, connect
 from backup.errors import UsageError
 from backup.helper_image import resolve_helper_image
 from backup.locations import open_locations
+from backup.locks import DEFAULT_WAIT
 from backup.progress import reporter_for
 
 
@@ -42,6 +43,10 @@ def migrate(
     to_tlscert: Optional[str] = typer.Option(None, "--to-tlscert", metavar="FILE", help="Client certificate for the target."),
     to_tlskey: Optional[str] = typer.Option(None, "--to-tlskey", metavar="FILE", help="Client key for the target."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON; no progress bar."),
+    lock_wait: float = typer.Option(
+        DEFAULT_WAIT, "--lock-wait", min=0, metavar="SECONDS",
+        help="How long to wait for another volsafe backing up or restoring a source or target volume.",
+    ),
 ) -> None:
     """Move volumes to another Docker host, verified, with their labels, driver and options.
 
@@ -66,6 +71,7 @@ def migrate(
             force=force,
             stop=stop,
             restart=not no_restart,
+            lock_wait=lock_wait,
         )
         result = run_migrate(
             source, target, names, options=options, to_volume=to_volume, via=backend, progress=reporter_for(quiet=as_json)

@@ -38,6 +38,10 @@ def restore(
     identity: Optional[List[str]] = typer.Option(
         None, "--identity", "-i", metavar="FILE", help="age identity file or SSH private key for an encrypted backup (repeatable). [default: [encryption] identity_files]"
     ),
+    passphrase_file: Optional[str] = typer.Option(
+        None, "--passphrase-file", metavar="FILE",
+        help="Passphrase (FILE's first line) for a backup encrypted with one. [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
+    ),
 ) -> None:
     """Restore a backup into a volume, creating it with its original labels, driver and options.
 
@@ -58,7 +62,7 @@ def restore(
         to_volume=to_volume,
         force=force,
         progress=reporter_for(quiet=as_json),
-        identities=identities_for(state, identity),
+        identities=identities_for(state, identity, passphrase_file),
         to_path=to_path,
         to_container=container_target,
     )

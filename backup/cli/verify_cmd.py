@@ -30,6 +30,10 @@ def verify(
     identity: Optional[List[str]] = typer.Option(
         None, "--identity", "-i", metavar="FILE", help="age identity file or SSH private key for encrypted backups (repeatable)."
     ),
+    passphrase_file: Optional[str] = typer.Option(
+        None, "--passphrase-file", metavar="FILE",
+        help="Passphrase (FILE's first line) for backups encrypted with one. [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup; no progress bar."),
 ) -> None:
     """Check stored backups against their manifests: size, sha256, zstd, tar, entry count, content digest.
@@ -40,7 +44,7 @@ def verify(
         raise UsageError("give one or more REFs, or --all")
     parsed = [parse_ref(r) for r in refs] if refs else None
     state = ctx.obj
-    identities = identities_for(state, identity)
+    identities = identities_for(state, identity, passphrase_file)
     progress = reporter_for(quiet=as_json)
     tester = None
     if restore_test_:

@@ -1,0 +1,193 @@
+"""Shared plumbing for the benchmark: logging, running commands, the per-run token and clean-up.
+
+Everything the run creates (volumes, containers, directories, child processes such as the moto
+server) is registered here and removed by :func:`cleanup`, which ``run.py`` calls from a
+``finally`` block. SIGTERM is turned into a ``KeyboardInterrupt`` so that the same path runs on
+success, failure, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_IMAGE = os.environ.get("VOLSAFE_HELPER_IMAGE", "volsafe-helper:test")
+BENCH_LABEL = "io.volsafe-bench.run"
+MB = 1_000_000  # all sizes and rates are decimal megabytes
+CMD_TIMEOUT = 3 * 3600
+
+
+class State:
+    """What the run created, for clean-up. Filled as we go, emptied by cleanup()."""
+
+    token = ""
+    volumes: list[str] = []
+    dirs: list[str] = []
+    procs: list[subprocess.Popen] = []
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so every finally block runs."""
+
+
+def _on_sigterm(_signum, _frame):
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def new_token() -> str:
+    State.token = secrets.token_hex(3)
+    return State.token
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def settle() -> float:
+    """Flush dirty pages (untimed) so one run's writes and deletions are not billed to the next; return 1-min load."""
+    os.sync()
+    return os.getloadavg()[0]
+
+
+def run(cmd: list[str], *, env: dict | None = None, stdin_data: bytes | None = None, check: bool = True,
+        timeout: float = CMD_TIMEOUT) -> tuple[float, str, str]:
+    """Run ``cmd``; return (wall seconds, stdout, stderr). On Ctrl-C/SIGTERM the child is interrupted too."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(stdin_data, timeout=timeout)
+    except BaseException:
+        stop(proc)
+        raise
+    elapsed = time.perf_counter() - start
+    out_s, err_s = out.decode(errors="replace"), err.decode(errors="replace")
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err_s.strip()[-2000:]}")
+    return elapsed, out_s, err_s
+
+
+def stop(proc: subprocess.Popen, grace: float = 60) -> None:
+    """Interrupt a child (volsafe and the docker CLI both clean up on SIGINT), then kill it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except OSError:
+        pass
+
+
+def docker(*args: str, check: bool = True) -> str:
+    return run(["docker", *args], check=check, timeout=600)[1]
+
+
+def new_volume_name(what: str) -> str:
+    name = f"vsbench-{State.token}-{what}"
+    State.volumes.append(name)
+    return name
+
+
+def container_name(what: str) -> str:
+    return f"vsbench-{State.token}-{what}-{secrets.token_hex(3)}"
+
+
+def label_args() -> list[str]:
+    return ["--label", f"{BENCH_LABEL}={State.token}"]
+
+
+def create_volume(name: str) -> str:
+    """Create a labelled volume and return its mountpoint on this host."""
+    docker("volume", "create", *label_args(), name)
+    return mountpoint(name)
+
+
+def mountpoint(volume: str) -> str:
+    return docker("volume", "inspect", "-f", "{{.Mountpoint}}", volume).strip()
+
+
+def remove_volume(name: str) -> None:
+    docker("volume", "rm", "-f", name, check=False)
+
+
+def new_dir(parent: str | None, prefix: str) -> str:
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    State.dirs.append(d)
+    return d
+
+
+def dir_size(path: str) -> int:
+    """Bytes in the regular files under ``path`` (apparent size)."""
+    total = 0
+    for base, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(base, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def git_state() -> str:
+    """The commit measured, and whether volsafe's code differed from it (others may edit while we run)."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "backup", "storage_backends"],
+                               capture_output=True, text=True).stdout.split("\n")
+        dirty = [line[3:] for line in dirty if line.strip()]
+    except OSError:
+        return "unknown"
+    shown = ", ".join(dirty[:4]) + (f" and {len(dirty) - 4} more" if len(dirty) > 4 else "")
+    return (head or "unknown") + (f" + uncommitted changes in {shown}" if dirty else "")
+
+
+def cleanup() -> None:
+    """Remove every process, container, volume and directory this run created. Never raises."""
+    for proc in reversed(State.procs):
+        try:
+            stop(proc, grace=10)
+        except Exception as exc:  # noqa: BLE001
+            log(f"clean-up: {exc}")
+    State.procs.clear()
+    if not State.token:
+        return
+    # Our own containers (recipe, generator, fingerprint), then any volsafe helper still on our volumes.
+    filters = [f"label={BENCH_LABEL}={State.token}"] + [f"label=io.volsafe.volume={v}" for v in State.volumes]
+    for flt in filters:
+        try:
+            ids = docker("ps", "-aq", "--filter", flt, check=False).split()
+            if ids:
+                docker("rm", "-f", *ids, check=False)
+        except Exception as exc:  # noqa: BLE001
+            log(f"clean-up: {exc}")
+    try:  # volsafe restore copies the source's labels, so restored volumes carry ours too
+        labelled = docker("volume", "ls", "-q", "--filter", f"label={BENCH_LABEL}={State.token}", check=False).split()
+    except Exception:  # noqa: BLE001
+        labelled = []
+    for vol in dict.fromkeys(State.volumes + labelled):
+        try:
+            remove_volume(vol)
+        except Exception as exc:  # noqa: BLE001
+            log(f"clean-up: {exc}")
+    State.volumes.clear()
+    for d in State.dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    State.dirs.clear()

@@ -1,0 +1,158 @@
+"""The benchmark's pure parts: medians, ratios, table, targets, and the data generators' determinism.
+
+Fast and daemon-free: the generators are hashed as tar streams, never written to Docker.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from bench import datasets as D
+from bench import report as R
+from bench.contenders import parse_usage, rotate
+from bench.run import disk_needed, parse_levels
+
+MB = R.MB
+
+
+def _run(s, stored=None, rss=None):
+    r = {"seconds": s}
+    if stored is not None:
+        r["stored_size"] = stored
+    if rss is not None:
+        r.update(peak_rss_mb=rss, cpu_user_s=1.0, cpu_sys_s=0.5)
+    return r
+
+
+VS_B, VS_R = "volsafe backup (local)", "volsafe restore (local)"
+ORDER = [("backup", VS_B), ("backup", R.BACKUP_REF), ("backup", R.FLOOR_BACKUP), ("backup", R.GZIP_BACKUP),
+         ("restore", VS_R), ("restore", R.RESTORE_REF)]
+
+
+def _rounds(vs_backup=10.0, vs_restore=11.0, vs_stored=300 * MB, gz_stored=320 * MB, rss=90.0):
+    return [{VS_B: _run(vs_backup + d, vs_stored, rss), R.BACKUP_REF: _run(9.5 + d, 310 * MB, 20),
+             R.FLOOR_BACKUP: _run(8.0 + d, 600 * MB), R.GZIP_BACKUP: _run(60.0 + d, gz_stored),
+             VS_R: _run(vs_restore + d, rss=rss - 10), R.RESTORE_REF: _run(10.5 + d)}
+            for d in (0.0, 1.0, -0.5)]
+
+
+def test_median_and_ratio():
+    assert R.median([3, None, 1, 2]) == 2
+    assert R.median([None]) is None
+    assert R.ratio(3, 2) == 1.5
+    assert R.ratio(1, 0) is None and R.ratio(None, 1) is None
+
+
+def test_summarize_medians_ratios_and_sizes():
+    rows = R.summarize(_rounds(), ORDER, 600 * MB)
+    vs = R.find(rows, "backup", VS_B)
+    assert vs["median_s"] == 10.0 and vs["min_s"] == 9.5 and vs["max_s"] == 11.0
+    assert vs["ratio"] == pytest.approx(10.0 / 9.5)
+    assert vs["mb_per_s"] == pytest.approx(60.0)
+    assert vs["stored_pct"] == pytest.approx(50.0)
+    assert vs["peak_rss_mb"] == 90.0 and vs["cpu_s"] == 1.5
+    assert R.find(rows, "backup", R.BACKUP_REF)["ratio"] == 1.0
+    assert R.find(rows, "restore", VS_R)["ratio"] == pytest.approx(11.0 / 10.5)
+    assert R.find(rows, "restore", R.RESTORE_REF)["peak_rss_mb"] is None
+
+
+def test_summarize_skips_missing_contenders():
+    rows = R.summarize([{VS_B: _run(1.0)}], ORDER, MB)
+    assert [r["name"] for r in rows] == [VS_B]
+    assert rows[0]["ratio"] is None
+
+
+def test_targets_met_and_missed():
+    rows = R.summarize(_rounds(), ORDER, 600 * MB)
+    t = {x["target"]: x for x in R.check_targets({"mixed": rows}, VS_B, VS_R)}
+    assert t["backup within 1.1x of `host tar | zstd -T0 -3`"]["ok"] is True
+    assert t["backup at least 5x faster than `tar -czf`"]["ok"] is True  # 60 / 10
+    assert t["stored size no larger than gzip -6 (`tar -czf`)"]["ok"] is True
+    assert t["restore within 1.1x of `recipe tar -xf`"]["ok"] is True
+    rss = [x for x in t.values() if x["dataset"] == "big"][0]
+    assert rss["ok"] is None and "mixed 90 MB" in rss["measured"]
+
+    slow = R.summarize(_rounds(vs_backup=13.0, vs_restore=20.0, vs_stored=330 * MB, rss=200), ORDER, 600 * MB)
+    t = R.check_targets({"mixed": slow, "big": slow}, VS_B, VS_R)
+    assert [x["ok"] for x in t] == [False, False, False, False, False]
+    text = "\n".join(R.target_lines(t))
+    assert "Targets met: 0 of 5 measured" in text and "13.00 s vs 9.50 s = 1.37x" in text
+
+
+def test_small_targets_and_not_measured():
+    rows = R.summarize(_rounds(), ORDER, 600 * MB)
+    t = [x for x in R.check_targets({"small": rows}, VS_B, VS_R) if x["dataset"] == "small"]
+    assert [x["ok"] for x in t] == [False, True]  # 10.0 vs tar -cf 8.0 = 1.25x; 11.0 vs 10.5
+    t = R.check_targets({"mixed": R.summarize(_rounds(), ORDER[:2], MB)}, VS_B, VS_R)
+    assert any(x["ok"] is None and "not measured" in x["measured"] for x in t)
+
+
+def test_table_escapes_pipes():
+    lines = R.table(R.summarize(_rounds(), ORDER, 600 * MB))
+    assert any("host tar \\| zstd -T0 -3" in line for line in lines)
+    assert all(line.count("|") - line.count("\\|") == 11 for line in lines)  # 10 columns
+
+
+def test_parse_usage_gnu_time():
+    text = ("\tUser time (seconds): 1.25\n\tSystem time (seconds): 0.50\n"
+            "\tMaximum resident set size (kbytes): 102400\n\tExit status: 0\n")
+    u = parse_usage(text)
+    assert u == {"peak_rss_mb": pytest.approx(104.8576), "cpu_user_s": 1.25, "cpu_sys_s": 0.5}
+
+
+def test_helpers():
+    assert rotate([1, 2, 3], 1) == [2, 3, 1] and rotate([1, 2, 3], 4) == [2, 3, 1] and rotate([], 2) == []
+    assert parse_levels(None) == [None] and parse_levels("1,3,default") == [1, 3, None]
+    assert disk_needed(10 * 10**9, ["volsafe", "tar", "host-zstd"], 1) < 60 * 10**9
+
+
+GENERATORS = {
+    "mixed": lambda seed: D.mixed_entries(2, seed),
+    "small": lambda seed: D.small_entries(300, seed),
+    "big": lambda seed: D.big_entries(0.02, seed, file_size=4 * D.MiB, pool_size=2 * D.MiB),
+}
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_generators_are_deterministic(name):
+    a = D.tar_digest(GENERATORS[name](1))
+    b = D.tar_digest(GENERATORS[name](1))
+    c = D.tar_digest(GENERATORS[name](2))
+    assert a == b
+    assert a[0] != c[0]
+
+
+def test_mixed_set_is_the_original_benchmark_data():
+    """The former bench/backup_restore.py produced this stream for 3 MB, seed 1 (fingerprints stay comparable)."""
+    digest, length, stats = D.tar_digest(D.mixed_entries(3, 1))
+    assert stats["total"]["bytes"] >= 3 * MB
+    assert digest == MIXED_3MB_SEED1
+
+
+def test_small_set_shape():
+    buf = io.BytesIO()
+    stats = D.write_tar(buf, D.small_entries(250, 1))
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        files = [m for m in tar if m.isfile()]
+    assert len(files) == 250 == stats["total"]["files"]
+    assert all(512 <= m.size <= 4096 and m.uid == 1000 and m.mtime == D.MTIME for m in files)
+    assert files[0].name == "files/d000/s0/f000000.log" or files[0].name.startswith("files/d000/s0/f000000.")
+    assert files[-1].name.startswith("files/d000/s2/f000249.")
+
+
+def test_big_set_is_mostly_large_files_of_the_requested_size():
+    stats = D.write_tar(io.BytesIO(), D.big_entries(0.03, 1, file_size=4 * D.MiB, pool_size=2 * D.MiB))
+    assert stats["total"]["bytes"] == 30 * MB
+    assert 0.3 < stats["binary blobs"]["bytes"] / stats["total"]["bytes"] < 0.5
+
+
+def test_gen_reader_reads_exact_sizes():
+    r = D._GenReader(10, iter([b"abc", b"defg", b"hijklmnop"]))
+    assert r.read(2) == b"ab" and r.read(5) == b"cdefg" and r.read(100) == b"hij" and r.read(1) == b""
+
+
+MIXED_3MB_SEED1 = "bae907a7963ec0eb7ca0d0ead1868a15cd180e7fd8737680511afcfb03815971"

@@ -1,0 +1,120 @@
+"""Several volumes backed up at once (issue 8): a job's ``concurrency``, ``backup --concurrency``."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from backup.actions.backup import BackupOptions, run_backup
+from backup.progress import Reporter
+from storage_backends.local import LocalBackend
+from tests.volume_tree import run_in_volume, snapshot
+
+
+class MeetingBackend(LocalBackend):
+    """A local backend whose archive saves wait until ``parties`` of them are in progress at once.
+
+    With backups that really run concurrently the meeting happens; one at a time, it cannot, and
+    the save fails after the timeout. Manifests (small, written last) do not wait.
+    """
+
+    def __init__(self, root, parties: int):
+        super().__init__(root)
+        self.meeting = threading.Barrier(parties, timeout=60)
+        self.met = 0
+
+    def save(self, key, chunks):
+        if key.endswith(".tar.zst"):
+            chunks = iter(chunks)
+            first = next(chunks, b"")  # the helper is streaming: this backup is under way
+            self.meeting.wait()
+            self.met += 1
+            return super().save(key, _prepend(first, chunks))
+        return super().save(key, chunks)
+
+
+def _prepend(first, rest):
+    yield first
+    yield from rest
+
+
+def _fill(docker_host, helper_image, volume, n):
+    run_in_volume(docker_host, helper_image, volume, f"mkdir -p d && seq 1 {2000 * n} > d/numbers && echo {volume} > name")
+
+
+def test_volumes_are_backed_up_at_once_and_restore_intact(docker_host, helper_image, volumes, volsafe, tmp_path):
+    names = [volumes() for _ in range(4)]
+    for n, name in enumerate(names, start=1):
+        _fill(docker_host, helper_image, name, n)
+    backend = MeetingBackend(tmp_path / "store", parties=4)
+    options = BackupOptions(helper_image=helper_image)
+    done = []
+
+    outcomes = run_backup(docker_host, names, [backend], options, Reporter(), concurrency=4, on_done=done.append)
+
+    assert [o.volume for o in outcomes] == names  # in the order asked, whatever order they finished in
+    assert all(o.ok for o in outcomes), [o.failures for o in outcomes]
+    assert backend.met == 4 and sorted(o.volume for o in done) == sorted(names)
+    for outcome in outcomes:
+        restored = volumes()
+        result = volsafe("restore", str(outcome.manifest.backup_id), "--from", str(tmp_path / "store"), "--to-volume", restored, "--json")
+        assert result.code == 0, result.err
+        assert snapshot(docker_host, helper_image, restored) == snapshot(docker_host, helper_image, outcome.volume)
+
+
+def test_one_at_a_time_never_overlaps(docker_host, helper_image, volumes, tmp_path):
+    names = [volumes() for _ in range(2)]
+    for n, name in enumerate(names, start=1):
+        _fill(docker_host, helper_image, name, n)
+    backend = MeetingBackend(tmp_path / "store", parties=2)
+    backend.meeting = threading.Barrier(2, timeout=2)
+    options = BackupOptions(helper_image=helper_image)
+
+    outcomes = run_backup(docker_host, names, [backend], options, Reporter(), concurrency=1)
+
+    # Each backup waited for a partner that never came: proof that they did not overlap.
+    assert [o.ok for o in outcomes] == [False, False]
+    assert backend.met == 0
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (dict(), 4),
+        (dict(stop_containers=True), 1),
+        (dict(pause_containers=True), 1),
+    ],
+)
+def test_stopping_or_pausing_containers_forces_one_at_a_time(options, expected):
+    assert BackupOptions(helper_image="img", **options).volumes_at_once(4) == expected
+
+
+def test_job_concurrency_and_compression_come_from_the_config(docker_host, helper_image, volumes, volsafe, tmp_path):
+    names = [volumes() for _ in range(3)]
+    for n, name in enumerate(names, start=1):
+        _fill(docker_host, helper_image, name, n)
+    store = tmp_path / "store"
+    config = tmp_path / "volsafe.toml"
+    config.write_text(
+        f"""
+[backends.here]
+type = "local"
+path = "{store}"
+
+[jobs.many]
+schedule = "@daily"
+volumes = {json.dumps(names)}
+backends = ["here"]
+concurrency = 3
+compression_level = 7
+compression_threads = 1
+"""
+    )
+    result = volsafe("--config", str(config), "jobs", "run", "many", "--json")
+    assert result.code == 0, result.err
+    listed = json.loads(volsafe("list", "--from", str(store), "--json").out)
+    assert sorted(b["volume"] for b in listed) == sorted(names)
+    manifests = [json.loads(p.read_text()) for p in store.rglob("*.json")]
+    assert [m["archive"]["compression_level"] for m in manifests] == [7, 7, 7]
