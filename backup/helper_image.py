@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import tarfile
 import time
@@ -10,12 +11,15 @@ from pathlib import Path
 
 from backup.docker_host import DockerHost, docker_errors
 from backup.errors import HelperImageMissing, NotFoundError, VolsafeError
+from backup.volume_tar import GNU_TAR_LABEL
 
 #: What ``volsafe helper-image build`` produces, and what is used first when present.
 LOCAL_IMAGE = "volsafe-helper:latest"
 #: The public image used otherwise, pulled on first use.
 PUBLIC_IMAGE = "busybox:stable"
 DEFAULT_BUSYBOX = "/bin/busybox"
+DEFAULT_GNU_TAR = "/usr/bin/tar"
+GNU_TAR_PATH = "/usr/libexec/volsafe/gtar"  # beside busybox's tar applet, which restore uses
 
 
 def _present(host: DockerHost, image: str) -> bool:
@@ -52,19 +56,23 @@ def resolve_helper_image(host: DockerHost, requested: str | None) -> str:
         ) from None
 
 
-def busybox_rootfs(busybox: Path, applets: list[str]) -> bytes:
-    """Return a tar of a root filesystem holding ``/bin/busybox`` and a symlink per applet."""
+def busybox_rootfs(busybox: Path, applets: list[str], extra_files: dict[str, Path] | None = None) -> bytes:
+    """Return a tar of a root filesystem holding ``/bin/busybox``, a symlink per applet, and
+    ``extra_files`` (path in the image -> file on this host, links followed)."""
     buf = io.BytesIO()
     now = int(time.time())
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for directory in ("bin", "tmp"):
+        files = {"bin/busybox": busybox, **{k.lstrip("/"): v for k, v in (extra_files or {}).items()}}
+        parents = {"bin", "tmp"} | {str(p) for name in files for p in Path(name).parents if str(p) != "."}
+        for directory in sorted(parents):
             info = tarfile.TarInfo(directory)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755, now
             tar.addfile(info)
-        data = busybox.read_bytes()
-        info = tarfile.TarInfo("bin/busybox")
-        info.size, info.mode, info.mtime = len(data), 0o755, now
-        tar.addfile(info, io.BytesIO(data))
+        for name, source in sorted(files.items()):
+            data = source.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o755, now
+            tar.addfile(info, io.BytesIO(data))
         for applet in sorted(set(applets)):
             # "busybox" is itself in the applet list: linking it would overwrite the binary.
             if applet == "busybox" or "/" in applet or not applet:
@@ -86,17 +94,44 @@ def busybox_applets(busybox: Path) -> list[str]:
     return out.stdout.split()
 
 
-def build_helper_image(host: DockerHost, busybox: str = DEFAULT_BUSYBOX, tag: str = LOCAL_IMAGE) -> str:
-    """Import a busybox-only image into the daemon under ``tag``; return the tag.
+def gnu_tar_files(tar: str = DEFAULT_GNU_TAR) -> dict[str, Path]:
+    """Return the files that run this host's GNU tar in an image: the binary at GNU_TAR_PATH and
+    the shared libraries ``ldd`` names, at their own paths. Empty if ``tar`` is missing, is not
+    GNU tar 1.28 or later (``--sort=name``), or its libraries cannot be listed."""
+    try:
+        version = subprocess.run([tar, "--version"], check=True, capture_output=True, text=True, timeout=30).stdout
+        libraries = subprocess.run(["ldd", tar], check=True, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found = re.match(r"tar \(GNU tar\) (\d+)\.(\d+)", version)
+    if not found or (int(found[1]), int(found[2])) < (1, 28):
+        return {}
+    files = {GNU_TAR_PATH: Path(tar)}
+    for line in libraries.splitlines():
+        # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        path = next((word for word in line.split() if word.startswith("/")), None)
+        if path and Path(path).is_file():
+            files[path] = Path(path)
+    return files
 
+
+def build_helper_image(
+    host: DockerHost, busybox: str = DEFAULT_BUSYBOX, tag: str = LOCAL_IMAGE, gnu_tar: str | None = DEFAULT_GNU_TAR
+) -> str:
+    """Import a busybox image into the daemon under ``tag``; return the tag.
+
+    With ``gnu_tar`` (a path; None for none), this host's GNU tar and its libraries go in too, and
+    the image's label names it, so that local backups can take the FIFO path (backup.volume_tar).
     Uses the daemon's import endpoint (``docker import``), so no registry is needed. Raises
     VolsafeError if the busybox binary is missing or not runnable.
     """
     path = Path(busybox)
     if not path.is_file():
         raise NotFoundError(f"no busybox binary at {busybox} (apt-get install busybox-static)")
-    rootfs = busybox_rootfs(path, busybox_applets(path))
+    extra = gnu_tar_files(gnu_tar) if gnu_tar else {}
+    rootfs = busybox_rootfs(path, busybox_applets(path), extra)
     repository, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
+    changes = [f"LABEL {GNU_TAR_LABEL}={GNU_TAR_PATH}"] if extra else None
     with docker_errors(host):
-        host.api.import_image_from_data(rootfs, repository=repository, tag=version)
+        host.api.import_image_from_data(rootfs, repository=repository, tag=version, changes=changes)
     return tag

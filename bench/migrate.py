@@ -3,7 +3,7 @@
 
     python3 bench/migrate.py [--size-mb 600] [--rounds 2]
 
-Both move the same ~600 MB data set (the generator of bench/backup_restore.py) from the default
+Both move the same ~600 MB data set (the suite's ``mixed`` set, see bench/datasets.py) from the default
 daemon to a second dockerd that this script starts (own data root, exec root, pidfile and unix
 socket under /tmp; stopped and removed at the end). Each round runs, in alternating order:
 
@@ -13,42 +13,42 @@ socket under /tmp; stopped and removed at the end). Each round runs, in alternat
 Wall time is measured from the host around each volsafe process. The first direct result is checked
 against the source (contents, sizes, owners, modes, mtimes). Prints a markdown table of medians and
 writes it to bench/migrate-results.md. Every volume, directory and daemon it creates is removed, also
-on failure and Ctrl-C.
+on failure, Ctrl-C and SIGTERM (bench/common.py's clean-up).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python3 bench/migrate.py` from anywhere
 
-import backup_restore as br  # noqa: E402 - the data generator and helpers
-
-MB = br.MB
+from bench import contenders as C  # noqa: E402
+from bench import datasets as D  # noqa: E402
+from bench.common import (DEFAULT_IMAGE, HERE, MB, State, cleanup, docker, install_signal_handlers, log,  # noqa: E402
+                          new_dir, new_token, new_volume_name, run, stop)
 
 
 def start_second_daemon(root: Path) -> tuple[subprocess.Popen, str]:
-    """Start a second dockerd under ``root``; return the process and its unix:// URL once it answers."""
+    """Start a second dockerd under ``root``; return the process and its unix:// URL once it answers.
+
+    It is registered for cleanup(), which stops it even if we are interrupted while it starts."""
     url = f"unix://{root}/docker.sock"
-    log_file = open(root / "dockerd.log", "wb")
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "x"), "--pidfile", str(root / "pid"),
-         "-H", url, "--iptables=false", "--ip-masq=false", "--bridge=none"],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(root / "dockerd.log", "wb") as log_file:
+        proc = subprocess.Popen(
+            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "x"), "--pidfile", str(root / "pid"),
+             "-H", url, "--iptables=false", "--ip-masq=false", "--bridge=none"],
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    State.procs.append(proc)
     deadline = time.monotonic() + 90
     while subprocess.run(["docker", "-H", url, "version"], capture_output=True).returncode != 0:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -57,15 +57,18 @@ def start_second_daemon(root: Path) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def stop_daemon(proc: subprocess.Popen) -> None:
-    """Stop the second dockerd (SIGTERM, then SIGKILL after 30 s)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@contextlib.contextmanager
+def docker_host(url: str):
+    """Point the suite's ``docker`` calls (e.g. D.fingerprint) at another daemon for a while."""
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = url
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DOCKER_HOST"]
+        else:
+            os.environ["DOCKER_HOST"] = old
 
 
 def main() -> int:
@@ -73,25 +76,26 @@ def main() -> int:
     p.add_argument("--size-mb", type=int, default=600)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--image", default=br.DEFAULT_IMAGE)
+    p.add_argument("--image", default=DEFAULT_IMAGE)
     p.add_argument("--results", default=str(HERE / "migrate-results.md"))
     args = p.parse_args()
+    if args.rounds < 1 or args.size_mb < 1:
+        p.error("--rounds and --size-mb must be at least 1")
 
-    signal.signal(signal.SIGTERM, br._on_sigterm)
-    br._run_token = secrets.token_hex(3)
-    root = Path(tempfile.mkdtemp(prefix="vsbm-", dir="/tmp"))
-    workdir = tempfile.mkdtemp(prefix=f"volsafe-bench-migrate-{br._run_token}-")
-    br._created_dirs.append(workdir)
+    install_signal_handlers()
+    token = new_token()
     daemon = None
     try:
+        root = Path(new_dir("/tmp", "vsbm-"))  # short: a unix socket path is limited to 107 bytes
+        workdir = new_dir(None, f"volsafe-bench-migrate-{token}-")
         daemon, url = start_second_daemon(root)
-        bench = br.Bench(args, args.image, workdir)
-        br.run([*bench.volsafe, "--host", url, "helper-image", "build", "--tag", args.image], env=bench.env)
+        ctx = C.Ctx(args.image, workdir)
+        run([*ctx.volsafe, "--host", url, "helper-image", "build", "--tag", args.image], env=ctx.env)
 
-        src = br.new_volume_name("src")
-        br.log(f"generating ~{args.size_mb} MB into {src}")
-        dataset = br.generate_into_volume(src, args.image, args.size_mb, args.seed)
-        expected = br.fingerprint(src, args.image)
+        src = new_volume_name("src")
+        log(f"generating ~{args.size_mb} MB into {src}")
+        dataset = D.generate_into_volume(src, args.image, D.mixed_entries(args.size_mb, args.seed))
+        expected = D.fingerprint(src, args.image)
 
         results: dict[str, list[float]] = {"direct": [], "via dir": []}
         verified = None
@@ -99,29 +103,31 @@ def main() -> int:
         for i in range(args.rounds):
             order = ["direct", "via dir"] if i % 2 == 0 else ["via dir", "direct"]
             for kind in order:
-                target = f"vsbench-{br._run_token}-dst-{i}-{kind.replace(' ', '')}"
+                # On the second daemon, whose data root goes with it; removed after each run to free the disk.
+                target = f"vsbench-{token}-dst-{i}-{kind.replace(' ', '')}"
                 try:
                     if kind == "direct":
-                        r = bench._volsafe(["migrate", src, "--to-host", url, "--to-volume", target, "--json"])
+                        r = ctx.timed([*ctx.volsafe, "migrate", src, "--to-host", url, "--to-volume", target, "--json"],
+                                      env=ctx.env)
                         out = json.loads(r["stdout"])
                         assert out["verified"], out
                         tar_size = out["bytes"]
                         seconds = r["seconds"]
                         if verified is None:
-                            fp = br.run(["docker", "-H", url, "run", "--rm", "--network", "none", "-v", f"{target}:/data:ro",
-                                         args.image, "sh", "-c", br.FINGERPRINT])[1]
-                            verified = " ".join(fp.split()) == expected
+                            with docker_host(url):
+                                verified = D.fingerprint(target, args.image) == expected
                     else:
-                        d = tempfile.mkdtemp(dir=workdir)
-                        b = bench._volsafe(["backup", src, "--to", d, "--json"])
+                        d = new_dir(workdir, "via-dir-")
+                        b = ctx.timed([*ctx.volsafe, "backup", src, "--to", d, "--json"], env=ctx.env)
                         backup_id = json.loads(b["stdout"])[0]["id"]
-                        rs = bench._volsafe(["--host", url, "restore", backup_id, "--from", d, "--to-volume", target, "--json"])
+                        rs = ctx.timed([*ctx.volsafe, "--host", url, "restore", backup_id, "--from", d,
+                                        "--to-volume", target, "--json"], env=ctx.env)
                         seconds = b["seconds"] + rs["seconds"]
                         shutil.rmtree(d, ignore_errors=True)
                     results[kind].append(seconds)
-                    br.log(f"round {i + 1}: {kind} {seconds:.2f} s")
+                    log(f"round {i + 1}: {kind} {seconds:.2f} s")
                 finally:
-                    subprocess.run(["docker", "-H", url, "volume", "rm", "-f", target], capture_output=True)
+                    docker("-H", url, "volume", "rm", "-f", target, check=False)
 
         med = {k: statistics.median(v) for k, v in results.items()}
         lines = [
@@ -146,13 +152,12 @@ def main() -> int:
         Path(args.results).write_text(md)
         return 0 if verified else 1
     except KeyboardInterrupt:
-        br.log("interrupted; cleaning up")
+        log("interrupted; cleaning up")
         return 130
     finally:
-        br.cleanup(args.image)
         if daemon is not None:
-            stop_daemon(daemon)
-        shutil.rmtree(root, ignore_errors=True)
+            stop(daemon, grace=30)  # dockerd may need longer than cleanup()'s 10 s to shut down cleanly
+        cleanup()  # the daemon if it is still up, our volumes and containers on the default daemon, every dir
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ as_root() {
 ensure_system_packages() {
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-    # The helper image is /bin/busybox alone, so it must be the static build (ldd fails on it).
+    # The helper image holds /bin/busybox without its libraries, so it must be the static build.
     { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
     command -v zstd >/dev/null 2>&1 || missing+=(zstd)
     if [ "${1:-}" = "--with-test-tools" ]; then
@@ -45,10 +45,12 @@ ensure_docker_daemon() {
 }
 
 ensure_helper_image() {
+    # An image from before GNU tar went in (no io.volsafe.gnu-tar label) is rebuilt: with it,
+    # local backups take the FIFO path, which is what the tests must exercise.
     local tag="$1"
-    if docker image inspect "$tag" >/dev/null 2>&1; then
+    if [ -n "$(docker image inspect --format '{{ index .Config.Labels "io.volsafe.gnu-tar" }}' "$tag" 2>/dev/null)" ]; then
         return
     fi
-    log "building helper image $tag from /bin/busybox with docker import"
+    log "building helper image $tag from /bin/busybox and GNU tar with docker import"
     volsafe helper-image build --tag "$tag" >/dev/null
 }

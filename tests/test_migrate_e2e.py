@@ -86,12 +86,12 @@ def test_killed_target_helper_leaves_target_as_it_was(
         run_in_volume(second_daemon.host, helper_image, target, "echo old > /v/old.txt && touch -d '2005-01-01' /v")
         before = snapshot(second_daemon.host, helper_image, target)
 
-    real_stream = migrate_action.archive_stream
+    real_stream = migrate_action.volume_tar
     killed = []
 
-    def stream_then_kill(host, container_id, *args, **kwargs):
+    def stream_then_kill(*args, **kwargs):
         """The source stream, with the target helper killed once the first chunk went out."""
-        with real_stream(host, container_id, *args, **kwargs) as chunks:
+        with real_stream(*args, **kwargs) as chunks:
             def chunks_with_kill():
                 for chunk in chunks:
                     yield chunk
@@ -104,7 +104,7 @@ def test_killed_target_helper_leaves_target_as_it_was(
                         killed.append(helpers[0]["Id"])
             yield chunks_with_kill()
 
-    monkeypatch.setattr(migrate_action, "archive_stream", contextlib.contextmanager(stream_then_kill))
+    monkeypatch.setattr(migrate_action, "volume_tar", contextlib.contextmanager(stream_then_kill))
     args = ["migrate", source, "--to-host", second_daemon.unix_url, "--to-volume", target] + (["--force"] if existing else [])
     started = time.monotonic()
     failed = volsafe(*args)

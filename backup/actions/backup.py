@@ -16,7 +16,6 @@ from backup.docker_host import DockerHost
 from backup.errors import VolsafeError
 from backup.fanout import save_to_all
 from backup.container_tar import container_tar
-from backup.helper import archive_stream, created_helper
 from backup.hooks import HookSpec
 from backup.locks import DEFAULT_WAIT, volume_lock
 from backup.manifest import Manifest
@@ -24,6 +23,7 @@ from backup.naming import BackupId, new_stamp, validate_volume_name
 from backup.progress import Reporter
 from backup.read_ahead import read_ahead
 from backup.tar_filter import FilterStats, exclude_paths
+from backup.volume_tar import volume_tar
 from storage_backends import Backend, BackendError
 
 log = logging.getLogger(__name__)
@@ -99,17 +99,15 @@ def _then(chunks: Iterable[bytes], at_end: Callable[[], None]) -> Iterator[bytes
 
 @contextlib.contextmanager
 def _tar_of(host: DockerHost, volume: str, mount: MountSource | None, options: BackupOptions) -> Iterator[Iterator[bytes]]:
-    """Yield the tar stream of what is backed up: a volume or bind directory through a created,
-    never started read-only helper (Docker's archive endpoint), or a tmpfs path from inside its
-    running container."""
+    """Yield the tar stream of what is backed up: a volume or bind directory through a read-only
+    helper (``backup.volume_tar``: a FIFO or Docker's archive endpoint), or a tmpfs path from
+    inside its running container."""
     if mount is not None and mount.kind == "tmpfs":
         with container_tar(host, mount.container, mount.destination) as chunks:
             yield chunks
         return
     source, mount_type = (mount.source, "bind") if mount is not None and mount.kind == "bind" else (volume, "volume")
-    with created_helper(host, options.helper_image, source, role="backup", writable=False, mount_type=mount_type) as helper, archive_stream(
-        host, helper
-    ) as chunks:
+    with volume_tar(host, options.helper_image, source, role="backup", mount_type=mount_type) as chunks:
         yield chunks
 
 

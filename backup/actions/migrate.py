@@ -37,7 +37,7 @@ from backup.app_containers import Quiescer, containers_using
 from backup.archive_codec import coalesce
 from backup.docker_host import DockerHost, docker_errors
 from backup.errors import IntegrityError, NotFoundError, UsageError, VolsafeError
-from backup.helper import MOUNT_POINT, archive_stream, created_helper
+from backup.helper import MOUNT_POINT
 from backup.locks import DEFAULT_WAIT, volume_locks
 from backup.naming import parse_ref, validate_volume_name
 from backup.progress import Reporter
@@ -45,6 +45,7 @@ from backup.quiesce import PROJECT_LABEL, plan_quiesce
 from backup.read_ahead import read_ahead
 from backup.staging import SPOOL_LIMIT, StagedTarget, check_target, create_volume, staged_target
 from backup.tarstream import TarScanner
+from backup.volume_tar import volume_tar
 from storage_backends import Backend
 
 log = logging.getLogger(__name__)
@@ -193,9 +194,7 @@ def _transfer(
     started = time.monotonic()
     scanner = TarScanner(raw_headers)
     digest = hashlib.md5(usedforsecurity=False)
-    with created_helper(source, options.source_image, name, role="migrate", writable=False) as helper, archive_stream(
-        source, helper
-    ) as tar_chunks, progress.task(f"migrate {name}") as advance:
+    with volume_tar(source, options.source_image, name, role="migrate") as tar_chunks, progress.task(f"migrate {name}") as advance:
         result = target.extract(
             read_ahead(_sent_stream(tar_chunks, scanner, digest, advance, gzip)),
             script=RECEIVE_SCRIPT,

@@ -21,11 +21,11 @@ from backup.catalog import load_manifest, resolve_ref
 from backup.docker_host import DockerHost
 from backup.encryption import decryptor, has_key_for, require_keys
 from backup.errors import IntegrityError, NotFoundError, VolsafeError
-from backup.helper import archive_stream, created_helper
 from backup.manifest import Manifest
 from backup.naming import BackupId, Ref, backup_id_from_archive_key, backup_id_from_manifest_key
 from backup.progress import Reporter
 from backup.staging import remove_volume
+from backup.volume_tar import volume_tar
 from storage_backends import Backend, BackendError, NotFound
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,7 @@ def restore_test(
             host, backend, Ref(manifest.volume, manifest.backup_id), helper_image=helper_image,
             to_volume=scratch, progress=progress, identities=identities,
         )
-        with created_helper(host, helper_image, scratch, role="verify", writable=False) as helper, archive_stream(
-            host, helper
-        ) as tar_chunks:
+        with volume_tar(host, helper_image, scratch, role="verify") as tar_chunks:
             digest, entries = tree_digest(tar_chunks)
     finally:
         if host.volume_exists(scratch):
