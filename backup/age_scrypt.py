@@ -36,7 +36,7 @@ from backup.errors import IntegrityError, VolsafeError
 VERSION_LINE = b"age-encryption.org/v1\n"
 SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
 DEFAULT_WORK_FACTOR = 18  # age's own default: about 1 s and 256 MiB on a current CPU
-MAX_WORK_FACTOR = 20  # scrypt needs 128 * r * N bytes: 1 GiB at 2**20; more is refused
+MAX_WORK_FACTOR = 22  # as age: scrypt needs 128 * r * N bytes, 4 GiB at 2**22; more is refused
 CHUNK_SIZE = 64 * 1024
 TAG_SIZE = 16
 SEALED_CHUNK = CHUNK_SIZE + TAG_SIZE
@@ -75,6 +75,8 @@ class Passphrase:
         """
         known = self._derived.get((salt, work_factor))
         if known is None:
+            if len(self._derived) >= 8:
+                self._derived.clear()  # each backup has a new salt: keep a scheduler's memory flat
             known = Scrypt(salt=SCRYPT_LABEL + salt, length=32, n=1 << work_factor, r=8, p=1).derive(self._secret)
             self._derived[(salt, work_factor)] = known
         return known

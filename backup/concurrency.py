@@ -55,23 +55,33 @@ def run_concurrently(
     results: dict[int, R] = {}
     with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="volsafe-work") as pool:
         pending: dict[Future, int] = {pool.submit(work, item): index for index, item in enumerate(items)}
+
+        def collect(done) -> None:
+            for future in done:
+                index = pending.pop(future)
+                if future.cancelled() or future.exception() is not None:
+                    continue
+                results[index] = future.result()
+                if on_done is not None:
+                    on_done(results[index])
+
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    index = pending.pop(future)
-                    results[index] = future.result()
-                    if on_done is not None:
-                        on_done(results[index])
-        except Cancelled as exc:
-            _reason[0] = exc.signal_name
+                    future.result()  # a piece that raised: stop the rest (below), then raise
+                collect(done)
+        except BaseException as exc:
+            if isinstance(exc, Cancelled):
+                _reason[0] = exc.signal_name
             _cancelled.set()
             for future in pending:
                 future.cancel()  # not started yet: never starts
-            wait(pending)  # the started ones unwind through their clean-up
+            done, _ = wait(pending)  # the started ones unwind through their clean-up
+            # Pieces that finished meanwhile (past their last check) are reported, not lost.
+            collect(done)
             raise
-        except BaseException:
-            _cancelled.set()
-            wait(pending)
-            raise
+        finally:
+            if all(future.done() for future in pending):
+                _cancelled.clear()  # else (a second signal) the workers still need to see it
     return [results[index] for index in range(len(items))]

@@ -115,7 +115,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "volumes backed up at once (one at a time when the job stops or pauses containers or runs hooks)",
             2, minimum=1, maximum=32,
         ),
-        Key("compression_level", "int", "zstd level: 1 (fastest) to 19 (smallest)", DEFAULT_LEVEL, minimum=1, maximum=19),
+        Key("compression_level", "int", "zstd level: 1 (fastest) to 22 (smallest; above 19 needs much memory)", DEFAULT_LEVEL, minimum=1, maximum=22),
         Key("compression_threads", "int", "zstd worker threads per volume [default: one per CPU]", minimum=1, maximum=64),
     ),
     "encryption": (

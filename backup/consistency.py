@@ -63,6 +63,17 @@ class QuiesceSession:
             self.problems += self.hooks.post()
 
 
+def label_hooks_among(host: DockerHost, volumes: Iterable[str]) -> list[str]:
+    """Return the names of running containers, mounting any of ``volumes``, that declare hooks with
+    labels (volsafe.hook.pre / .post). Raises VolsafeError if the daemon cannot be asked."""
+    found = set()
+    for volume in volumes:
+        for container in containers_using(host, volume):
+            if container.running and any(key.startswith("volsafe.hook.") for key in container.labels):
+                found.add(container.name)
+    return sorted(found)
+
+
 @contextlib.contextmanager
 def quiesced(host: DockerHost, volume: str, *, mode: str, hooks: Iterable[HookSpec] = ()) -> Iterator[QuiesceSession]:
     """Yield a session in which ``volume``'s containers are quiesced (``mode``: none, stop or pause).

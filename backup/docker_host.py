@@ -113,6 +113,8 @@ class docker_errors:
                 f"cannot reach the Docker daemon at {self.where}: {_reason(exc)} "
                 "(is dockerd running? set DOCKER_HOST or --host)"
             ) from exc
+        if isinstance(exc, requests.exceptions.RequestException):  # e.g. a read timeout
+            raise VolsafeError(f"Docker daemon at {self.where} did not answer: {_reason(exc)}") from exc
         return False
 
 

@@ -64,7 +64,9 @@ def _create(
 
     ``volume`` is a volume name, or with ``mount_type="bind"`` a directory on the daemon's host.
     ``reads_all`` lets a read-only helper's own commands read every file whatever its owner and
-    mode (CAP_DAC_READ_SEARCH), as Docker's archive endpoint does from outside the container.
+    mode, as Docker's archive endpoint does from outside the container: CAP_DAC_OVERRIDE (the
+    volume is mounted read-only), not CAP_DAC_READ_SEARCH, with which Docker's default seccomp
+    profile allows open_by_handle_at, a way out of the container's mounts.
     """
     api = host.api
     if mount_type == "bind":
@@ -77,7 +79,7 @@ def _create(
         log_config={"type": "none"},
         security_opt=["no-new-privileges"],
         cap_drop=["ALL"],
-        cap_add=WRITER_CAPS if writable else (["DAC_READ_SEARCH"] if reads_all else None),
+        cap_add=WRITER_CAPS if writable else (["DAC_OVERRIDE"] if reads_all else None),
     )
     labels = {
         LABEL: "true",
@@ -336,12 +338,21 @@ class HelperSession:
 
 @contextlib.contextmanager
 def helper_session(
-    host: DockerHost, image: str, volume: str, *, role: str, writable: bool, mount_type: str = "volume"
+    host: DockerHost,
+    image: str,
+    volume: str,
+    *,
+    role: str,
+    writable: bool,
+    mount_type: str = "volume",
+    extra_mounts: tuple[Mount, ...] = (),
 ) -> Iterator[HelperSession]:
-    """Yield a started helper with ``volume`` at /volsafe/target; it is removed on exit, on every path."""
+    """Yield a started helper with ``volume`` at /volsafe/target (and ``extra_mounts``); it is
+    removed on exit, on every path."""
     # busybox sleep takes seconds as a number; the container is force-removed long before this ends.
     container_id = _create(
-        host, image, volume, role=role, writable=writable, command=["sleep", "2147483647"], mount_type=mount_type
+        host, image, volume, role=role, writable=writable, command=["sleep", "2147483647"], mount_type=mount_type,
+        extra_mounts=extra_mounts,
     )
     try:
         with docker_errors(host):

@@ -96,18 +96,22 @@ def busybox_applets(busybox: Path) -> list[str]:
 
 def gnu_tar_files(tar: str = DEFAULT_GNU_TAR) -> dict[str, Path]:
     """Return the files that run this host's GNU tar in an image: the binary at GNU_TAR_PATH and
-    the shared libraries ``ldd`` names, at their own paths. Empty if ``tar`` is missing, is not
-    GNU tar 1.28 or later (``--sort=name``), or its libraries cannot be listed."""
+    the shared libraries ``ldd`` names, at their own paths (none for a static tar). Empty if ``tar``
+    is missing, is not GNU tar 1.28 or later (``--sort=name``), or a library cannot be found."""
     try:
         version = subprocess.run([tar, "--version"], check=True, capture_output=True, text=True, timeout=30).stdout
-        libraries = subprocess.run(["ldd", tar], check=True, capture_output=True, text=True, timeout=30).stdout
+        listed = subprocess.run(["ldd", tar], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return {}
     found = re.match(r"tar \(GNU tar\) (\d+)\.(\d+)", version)
     if not found or (int(found[1]), int(found[2])) < (1, 28):
         return {}
     files = {GNU_TAR_PATH: Path(tar)}
-    for line in libraries.splitlines():
+    if listed.returncode != 0:
+        return files if "not a dynamic executable" in listed.stdout + listed.stderr else {}
+    for line in listed.stdout.splitlines():
+        if "not found" in line:
+            return {}  # a tar that would not run in the image
         # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
         path = next((word for word in line.split() if word.startswith("/")), None)
         if path and Path(path).is_file():

@@ -14,15 +14,28 @@ through Docker's archive endpoint, which sets them last.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import secrets
 import tarfile
 import tempfile
-from typing import Iterable, Iterator
+import threading
+from typing import Callable, Iterable, Iterator
 
 from backup.docker_host import DockerHost, docker_errors
-from backup.errors import TargetNotEmpty, VolsafeError
+from backup.errors import NotFoundError, TargetNotEmpty, VolsafeError
 from backup.helper import MOUNT_PARENT, MOUNT_POINT, HelperResult, HelperSession, helper_session, run_helper
+from backup.host_fifo import (
+    FIFO_NAME,
+    IO_DIR,
+    FastPathUnavailable,
+    FifoDir,
+    fifo_dir,
+    fifo_possible,
+    mark_unavailable,
+    release_reader,
+    write_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +120,37 @@ def metadata_tar(raw_headers, target_name: str) -> tempfile.SpooledTemporaryFile
     return out
 
 
-class StagedTarget:
-    """A running writer helper on the target volume, with a staging directory name reserved in it."""
+# The helper end of the FIFO path: open the FIFO, wait for volsafe's go byte (read alone, so not a
+# byte of the tar is taken), then run the command with the FIFO as its stdin. A FIFO that is closed
+# without the go byte (volsafe gave up on it) makes it exit 99 before the command runs.
+FIFO_STDIN = f"""
+exec <"{IO_DIR}/{FIFO_NAME}" || exit 99
+[ "$(dd bs=1 count=1 2>/dev/null)" = G ] || exit 99
+exec "$@"
+"""
+_GO = b"G"
 
-    def __init__(self, helper: HelperSession, volume: str, action: str, root: str = MOUNT_POINT):
+
+class StagedTarget:
+    """A running writer helper on the target volume, with a staging directory name reserved in it.
+
+    With ``fifo`` (a FifoDir mounted into the helper at IO_DIR) the tar goes to the helper's tar
+    through that FIFO, not through Docker's exec stdin; ``fifo_failed`` is called if that cannot
+    start, and the stdin path is used instead.
+    """
+
+    def __init__(
+        self,
+        helper: HelperSession,
+        volume: str,
+        action: str,
+        root: str = MOUNT_POINT,
+        fifo: FifoDir | None = None,
+        fifo_failed: Callable[[], None] = lambda: None,
+    ):
         self.helper = helper
+        self.fifo = fifo
+        self.fifo_failed = fifo_failed
         self.volume = volume
         # Where the tree lives in ``helper``: the helper's mount point, or (restore --to-container)
         # a path in a running application container, checked by the caller to need no quoting.
@@ -127,10 +166,49 @@ class StagedTarget:
         Returns the result. Raises VolsafeError if the script failed; exceptions from iterating
         ``tar_chunks`` propagate (the partial stream is then never committed).
         """
-        result = self.helper.exec(["sh", "-c", self._at_root(script), "sh", self.staging, *args], stdin=tar_chunks)
+        command = ["sh", "-c", self._at_root(script), "sh", self.staging, *args]
+        result = None
+        if self.fifo is not None:
+            try:
+                log.debug("writing into %s through a FIFO", self.volume)
+                result = self._exec_through_fifo(command, tar_chunks)
+            except FastPathUnavailable as exc:
+                log.info("%s; writing into %s through Docker's exec stdin", exc, self.volume)
+                self.fifo = None
+                self.fifo_failed()
+        if result is None:
+            result = self.helper.exec(command, stdin=tar_chunks)
         if result.exit_code != 0:
             raise VolsafeError(f"{self.action} into {self.volume!r} failed: tar in the helper exited {result.exit_code}: {result.last_line()}")
         return result
+
+    def _exec_through_fifo(self, command: list[str], tar_chunks: Iterable[bytes]) -> HelperResult:
+        """Run ``command`` with the FIFO as its stdin while ``tar_chunks`` are written into it; return
+        its result. Raises FastPathUnavailable (nothing taken from ``tar_chunks``, the command not
+        run) if the helper does not open the FIFO; exceptions from ``tar_chunks`` propagate."""
+        done: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                done["result"] = self.helper.exec(["sh", "-c", FIFO_STDIN, "sh", *command])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done["error"] = exc
+
+        runner = threading.Thread(target=run, name="fifo-exec", daemon=True)
+        runner.start()
+        try:
+            write_all(self.fifo.fifo, itertools.chain([_GO], tar_chunks), reader_alive=runner.is_alive)
+        except FastPathUnavailable:
+            release_reader(self.fifo.fifo)  # a helper still waiting in open() gets EOF: exit 99
+            runner.join(timeout=5)
+            raise
+        except BaseException:
+            runner.join(timeout=60)  # the command saw a cut-short stream and stops
+            raise
+        runner.join()
+        if "error" in done:
+            raise done["error"]
+        return done["result"]
 
     def commit(self, raw_headers) -> None:
         """Swap the staged tree in, then apply directory and symlink metadata. Raises VolsafeError."""
@@ -199,6 +277,29 @@ def remove_volume(host: DockerHost, volume: str) -> None:
 
 
 @contextlib.contextmanager
+def _writer_helper(host: DockerHost, image: str, volume: str, *, role: str, mount_type: str) -> Iterator[tuple[HelperSession, FifoDir | None]]:
+    """Yield a started writer helper on ``volume`` and, where the FIFO path may work, the FifoDir
+    mounted into it (else None: a helper that could not mount one is made again without)."""
+    with contextlib.ExitStack() as stack:
+        fifo = stack.enter_context(fifo_dir()) if fifo_possible(host, image) else None
+        helper = None
+        if fifo is not None:
+            try:
+                helper = stack.enter_context(
+                    helper_session(host, image, volume, role=role, writable=True, mount_type=mount_type, extra_mounts=(fifo.mount,))
+                )
+            except NotFoundError:
+                raise
+            except VolsafeError as exc:
+                log.info("cannot mount a FIFO into the helper (%s); using Docker's exec stdin", exc)
+                mark_unavailable(host, image)
+                fifo = None
+        if helper is None:
+            helper = stack.enter_context(helper_session(host, image, volume, role=role, writable=True, mount_type=mount_type))
+        yield helper, fifo
+
+
+@contextlib.contextmanager
 def staged_target(
     host: DockerHost, image: str, volume: str, *, created: bool, role: str, action: str, mount_type: str = "volume"
 ) -> Iterator[StagedTarget]:
@@ -210,8 +311,8 @@ def staged_target(
     """
     discard_later = False
     try:
-        with helper_session(host, image, volume, role=role, writable=True, mount_type=mount_type) as helper:
-            target = StagedTarget(helper, volume, action)
+        with _writer_helper(host, image, volume, role=role, mount_type=mount_type) as (helper, fifo):
+            target = StagedTarget(helper, volume, action, fifo=fifo, fifo_failed=lambda: mark_unavailable(host, image))
             root_mtime = "" if created else target.root_mtime()
             try:
                 yield target

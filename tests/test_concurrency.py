@@ -35,10 +35,14 @@ class Gauge:
 def test_results_keep_the_input_order_and_the_limit_holds(limit):
     gauge = Gauge()
     items = list(range(8))
+    full = threading.Event()
 
     def work(n):
         with gauge:
-            time.sleep(0.02 * (8 - n))  # later items finish first
+            if gauge.most >= min(limit, len(items)):
+                full.set()
+            full.wait(10)  # the first pieces wait until `limit` of them run at once (or 10 s pass)
+            time.sleep(0.01 * (8 - n))  # later items finish first
             return n * n
 
     done = []
@@ -96,3 +100,31 @@ def test_a_signal_cancels_the_workers_which_clean_up_before_cancelled_propagates
     # the two that had started unwound; the two that had not were never started
     assert sorted(cleaned) == [1, 2]
     assert run_concurrently([1, 2], lambda n: raise_if_cancelled() or n, 2) == [1, 2]  # the next run starts clean
+
+
+def test_pieces_that_finish_while_a_cancel_unwinds_are_still_reported():
+    release = threading.Event()
+
+    def work(n):
+        if n == 1:
+            release.wait(10)  # past its last cancellation check: it finishes normally
+            return "stored"
+        for _ in cancellable(iter(lambda: b"x", None)):
+            time.sleep(0.01)
+
+    def on_signal(signum, frame):
+        release.set()
+        raise Cancelled("SIGINT")
+
+    done = []
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        with pytest.raises(Cancelled):
+            run_concurrently([1, 2], work, 2, done.append)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    assert done == ["stored"]
+    raise_if_cancelled()  # cleared once every worker has finished

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
+from docker.types import Mount
 
 from backup.actions.backup import BackupOptions, run_backup
+from backup.actions.job import run_job
+from backup.config import parse_config
 from backup.progress import Reporter
 from storage_backends.local import LocalBackend
 from tests.volume_tree import run_in_volume, snapshot
@@ -96,9 +100,7 @@ def test_job_concurrency_and_compression_come_from_the_config(docker_host, helpe
     for n, name in enumerate(names, start=1):
         _fill(docker_host, helper_image, name, n)
     store = tmp_path / "store"
-    config = tmp_path / "volsafe.toml"
-    config.write_text(
-        f"""
+    text = f"""
 [backends.here]
 type = "local"
 path = "{store}"
@@ -111,10 +113,64 @@ concurrency = 3
 compression_level = 7
 compression_threads = 1
 """
-    )
+    job = parse_config(text, environ={}).jobs["many"]
+    assert (job.concurrency, job.compression_level, job.compression_threads) == (3, 7, 1)
+
+    # The job's three volumes meet in the backend: they ran at once, as its concurrency says.
+    backend = MeetingBackend(store, parties=3)
+    outcome = run_job(docker_host, job, [backend], helper_image, Reporter())
+    assert outcome.ok, outcome.errors
+    assert backend.met == 3 and sorted(outcome.volumes) == sorted(names)
+    assert [b.volume for b in outcome.backups] == outcome.volumes
+
+    # Through the CLI too; each manifest records the job's level.
+    config = tmp_path / "volsafe.toml"
+    config.write_text(text.replace(str(store), str(tmp_path / "cli")))
     result = volsafe("--config", str(config), "jobs", "run", "many", "--json")
     assert result.code == 0, result.err
-    listed = json.loads(volsafe("list", "--from", str(store), "--json").out)
-    assert sorted(b["volume"] for b in listed) == sorted(names)
-    manifests = [json.loads(p.read_text()) for p in store.rglob("*.json")]
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "cli").rglob("*.json")]
     assert [m["archive"]["compression_level"] for m in manifests] == [7, 7, 7]
+
+
+class OverlapBackend(LocalBackend):
+    """A local backend that records the most archive saves in progress at once."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def save(self, key, chunks):
+        if not key.endswith(".tar.zst"):
+            return super().save(key, chunks)
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.5)  # long enough for a second backup to start, were they concurrent
+            return super().save(key, chunks)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_containers_with_hook_labels_make_their_volumes_go_one_at_a_time(docker_host, helper_image, volumes, tmp_path):
+    names = [volumes() for _ in range(2)]
+    for n, name in enumerate(names, start=1):
+        _fill(docker_host, helper_image, name, n)
+    container = docker_host.client.containers.run(
+        helper_image, ["sleep", "3600"], name=f"vstest-app-hooks-{names[0]}", detach=True, network_mode="none",
+        labels={"volsafe.hook.pre": "true"}, stop_signal="SIGKILL",
+        mounts=[Mount("/a", names[0], type="volume"), Mount("/b", names[1], type="volume")],
+    )
+    try:
+        backend = OverlapBackend(tmp_path)
+        outcomes = run_backup(docker_host, names, [backend], BackupOptions(helper_image=helper_image), Reporter(), concurrency=4)
+        assert all(o.ok for o in outcomes), [o.failures for o in outcomes]
+        assert backend.most == 1
+    finally:
+        container.remove(force=True)
+
+    backend = OverlapBackend(tmp_path / "free")  # without the hooked container: at once
+    outcomes = run_backup(docker_host, names, [backend], BackupOptions(helper_image=helper_image), Reporter(), concurrency=4)
+    assert all(o.ok for o in outcomes) and backend.most == 2

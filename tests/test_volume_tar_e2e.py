@@ -9,13 +9,16 @@ import secrets
 
 import pytest
 
+from backup import host_fifo
 from backup import volume_tar as volume_tar_module
 from backup.actions.backup import BackupOptions, backup_volume, run_backup
 from backup.helper import archive_stream, created_helper
 from backup.helper_image import build_helper_image
 from backup.progress import Reporter
 from backup.tarstream import TarScanner
-from backup.volume_tar import DATA_PATH_ENV, fifo_tar, gnu_tar_of
+from backup.errors import VolsafeError
+from backup.host_fifo import DATA_PATH_ENV
+from backup.volume_tar import check_tar_exit, fifo_tar, gnu_tar_of
 from storage_backends.local import LocalBackend
 from tests.volume_tree import fill_tricky, run_in_volume
 
@@ -114,10 +117,14 @@ def test_a_fifo_helper_that_cannot_run_falls_back_before_reading(docker_host, he
     run_in_volume(docker_host, helper_image, volume, "echo data > /v/file")
     broken = odd_image()
     # The label names a GNU tar that is not there: the helper exits at once without writing.
-    monkeypatch.setitem(volume_tar_module._gnu_tar_cache, (docker_host.url, broken), "/no/such/tar")
-    outcome, log_text = _backup(docker_host, broken, volume, tmp_path, caplog)
+    monkeypatch.setattr(volume_tar_module, "gnu_tar_of", lambda host, image: "/no/such/tar")
+    monkeypatch.setattr(host_fifo, "_unavailable", set())
+    outcome, log_text = _backup(docker_host, broken, volume, tmp_path / "a", caplog)
     assert outcome.ok, outcome.failures
     assert "the FIFO helper wrote nothing (exit code 127" in log_text and "archive endpoint" in log_text
+    # Once failed, the FIFO path is not tried again for that daemon and image in this process.
+    again, log_text = _backup(docker_host, broken, volume, tmp_path / "b", caplog)
+    assert again.ok and "FIFO" not in log_text
 
 
 def test_a_helper_killed_mid_stream_fails_the_backup_and_stores_nothing(docker_host, helper_image, volumes, tmp_path, monkeypatch):
@@ -137,5 +144,30 @@ def test_a_helper_killed_mid_stream_fails_the_backup_and_stores_nothing(docker_h
     (outcome,) = run_backup(docker_host, [volume], [LocalBackend(tmp_path)], BackupOptions(helper_image=helper_image), Reporter())
     assert killed
     assert not outcome.ok and outcome.manifest is None
-    assert "tar in the helper container failed: exit code 137" in outcome.failures["volume"]
+    assert "tar in the helper container failed (exit code 137)" in outcome.failures["volume"]
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize(
+    "code, messages, verdict",
+    [
+        (0, "", "ok"),
+        (1, "tar: ./log: file changed as we read it\n", "warning"),
+        (1, "tar: ./gone: File removed before we read it\n", "warning"),
+        (1, "tar: ./a: file changed as we read it\ntar: ./db: File shrank by 4096 bytes; padding with zeros\n", "failure"),
+        (2, "tar: ./x: Cannot open: Permission denied\n", "failure"),
+        (137, "", "failure"),
+    ],
+)
+def test_what_gnu_tar_exit_codes_mean(tmp_path, caplog, code, messages, verdict):
+    errors = tmp_path / "errors"
+    errors.write_text(messages)
+    if verdict == "failure":
+        with pytest.raises(VolsafeError, match=f"exit code {code}") as failed:
+            check_tar_exit(code, str(errors))
+        if "shrank" in messages:
+            assert "File shrank by 4096 bytes" in str(failed.value) and "stop or pause" in str(failed.value)
+        return
+    with caplog.at_level(logging.WARNING, logger="backup.volume_tar"):
+        check_tar_exit(code, str(errors))
+    assert ("changed while it was read" in caplog.text) == (verdict == "warning")

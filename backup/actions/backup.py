@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 from backup import __version__
 from backup.archive_codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
 from backup.concurrency import cancellable, run_concurrently
-from backup.consistency import quiesced
+from backup.consistency import label_hooks_among, quiesced
 from backup.docker_host import DockerHost
 from backup.errors import VolsafeError
 from backup.fanout import save_to_all
@@ -50,7 +50,8 @@ class BackupOptions:
 
     def volumes_at_once(self, limit: int) -> int:
         """Return how many volumes may be backed up at once: ``limit``, or 1 when containers are
-        stopped or paused or hooks run, since several volumes may share those containers."""
+        stopped or paused or the options' hooks run, since several volumes may share those
+        containers. (Hooks declared by container labels are checked by ``run_backup``.)"""
         return 1 if self.quiesce_mode != "none" or self.hooks else limit
 
 
@@ -216,8 +217,8 @@ def run_backup(
     on_done: Callable[[VolumeBackup], None] | None = None,
 ) -> list[VolumeBackup]:
     """Back up each volume, then each container mount, up to ``concurrency`` at once (one at a time
-    when containers are stopped or paused, or hooks run); return one outcome each, failures
-    included, in the order given.
+    when containers are stopped or paused, or hooks run, given or declared by container labels);
+    return one outcome each, failures included, in the order given.
 
     ``on_done`` is called (in the calling thread) with each outcome as soon as it is known, so a
     caller that is cancelled midway still knows what finished. Cancelled (Ctrl-C, SIGTERM) stops
@@ -232,4 +233,14 @@ def run_backup(
         except VolsafeError as exc:
             return VolumeBackup(volume, failures={"volume": str(exc)})
 
-    return run_concurrently(work, one, options.volumes_at_once(concurrency), on_done)
+    limit = options.volumes_at_once(concurrency)
+    if limit > 1 and len(work) > 1:
+        try:
+            hooked = label_hooks_among(host, [volume for volume, mount in work if mount is None])
+        except VolsafeError:
+            hooked = ["(unknown: the daemon could not be asked)"]
+        if hooked:
+            # A pre-hook of one volume must not run while another volume of the same app is read.
+            log.info("one volume at a time: container(s) %s declare backup hooks", ", ".join(hooked))
+            limit = 1
+    return run_concurrently(work, one, limit, on_done)

@@ -287,14 +287,16 @@ def run_migrate(
         if same_daemon and src == dst:
             raise UsageError(f"source and target of {src!r} are the same volume on the same daemon; use --to-volume")
     infos = {src: source.volume(src) for src, _ in pairs}
-    exists = {dst: check_target(target, options.target_image, dst, force=options.force) for _, dst in pairs}
     result = MigrationResult(mode="via" if via else "direct")
-    with _source_quiesced(source, [src for src, _ in pairs], options, result):
-        if via is not None:
-            # backup and restore each take their volume's lock
-            result.volumes = [_via(source, target, src, dst, via, options, progress) for src, dst in pairs]
-        else:
-            with _locked(source, target, pairs, options.lock_wait):
+    # Direct mode holds every lock from the target check to the commit, so no other volsafe fills a
+    # checked target or restarts a stopped source meanwhile; via mode's backup and restore each take
+    # their own volume's lock (a second flock of ours would wait for the first).
+    with _locked(source, target, pairs, options.lock_wait) if via is None else contextlib.nullcontext():
+        exists = {dst: check_target(target, options.target_image, dst, force=options.force) for _, dst in pairs}
+        with _source_quiesced(source, [src for src, _ in pairs], options, result):
+            if via is not None:
+                result.volumes = [_via(source, target, src, dst, via, options, progress) for src, dst in pairs]
+            else:
                 result.volumes = _direct(source, target, pairs, infos, exists, options, progress)
     result.seconds = time.monotonic() - started
     return result

@@ -16,7 +16,6 @@ from backup.encryption import configured_key
 from backup.errors import NotFoundError
 from backup.health import StatusStore
 from backup.progress import reporter_for
-from backup.scheduler import finish_run, job_backends
 
 jobs_app = typer.Typer(help="List the configured jobs, or run one now.", no_args_is_help=True, rich_markup_mode=None)
 CONFIG_OPTION = typer.Option(None, "--config", "-c", metavar="FILE", help="Config file (as the root --config).")
@@ -94,6 +93,8 @@ def run_now(
     if job is None:
         known = ", ".join(cfg.jobs) or "none"
         raise NotFoundError(f"no job named {name!r} in {cfg.path or 'the config (no config file found)'} (jobs: {known})")
+    from backup.scheduler import finish_run, job_backends  # the scheduler's machinery: only for this command
+
     backends = job_backends(cfg, job)
     key = configured_key(cfg)  # a bad key file stops here, before any work
     outcome = JobOutcome(name, datetime.now(timezone.utc))

@@ -10,7 +10,6 @@ from typing import Optional
 
 import typer
 
-from backup.actions.run import run_scheduler
 from backup.errors import UsageError
 
 _LOG_FORMATS = ("text", "json")
@@ -66,6 +65,8 @@ def run(
     _setup_logging(log_format, state.debug)
     if cfg.path is None:
         logging.getLogger("volsafe.scheduler").warning("no config file found: no jobs to run (see 'volsafe config check')")
+    from backup.actions.run import run_scheduler  # APScheduler: imported only by the command that runs it
+
     run_scheduler(cfg, lambda: state.docker, lambda: state.helper_image)
 
 
