@@ -118,7 +118,11 @@ def configured_identities(config) -> list | None:
     """Return the keys that the environment and ``config`` decrypt with (identity files, and a
     passphrase); None if there are none. Raises EncryptionError for an unreadable file."""
     identities = read_identities(config.identity_files) if config.identity_files else []
-    passphrase = configured_passphrase(config)
+    return decryption_keys(identities, configured_passphrase(config))
+
+
+def decryption_keys(identities: list, passphrase: Passphrase | None) -> list | None:
+    """Return ``identities`` and the passphrase (if any) as one list of keys; None if it is empty."""
     keys = identities + ([passphrase] if passphrase is not None else [])
     return keys or None
 

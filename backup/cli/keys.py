@@ -11,6 +11,7 @@ from backup.encryption import (
     Recipients,
     configured_identities,
     configured_key,
+    decryption_keys,
     one_kind,
     passphrase_from_environment,
     read_identities,
@@ -47,7 +48,5 @@ def identities_for(state, files: list[str] | None, passphrase_file: str | None =
     """
     if not files and not passphrase_file:
         return configured_identities(state.config)
-    identities = read_identities(files or [])
     passphrase = read_passphrase(passphrase_file, PASSPHRASE_OPTION) if passphrase_file else passphrase_from_environment()
-    keys = identities + ([passphrase] if passphrase is not None else [])
-    return keys or None
+    return decryption_keys(read_identities(files or []), passphrase)
