@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 import zstandard
 
+from backup.background import BackgroundConsumer
 from backup.errors import IntegrityError
 from backup.tarstream import DIGEST_PREFIX, TarScanner
 
@@ -91,18 +92,22 @@ def compress_tar(
         write_checksum=True,
     )
     chunker = zstandard.ZstdCompressor(compression_params=params).chunker(chunk_size=READ_SIZE)
-    for chunk in coalesce(tar_chunks):
-        scanner.feed(chunk)
-        progress(len(chunk))
-        for out in chunker.compress(chunk):
-            digest.update(out)
+    # The scan (content digest) and the stored-bytes hash run beside zstd, not between its calls.
+    with BackgroundConsumer(scanner.feed, "tar-scan") as scan, BackgroundConsumer(digest.update, "sha256") as hasher:
+        for chunk in coalesce(tar_chunks):
+            scan.feed(chunk)
+            progress(len(chunk))
+            for out in chunker.compress(chunk):
+                hasher.feed(out)
+                stored += len(out)
+                yield out
+        for out in chunker.finish():
+            hasher.feed(out)
             stored += len(out)
             yield out
+        scan.wait()
+        hasher.wait()
     scanner.finish()
-    for out in chunker.finish():
-        digest.update(out)
-        stored += len(out)
-        yield out
     stats.tar_size, stats.entries, stats.content_digest = scanner.tar_size, scanner.entries, scanner.content_digest
     stats.stored_size, stats.sha256 = stored, digest.hexdigest()
 
@@ -133,17 +138,19 @@ def checked_backup_tar(
 
 
 class _HashingReader:
-    """Wraps a binary stream, hashing and counting every byte that is read through it."""
+    """Wraps a binary stream, hashing (in ``hasher``'s thread) and counting every byte read through it."""
 
-    def __init__(self, raw: BinaryIO, progress: Progress):
+    def __init__(self, raw: BinaryIO, hasher: BackgroundConsumer, progress: Progress):
         self.raw = raw
-        self.digest = hashlib.sha256()
+        self.hasher = hasher
         self.size = 0
         self.progress = progress
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
-        self.digest.update(data)
+        if type(data) is not bytes:  # the hashing thread needs bytes that nobody changes
+            data = bytes(data)
+        self.hasher.feed(data)
         self.size += len(data)
         self.progress(len(data))
         return data
@@ -174,29 +181,36 @@ def verified_tar(
     into a readable plaintext stream (closed here); the sha256 covers the stored bytes as they are.
     ``progress`` is called with the number of stored bytes read.
     """
-    reader = _HashingReader(stored, progress)
+    digest = hashlib.sha256()
     scanner = TarScanner(metadata_sink, refuse_hostile=refuse_hostile)
-    plain = decrypt(reader) if decrypt is not None else reader
-    decompressor = zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE, read_across_frames=True)
     held: bytes | None = None  # one chunk is held back until the whole archive has checked out
-    try:
-        while True:
-            chunk = decompressor.read(READ_SIZE)
-            if not chunk:
-                break
-            scanner.feed(chunk)
-            if held is not None:
-                yield held
-            held = chunk
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"archive is corrupt: zstd cannot decompress it ({exc})") from None
-    finally:
-        if plain is not reader:
-            plain.close()
-    reader.drain()  # hash every stored byte, including any after the zstd frame
+    # Hashing the stored bytes and scanning the tar run beside zstd, each in its own thread.
+    with BackgroundConsumer(digest.update, "sha256") as hasher, BackgroundConsumer(scanner.feed, "tar-scan") as scan:
+        reader = _HashingReader(stored, hasher, progress)
+        plain = decrypt(reader) if decrypt is not None else reader
+        decompressor = zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE, read_across_frames=True)
+        try:
+            while True:
+                chunk = decompressor.read(READ_SIZE)
+                if not chunk:
+                    break
+                scan.feed(chunk)
+                if held is not None:
+                    # Everything but the newest chunk has been scanned: ``held`` passed the entry checks.
+                    scan.wait(behind=1)
+                    yield held
+                held = chunk
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"archive is corrupt: zstd cannot decompress it ({exc})") from None
+        finally:
+            if plain is not reader:
+                plain.close()
+        reader.drain()  # hash every stored byte, including any after the zstd frame
+        hasher.wait()
+        scan.wait()
     if reader.size != expected_size:
         raise IntegrityError(f"archive is {reader.size} bytes, but its manifest says {expected_size}")
-    if reader.digest.hexdigest() != expected_sha256:
+    if digest.hexdigest() != expected_sha256:
         raise IntegrityError("archive checksum does not match its manifest (sha256 mismatch)")
     scanner.finish()
     if expected_entries is not None and scanner.entries != expected_entries:

@@ -283,16 +283,19 @@ def connect(host: str | None = None, tls: TlsOptions | None = None) -> DockerHos
             else:
                 client = docker.DockerClient(base_url=url, timeout=API_TIMEOUT, tls=False)
             client.ping()
-        except (OSError, _ssh_errors()) as exc:
+        except (OSError, *_ssh_errors(url)) as exc:
             # paramiko connects while the client is built: refused, unknown host key, no usable key.
             raise DockerUnavailable(f"cannot reach the Docker daemon at {url}: {_reason(exc)}") from None
     return DockerHost(client=client, url=url, remote=endpoint.remote)
 
 
-def _ssh_errors() -> type[BaseException] | tuple:
-    """Return paramiko's base exception, or an empty tuple when paramiko is not installed."""
+def _ssh_errors(url: str) -> tuple[type[BaseException], ...]:
+    """Return paramiko's base exception, as a 1-tuple, for an ``ssh://`` url; else, or when paramiko
+    is not installed, an empty tuple (other hosts need not pay for importing paramiko)."""
+    if not url.startswith("ssh://"):
+        return ()
     try:
         import paramiko
     except ImportError:
         return ()
-    return paramiko.SSHException
+    return (paramiko.SSHException,)
