@@ -35,6 +35,7 @@ from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.restore import run_restore
 from backup.app_containers import Quiescer, containers_using
 from backup.archive_codec import coalesce
+from backup.background import BackgroundConsumer
 from backup.docker_host import DockerHost, docker_errors
 from backup.errors import IntegrityError, NotFoundError, UsageError, VolsafeError
 from backup.helper import MOUNT_POINT
@@ -160,14 +161,18 @@ def _sent_stream(
     """
     compressor = zlib.compressobj(WIRE_GZIP_LEVEL, zlib.DEFLATED, 31) if gzip else None  # 31: gzip framing
     held: bytes | None = None
-    for chunk in coalesce(tar_chunks):
-        scanner.feed(chunk)
-        digest.update(chunk)
-        advance(len(chunk))
-        out = compressor.compress(chunk) if compressor else chunk
-        if held:
-            yield held
-        held = out
+    # The scan and the MD5 (about 1 CPU-second per 600 MB) run beside the sending, in their own threads.
+    with BackgroundConsumer(scanner.feed, "tar-scan") as scan, BackgroundConsumer(digest.update, "md5") as hasher:
+        for chunk in coalesce(tar_chunks):
+            scan.feed(chunk)
+            hasher.feed(chunk)
+            advance(len(chunk))
+            out = compressor.compress(chunk) if compressor else chunk
+            if held:
+                yield held
+            held = out
+        scan.wait()
+        hasher.wait()
     scanner.finish()
     if compressor:
         held = (held or b"") + compressor.flush()

@@ -24,6 +24,7 @@ from backup.errors import IntegrityError, NotFoundError, VolsafeError
 from backup.manifest import Manifest
 from backup.naming import BackupId, Ref, backup_id_from_archive_key, backup_id_from_manifest_key
 from backup.progress import Reporter
+from backup.read_ahead import read_ahead
 from backup.staging import remove_volume
 from backup.volume_tar import volume_tar
 from storage_backends import Backend, BackendError, NotFound
@@ -121,7 +122,7 @@ def restore_test(
             to_volume=scratch, progress=progress, identities=identities,
         )
         with volume_tar(host, helper_image, scratch, role="verify") as tar_chunks:
-            digest, entries = tree_digest(tar_chunks)
+            digest, entries = tree_digest(read_ahead(tar_chunks))  # read while the last piece is scanned
     finally:
         if host.volume_exists(scratch):
             remove_volume(host, scratch)
