@@ -3,6 +3,7 @@
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 
 __version__ = "0.1.0"
@@ -23,14 +24,22 @@ def _defer_docker_ssh_transport() -> None:
     """
     if "docker" in sys.modules or importlib.util.find_spec("paramiko") is None:
         return
+    swap = threading.Lock()  # two threads may open their first ssh:// client at once
 
     def real_sshconn() -> types.ModuleType:
-        if sys.modules.get(_SSHCONN) is stand_in:
-            del sys.modules[_SSHCONN]
-        return importlib.import_module(_SSHCONN)
+        with swap:
+            if sys.modules.get(_SSHCONN) is stand_in:
+                sys.modules.pop(_SSHCONN)
+            return importlib.import_module(_SSHCONN)
 
     def SSHHTTPAdapter(*args, **kwargs):  # noqa: N802 - stands in for docker-py's class
-        return real_sshconn().SSHHTTPAdapter(*args, **kwargs)
+        try:
+            module = real_sshconn()
+        except ImportError as exc:
+            # docker-py turns a NameError here into its "Install paramiko package" error, as it
+            # does when its own import of the transport failed.
+            raise NameError(f"docker-py's SSH transport cannot be imported: {exc}") from exc
+        return module.SSHHTTPAdapter(*args, **kwargs)
 
     stand_in = types.ModuleType(_SSHCONN, "Loads docker.transport.sshconn on first use (see backup/__init__.py).")
     stand_in.SSHHTTPAdapter = SSHHTTPAdapter

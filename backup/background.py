@@ -15,13 +15,18 @@ from typing import Callable
 _END = object()
 
 
+class ClosedError(RuntimeError):
+    """Raised by ``BackgroundConsumer.feed`` after ``close``."""
+
+
 class BackgroundConsumer:
     """Calls ``consume(chunk)`` for every chunk given to ``feed``, in order, in a background thread.
 
     Chunks must not change after they are fed (``bytes`` never do). The first exception ``consume``
     raises is kept and re-raised by the next ``feed`` or ``wait``; later chunks are then dropped
     unread, so a feeder never blocks on a dead consumer. Use it as a context manager: leaving the
-    block stops the thread whatever happened.
+    block stops the thread whatever happened. ``feed`` may be called from another thread (pyrage
+    reads the stored stream from its own); after ``close`` it raises instead of blocking.
     """
 
     def __init__(self, consume: Callable[[bytes], object], name: str, depth: int = 4):
@@ -31,6 +36,7 @@ class BackgroundConsumer:
         self._fed = 0
         self._consumed = 0
         self._error: BaseException | None = None
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -49,10 +55,19 @@ class BackgroundConsumer:
                 self._done.notify_all()
 
     def feed(self, chunk: bytes) -> None:
-        """Queue ``chunk``; block while ``depth`` chunks wait. Raises what ``consume`` raised so far."""
-        self._raise_error()
-        self._queue.put(chunk)
-        self._fed += 1
+        """Queue ``chunk``; block while ``depth`` chunks wait. Raises what ``consume`` raised so far,
+        and ClosedError once ``close`` was called (nothing would take the chunk any more)."""
+        while True:
+            self._raise_error()
+            if self._closed.is_set():
+                raise ClosedError(f"{self._thread.name}: fed after close")
+            try:
+                self._queue.put(chunk, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        with self._done:
+            self._fed += 1
 
     def wait(self, behind: int = 0) -> None:
         """Block until at most ``behind`` fed chunks are still unconsumed; raise what ``consume`` raised."""
@@ -66,6 +81,7 @@ class BackgroundConsumer:
 
     def close(self) -> None:
         """Stop the thread once the queued chunks are handled (or dropped, after an error)."""
+        self._closed.set()
         if self._thread.is_alive():
             self._queue.put(_END)
             self._thread.join()

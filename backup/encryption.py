@@ -16,6 +16,7 @@ manifest: recipients are recorded only by fingerprint, a passphrase only as "a p
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -372,10 +373,11 @@ class DecryptingReader(io.RawIOBase):
         def work() -> None:
             try:
                 pyrage.decrypt_io(stored, _QueueWriter(self._items, self._stop), identities)
-                self._items.put(_END)
+                _put(self._items, _END, self._stop)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 if not self._stop.is_set():
-                    self._items.put(_Failed(exc))
+                    with contextlib.suppress(_Stopped):
+                        _put(self._items, _Failed(exc), self._stop)
 
         self._thread = _start(work, "age-decrypt")
 
@@ -399,6 +401,9 @@ class DecryptingReader(io.RawIOBase):
 
     def close(self) -> None:
         self._stop.set()
+        # The worker stops at its next write; wait for it (bounded: it may be inside a slow read),
+        # so that it does not go on reading a stream its owner is about to close.
+        self._thread.join(timeout=5)
         super().close()
 
 

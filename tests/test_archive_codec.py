@@ -80,3 +80,53 @@ def test_compress_refuses_a_cut_short_tar():
     data = _tar_bytes()
     with pytest.raises(IntegrityError, match="truncated"):
         b"".join(compress_tar([data[: len(data) // 2]], ArchiveStats()))
+
+
+def test_cut_short_tar_fails_before_the_zstd_frame_is_closed():
+    # A consumer that kept what came out before the error must not hold a well-formed archive.
+    import zstandard
+
+    data = _tar_bytes(200)
+    out = []
+    with pytest.raises(IntegrityError):
+        for chunk in compress_tar([data[: len(data) // 2]], ArchiveStats(), threads=2):
+            out.append(chunk)
+    partial = zstandard.ZstdDecompressor().decompressobj()
+    partial.decompress(b"".join(out))
+    assert not partial.eof
+
+
+def test_hostile_entry_is_refused_before_its_chunk_is_yielded_even_with_a_slow_scanner(monkeypatch):
+    # The scan runs in its own thread; make it lag far behind zstd so that a missing wait would show.
+    import time
+
+    import backup.archive_codec as codec
+    from backup.tarstream import HostileArchiveError, TarScanner
+
+    big = bytes(range(256)) * (4 * 4096 + 7)  # about 4 MiB: several chunks before the bad entry
+    data = _tar_with([("./big", big), ("./../escape", b"x"), ("./after", big)])
+    bad_header_at = data.index(b"./../escape")
+    stored, stats = _compress(data)
+
+    class SlowScanner(TarScanner):
+        def feed(self, chunk):
+            time.sleep(0.05)
+            super().feed(chunk)
+
+    monkeypatch.setattr(codec, "TarScanner", SlowScanner)
+    yielded = 0
+    with pytest.raises(HostileArchiveError):
+        for chunk in verified_tar(io.BytesIO(stored), expected_sha256=stats.sha256, expected_size=stats.stored_size,
+                                  expected_entries=stats.entries, refuse_hostile=True):
+            yielded += len(chunk)
+    assert 0 < yielded <= bad_header_at
+
+
+def _tar_with(files) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, payload in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from backup.background import BackgroundConsumer
+from backup.background import BackgroundConsumer, ClosedError
 
 
 def test_consumes_every_chunk_in_order():
@@ -32,25 +32,45 @@ def test_error_is_raised_by_the_next_feed_and_by_wait():
     assert not c._thread.is_alive()
 
 
-def test_wait_behind_leaves_only_the_newest_chunks_unconsumed():
-    release = threading.Event()
+def test_wait_behind_blocks_until_only_the_newest_chunks_are_unconsumed():
+    release_first = threading.Event()
+    release_second = threading.Event()
     seen = []
 
     def consume(chunk):
-        if chunk == b"2":
-            release.wait(10)
+        (release_first if chunk == b"1" else release_second).wait(10)
         seen.append(chunk)
 
     with BackgroundConsumer(consume, "t") as c:
         c.feed(b"1")
-        c.wait(behind=0)
-        assert seen == [b"1"]
         c.feed(b"2")
-        c.wait(behind=1)  # returns while b"2" is still being consumed
-        assert seen == [b"1"]
-        release.set()
+        waiter = threading.Thread(target=c.wait, kwargs={"behind": 1})
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive(), "wait(behind=1) returned while two chunks were unconsumed"
+        release_first.set()
+        waiter.join(5)
+        assert not waiter.is_alive() and seen == [b"1"]  # returned with b"2" still in consume
+        release_second.set()
         c.wait()
         assert seen == [b"1", b"2"]
+
+
+def test_feed_after_close_raises_instead_of_blocking():
+    c = BackgroundConsumer(lambda _chunk: None, "t", depth=1)
+    c.close()
+    done = []
+
+    def feed_many():
+        with pytest.raises(ClosedError):
+            for _ in range(10):
+                c.feed(b"x")
+        done.append(True)
+
+    feeder = threading.Thread(target=feed_many)
+    feeder.start()
+    feeder.join(5)
+    assert done == [True]
 
 
 def test_leaving_the_block_on_an_exception_stops_the_thread():
@@ -61,4 +81,5 @@ def test_leaving_the_block_on_an_exception_stops_the_thread():
             c.feed(b"b")
             release.set()
             raise KeyboardInterrupt
+    c._thread.join(5)
     assert not c._thread.is_alive()

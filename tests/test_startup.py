@@ -1,15 +1,15 @@
 """Start-up cost: docker-py's SSH transport (paramiko) is loaded only when an ssh:// host needs it."""
 
+import os
 import subprocess
 import sys
 
-import pytest
-
-pytest.importorskip("paramiko")  # a dependency of docker[ssh]; always installed with volsafe
+import paramiko  # noqa: F401 - a dependency of volsafe (ssh:// hosts): these tests need it
 
 
-def _run(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def _run(code: str, home=None) -> str:
+    env = {**os.environ, "HOME": str(home)} if home else None
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -18,15 +18,16 @@ def test_cli_import_does_not_load_paramiko():
     assert _run("import sys, backup.cli; print('paramiko' in sys.modules)") == "False"
 
 
-def test_ssh_adapter_loads_the_real_transport_on_first_use():
-    # Port 1 on loopback refuses the connection: what matters is which module answered.
+def test_ssh_client_goes_through_the_real_transport(tmp_path):
+    # Port 1 on loopback refuses the connection; paramiko's own error shows that the real SSH
+    # transport, not the stand-in, made the attempt. HOME is empty so no ~/.ssh/config applies.
     out = _run(
-        "import sys, backup, docker.transport as t\n"
+        "import sys, backup, docker, paramiko\n"
         "try:\n"
-        "    t.SSHHTTPAdapter('ssh://nobody@127.0.0.1:1', timeout=5)\n"
-        "except Exception:\n"
-        "    pass\n"
-        "m = sys.modules['docker.transport.sshconn']\n"
-        "print(m.__file__ is not None, 'paramiko' in sys.modules)\n"
+        "    docker.APIClient(base_url='ssh://nobody@127.0.0.1:1', timeout=5)\n"
+        "except paramiko.ssh_exception.NoValidConnectionsError:\n"
+        "    print('refused by paramiko')\n"
+        "print(sys.modules['docker.transport.sshconn'].__file__.endswith('sshconn.py'))\n",
+        home=tmp_path,
     )
-    assert out == "True True"
+    assert out.splitlines() == ["refused by paramiko", "True"]

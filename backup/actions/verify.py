@@ -10,6 +10,7 @@ is removed on every path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -122,7 +123,8 @@ def restore_test(
             to_volume=scratch, progress=progress, identities=identities,
         )
         with volume_tar(host, helper_image, scratch, role="verify") as tar_chunks:
-            digest, entries = tree_digest(read_ahead(tar_chunks))  # read while the last piece is scanned
+            with contextlib.closing(read_ahead(tar_chunks)) as ahead:  # read while the last piece is scanned
+                digest, entries = tree_digest(ahead)
     finally:
         if host.volume_exists(scratch):
             remove_volume(host, scratch)
