@@ -1,13 +1,14 @@
 """Shared plumbing for the benchmark: logging, running commands, the per-run token and clean-up.
 
 Everything the run creates (volumes, containers, directories, child processes such as the moto
-server) is registered here and removed by :func:`cleanup`, which ``run.py`` calls from a
-``finally`` block. SIGTERM is turned into a ``KeyboardInterrupt`` so that the same path runs on
-success, failure, Ctrl-C and SIGTERM.
+server) is registered here and removed by :func:`cleanup`, which every benchmark's ``main`` runs on the way
+out through the :func:`cleans_up` decorator. SIGTERM is turned into a ``KeyboardInterrupt`` so that
+the same path runs on success, failure, Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -44,6 +46,24 @@ def _on_sigterm(_signum, _frame):
 
 def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def cleans_up(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a benchmark's ``main``: SIGTERM acts like Ctrl-C, an interruption returns 130, and
+    :func:`cleanup` removes what the run created on every way out."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs) -> int:
+        install_signal_handlers()
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            log("interrupted; cleaning up")
+            return 130
+        finally:
+            cleanup()
+
+    return run
 
 
 def new_token() -> str:

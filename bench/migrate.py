@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python3 benc
 
 from bench import contenders as C  # noqa: E402
 from bench import datasets as D  # noqa: E402
-from bench.common import (DEFAULT_IMAGE, HERE, MB, State, cleanup, docker, install_signal_handlers, log,  # noqa: E402
+from bench.common import (DEFAULT_IMAGE, HERE, MB, State, cleans_up, docker, log,  # noqa: E402
                           new_dir, new_token, new_volume_name, run, stop)
 
 
@@ -71,6 +71,7 @@ def docker_host(url: str):
             os.environ["DOCKER_HOST"] = old
 
 
+@cleans_up
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-mb", type=int, default=600)
@@ -82,7 +83,6 @@ def main() -> int:
     if args.rounds < 1 or args.size_mb < 1:
         p.error("--rounds and --size-mb must be at least 1")
 
-    install_signal_handlers()
     token = new_token()
     daemon = None
     try:
@@ -151,13 +151,10 @@ def main() -> int:
         print(md)
         Path(args.results).write_text(md)
         return 0 if verified else 1
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        return 130
     finally:
+        # Before cleans_up's cleanup(): dockerd may need longer than its 10 s to shut down cleanly.
         if daemon is not None:
-            stop(daemon, grace=30)  # dockerd may need longer than cleanup()'s 10 s to shut down cleanly
-        cleanup()  # the daemon if it is still up, our volumes and containers on the default daemon, every dir
+            stop(daemon, grace=30)
 
 
 if __name__ == "__main__":

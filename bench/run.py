@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python3 benc
 from bench import contenders as C  # noqa: E402
 from bench import datasets as D  # noqa: E402
 from bench import report as R  # noqa: E402
-from bench.common import (DEFAULT_IMAGE, HERE, MB, ROOT, cleanup, create_volume, docker, git_state,  # noqa: E402
-                          install_signal_handlers, log, mountpoint, new_dir, new_token, new_volume_name, remove_volume)
+from bench.common import (DEFAULT_IMAGE, HERE, MB, ROOT, cleans_up, create_volume, docker, git_state,  # noqa: E402
+                          log, mountpoint, new_dir, new_token, new_volume_name, remove_volume)
 
 QUICK = {"size_mb": 50, "small_files": 5000, "big_gb": 0.3, "rounds": 1, "big_rounds": 1}
 
@@ -173,6 +173,7 @@ def write_outputs(args, meta: dict, results: dict[str, dict]) -> None:
     log("wrote " + ", ".join(written))
 
 
+@cleans_up
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -238,66 +239,59 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         p.error("missing tools: " + "; ".join(missing))
 
-    install_signal_handlers()
     token = new_token()
     started = time.perf_counter()
     git_at_start = git_state()
-    try:
-        docker("image", "inspect", args.image)
-        workdir = new_dir(args.workdir, f"volsafe-bench-{token}-")
-        ctx = C.Ctx(args.image, workdir, args.threads)
-        results: dict[str, dict] = {}
-        for name in args.datasets:
-            rounds_n = args.big_rounds if name == "big" else args.rounds
-            t = time.perf_counter()
-            results[name] = bench_dataset(name, args, ctx, keys_for[name], levels, rounds_n)
-            results[name]["dataset_runtime_s"] = time.perf_counter() - t
-            log(f"{name}: done in {results[name]['dataset_runtime_s']:.0f} s")
+    docker("image", "inspect", args.image)
+    workdir = new_dir(args.workdir, f"volsafe-bench-{token}-")
+    ctx = C.Ctx(args.image, workdir, args.threads)
+    results: dict[str, dict] = {}
+    for name in args.datasets:
+        rounds_n = args.big_rounds if name == "big" else args.rounds
+        t = time.perf_counter()
+        results[name] = bench_dataset(name, args, ctx, keys_for[name], levels, rounds_n)
+        results[name]["dataset_runtime_s"] = time.perf_counter() - t
+        log(f"{name}: done in {results[name]['dataset_runtime_s']:.0f} s")
 
-        primary = C.Volsafe(levels[0])
-        versions = {}
-        try:
-            from importlib.metadata import version
-            for pkg in ("volsafe", "zstandard", "docker", "boto3", "moto"):
-                try:
-                    versions[pkg] = version(pkg)
-                except Exception:  # noqa: BLE001
-                    versions[pkg] = "?"
-        except ImportError:
-            pass
-        git_end = git_state()
-        meta = {
-            "command": args.command_line,
-            "git": git_at_start if git_at_start == git_end else f"changed during the run: {git_at_start} -> {git_end}",
-            "git_head": git_at_start.split(" ")[0],
-            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "volsafe_version": versions.get("volsafe", "?"),
-            "package_versions": versions,
-            "tools": {"restic": _version(["restic", "version"]), "zstd": _version(["zstd", "--version"]),
-                      "tar": _version(["tar", "--version"])},
-            "docker_version": docker("version", "--format", "{{.Server.Version}}").strip(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "image": args.image,
-            "seed": args.seed,
-            "levels": levels,
-            "threads": args.threads,
-            "primary_backup": primary.backup_name,
-            "primary_restore": primary.restore_name,
-            "rss_tool": ctx.gnu_time or "getrusage(RUSAGE_CHILDREN)",
-            "loads": [x for ds in results.values() for x in ds["loads"]],
-            "loadavg_end": os.getloadavg(),
-            "total_runtime_s": time.perf_counter() - started,
-        }
-        write_outputs(args, meta, results)
-        log(f"total {meta['total_runtime_s']:.0f} s")
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        return 130
-    finally:
-        cleanup()
+    primary = C.Volsafe(levels[0])
+    versions = {}
+    try:
+        from importlib.metadata import version
+        for pkg in ("volsafe", "zstandard", "docker", "boto3", "moto"):
+            try:
+                versions[pkg] = version(pkg)
+            except Exception:  # noqa: BLE001
+                versions[pkg] = "?"
+    except ImportError:
+        pass
+    git_end = git_state()
+    meta = {
+        "command": args.command_line,
+        "git": git_at_start if git_at_start == git_end else f"changed during the run: {git_at_start} -> {git_end}",
+        "git_head": git_at_start.split(" ")[0],
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "volsafe_version": versions.get("volsafe", "?"),
+        "package_versions": versions,
+        "tools": {"restic": _version(["restic", "version"]), "zstd": _version(["zstd", "--version"]),
+                  "tar": _version(["tar", "--version"])},
+        "docker_version": docker("version", "--format", "{{.Server.Version}}").strip(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "image": args.image,
+        "seed": args.seed,
+        "levels": levels,
+        "threads": args.threads,
+        "primary_backup": primary.backup_name,
+        "primary_restore": primary.restore_name,
+        "rss_tool": ctx.gnu_time or "getrusage(RUSAGE_CHILDREN)",
+        "loads": [x for ds in results.values() for x in ds["loads"]],
+        "loadavg_end": os.getloadavg(),
+        "total_runtime_s": time.perf_counter() - started,
+    }
+    write_outputs(args, meta, results)
+    log(f"total {meta['total_runtime_s']:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
