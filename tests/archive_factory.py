@@ -6,9 +6,9 @@ import io
 import tarfile
 from datetime import datetime, timezone
 
-from backup.archive_codec import ArchiveStats, compress_tar, encrypted_stored
-from backup.manifest import Manifest
-from backup.naming import BackupId, new_stamp
+from backup.archive.codec import ArchiveStats, compress_tar, encrypted_stored
+from backup.archive.manifest import Manifest
+from backup.archive.naming import BackupId, new_stamp
 
 
 def make_tar(entries) -> bytes:

@@ -14,7 +14,7 @@ import pytest
 pytest.register_assert_rewrite("backend_conformance")
 
 from backup.cli import main as cli_main
-from backup.docker_host import DockerHost, connect
+from backup.docker.host import DockerHost, connect
 from backup.errors import VolsafeError
 from tests.volume_tree import unique_volumes
 
@@ -37,7 +37,7 @@ def docker_host() -> DockerHost:
 @pytest.fixture(scope="session")
 def helper_image(docker_host: DockerHost) -> str:
     """The helper image built offline by scripts/test (or here, if missing)."""
-    from backup.helper_image import build_helper_image
+    from backup.docker.helper_image import build_helper_image
 
     image = os.environ.get("VOLSAFE_TEST_HELPER_IMAGE", "volsafe-helper:test")
     try:

@@ -27,8 +27,8 @@ import pytest
 
 from tests.volume_tree import unique_volumes
 
-from backup.docker_host import DockerHost, connect
-from backup.helper_image import build_helper_image
+from backup.docker.host import DockerHost, connect
+from backup.docker.helper_image import build_helper_image
 
 STARTUP_TIMEOUT = 90
 

@@ -1,4 +1,4 @@
-"""age passphrase encryption (backup.age_scrypt): round trips, pyrage and the age CLI in both
+"""age passphrase encryption (backup.crypto.age_scrypt): round trips, pyrage and the age CLI in both
 directions, wrong passphrase, tampering, truncation, limits, and bounded memory."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 import pyrage
 import pytest
 
-from backup import age_scrypt
-from backup.age_scrypt import CHUNK_SIZE, DecryptingReader, Passphrase, PassphraseError, encrypt
+from backup.crypto import age_scrypt
+from backup.crypto.age_scrypt import CHUNK_SIZE, DecryptingReader, Passphrase, PassphraseError, encrypt
 from backup.errors import IntegrityError
 
 WORK = 10  # a low scrypt work factor keeps these tests fast; volsafe itself writes 18

@@ -3,7 +3,7 @@ import tarfile
 
 import pytest
 
-from backup.archive_codec import ArchiveStats, compress_tar, verified_tar
+from backup.archive.codec import ArchiveStats, compress_tar, verified_tar
 from backup.errors import IntegrityError
 
 
@@ -100,8 +100,8 @@ def test_hostile_entry_is_refused_before_its_chunk_is_yielded_even_with_a_slow_s
     # The scan runs in its own thread; make it lag far behind zstd so that a missing wait would show.
     import time
 
-    import backup.archive_codec as codec
-    from backup.tarstream import HostileArchiveError, TarScanner
+    import backup.archive.codec as codec
+    from backup.archive.tar.scanner import HostileArchiveError, TarScanner
 
     big = bytes(range(256)) * (4 * 4096 + 7)  # about 4 MiB: several chunks before the bad entry
     data = _tar_with([("./big", big), ("./../escape", b"x"), ("./after", big)])

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from backup.background import BackgroundConsumer, ClosedError
+from backup.streams.background import BackgroundConsumer, ClosedError
 
 
 def test_consumes_every_chunk_in_order():

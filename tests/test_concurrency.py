@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from backup.concurrency import cancellable, raise_if_cancelled, run_concurrently
+from backup.streams.concurrency import cancellable, raise_if_cancelled, run_concurrently
 from backup.errors import Cancelled
 
 

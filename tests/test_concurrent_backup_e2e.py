@@ -11,7 +11,7 @@ from docker.types import Mount
 
 from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.job import run_job
-from backup.config import parse_config
+from backup.config.schema import parse_config
 from backup.progress import Reporter
 from storage_backends.local import LocalBackend
 from tests.volume_tree import run_in_volume, snapshot

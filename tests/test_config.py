@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from backup.cli import main as cli_main
-from backup.config import SCHEMA, ConfigError, find_config, load_config, parse_config
-from backup.locations import open_locations
-from backup.retention import RULE_NAMES, Policy
+from backup.config.schema import SCHEMA, ConfigError, find_config, load_config, parse_config
+from backup.config.locations import open_locations
+from backup.jobs.retention import RULE_NAMES, Policy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"

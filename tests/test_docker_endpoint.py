@@ -8,7 +8,7 @@ import json
 import pytest
 
 from backup.actions.migrate import _sent_stream, plan_targets
-from backup.docker_host import DEFAULT_SOCKET, TlsOptions, _tls_config, resolve_endpoint
+from backup.docker.host import DEFAULT_SOCKET, TlsOptions, _tls_config, resolve_endpoint
 from backup.errors import IntegrityError, NotFoundError, UsageError
 
 
@@ -106,7 +106,7 @@ def _tar(*names: str) -> bytes:
 def test_sent_stream_hashes_what_it_sends_and_refuses_a_cut_stream(gzip):
     import zlib
 
-    from backup.tarstream import TarScanner
+    from backup.archive.tar.scanner import TarScanner
 
     data = _tar("a", "b")
     digest = hashlib.md5()

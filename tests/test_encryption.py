@@ -9,7 +9,7 @@ import subprocess
 import pyrage
 import pytest
 
-from backup.encryption import DecryptingReader, EncryptionError, encrypt_chunks, parse_recipients, read_identities
+from backup.crypto.encryption import DecryptingReader, EncryptionError, encrypt_chunks, parse_recipients, read_identities
 from storage_backends.local import LocalBackend
 from tests.archive_factory import SAMPLE, make_tar, store_backup
 from tests.volume_tree import fill_tricky, snapshot

@@ -2,7 +2,7 @@ from typing import Iterable
 
 import pytest
 
-from backup.fanout import save_to_all
+from backup.streams.fanout import save_to_all
 from storage_backends import PermanentError
 from storage_backends.local import LocalBackend
 

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-from backup import host_fifo, staging
+from backup.docker import fifo as host_fifo
+
+from backup.docker import staging
 from tests.volume_tree import fill_tricky, snapshot
 
 pytestmark = pytest.mark.docker

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from backup.actions.job import JobOutcome
-from backup.config import Config
-from backup.health import HealthServer, StatusStore, render_metrics, send_webhook
-from backup.scheduler import finish_run
+from backup.config.schema import Config
+from backup.jobs.health import HealthServer, StatusStore, render_metrics, send_webhook
+from backup.jobs.scheduler import finish_run
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 

@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from backup.archive_codec import tree_digest
+from backup.archive.codec import tree_digest
 from backup.errors import IntegrityError, ManifestError
-from backup.manifest import Manifest, parse_manifest
-from backup.naming import parse_backup_id
-from backup.tarstream import HostileArchiveError, TarScanner
+from backup.archive.manifest import Manifest, parse_manifest
+from backup.archive.naming import parse_backup_id
+from backup.archive.tar.scanner import HostileArchiveError, TarScanner
 from storage_backends.local import LocalBackend
 from tests.archive_factory import SAMPLE, make_tar, store_backup
 from tests.volume_tree import run_in_volume

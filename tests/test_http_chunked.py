@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from backup.http_chunked import ChunkedBodyError, iter_chunked
+from backup.docker.http_chunked import ChunkedBodyError, iter_chunked
 
 
 class Trickle(io.BytesIO):

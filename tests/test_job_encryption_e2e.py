@@ -6,8 +6,8 @@ import json
 
 import pyrage
 
-from backup.config import parse_config
-from backup.scheduler import Scheduler
+from backup.config.schema import parse_config
+from backup.jobs.scheduler import Scheduler
 from tests.volume_tree import run_in_volume, snapshot
 
 

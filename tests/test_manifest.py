@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from backup.errors import ManifestError
-from backup.manifest import Manifest, parse_manifest
-from backup.naming import parse_backup_id
+from backup.archive.manifest import Manifest, parse_manifest
+from backup.archive.naming import parse_backup_id
 
 
 def _manifest(**overrides) -> Manifest:

@@ -215,7 +215,7 @@ def test_backup_here_restore_on_a_tls_daemon(docker_host, helper_image, volumes,
 def test_direct_migration_waits_for_another_volsafe_using_the_volume(
     docker_host, helper_image, volumes, second_daemon, target_volumes, volsafe
 ):
-    from backup.locks import volume_lock
+    from backup.docker.locks import volume_lock
 
     source = volumes("locked")
     target = target_volumes("locked")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from backup.errors import UsageError
-from backup.naming import BackupId, Ref, backup_id_from_manifest_key, new_stamp, parse_backup_id, parse_ref
+from backup.archive.naming import BackupId, Ref, backup_id_from_manifest_key, new_stamp, parse_backup_id, parse_ref
 
 
 def test_stamp_is_utc_and_sortable():

@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 import pyrage
 import pytest
 
-from backup.archive_codec import ArchiveStats, compress_tar, encrypted_stored
-from backup.encryption import Passphrase
-from backup.manifest import Manifest, parse_manifest
-from backup.naming import BackupId, new_stamp
+from backup.archive.codec import ArchiveStats, compress_tar, encrypted_stored
+from backup.crypto.encryption import Passphrase
+from backup.archive.manifest import Manifest, parse_manifest
+from backup.archive.naming import BackupId, new_stamp
 from storage_backends.local import LocalBackend
 from tests.archive_factory import SAMPLE, make_tar
 from tests.test_age_scrypt import run_with_passphrase

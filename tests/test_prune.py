@@ -9,9 +9,9 @@ import pytest
 
 from backup.actions.prune import run_prune
 from backup.cli import main as cli_main
-from backup.manifest import Manifest
-from backup.naming import BackupId, new_stamp
-from backup.retention import Policy
+from backup.archive.manifest import Manifest
+from backup.archive.naming import BackupId, new_stamp
+from backup.jobs.retention import Policy
 from storage_backends.local import LocalBackend
 
 NOW = datetime.now(timezone.utc)

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from backup.config import ConfigError, parse_config
+from backup.config.schema import ConfigError, parse_config
 from backup.errors import UsageError, VolsafeError
-from backup.hooks import HookSpec, hooks_from_labels
-from backup.locks import VolumeBusy, volume_lock, volume_locks
-from backup.quiesce import AppContainer, from_listing, plan_quiesce, quiesce_order
-from backup.recovery import process_alive, process_start_time
+from backup.quiesce.hooks import HookSpec, hooks_from_labels
+from backup.docker.locks import VolumeBusy, volume_lock, volume_locks
+from backup.quiesce.plan import AppContainer, from_listing, plan_quiesce, quiesce_order
+from backup.quiesce.recovery import process_alive, process_start_time
 
 
 def app(name, state="running", writable=True, project="shop", service=None, depends_on="", **labels) -> AppContainer:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from backup.retention import Item, Policy, decide
+from backup.jobs.retention import Item, Policy, decide
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)

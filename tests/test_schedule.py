@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from backup.schedule import next_run, parse_duration, parse_schedule
+from backup.jobs.schedule import next_run, parse_duration, parse_schedule
 
 UTC = timezone.utc
 

@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-import backup.scheduler as scheduler_module
-from backup.config import parse_config
-from backup.health import StatusStore
-from backup.scheduler import Scheduler, missed_run
+import backup.jobs.scheduler as scheduler_module
+from backup.config.schema import parse_config
+from backup.jobs.health import StatusStore
+from backup.jobs.scheduler import Scheduler, missed_run
 
 
 def make_config(tmp_path, schedule="@every 1s", stop_timeout="5s"):

@@ -11,12 +11,12 @@ import pytest
 from backup.actions.backup import MountSource
 from backup.actions.select import merge_mounts, mounts_from_inspect
 from backup.errors import UsageError
-from backup.manifest import parse_manifest
-from backup.naming import BackupId, mount_storage_name, new_stamp
-from backup.overview import assemble, human_age
+from backup.archive.manifest import parse_manifest
+from backup.archive.naming import BackupId, mount_storage_name, new_stamp
+from backup.actions.overview import assemble, human_age
 from backup.selectors import VolumeSelector, parse_label, path_excluded, pick_volumes, split_excludes
-from backup.tar_filter import FilterStats, exclude_paths
-from backup.tarstream import TarScanner
+from backup.archive.tar.exclude import FilterStats, exclude_paths
+from backup.archive.tar.scanner import TarScanner
 
 LISTING = [
     {"Name": "shop_db", "Labels": {"com.docker.compose.project": "shop", "tier": "db"}},

@@ -4,7 +4,7 @@ import tarfile
 import pytest
 
 from backup.errors import IntegrityError
-from backup.tarstream import TarScanner
+from backup.archive.tar.scanner import TarScanner
 
 
 def _tar(fmt) -> bytes:

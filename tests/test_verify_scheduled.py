@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from backup.config import parse_config
-from backup.health import health_report, render_metrics
-from backup.scheduler import Scheduler
+from backup.config.schema import parse_config
+from backup.jobs.health import health_report, render_metrics
+from backup.jobs.scheduler import Scheduler
 from storage_backends.local import LocalBackend
 from tests.archive_factory import SAMPLE, make_tar, store_backup
 
@@ -53,7 +53,7 @@ def test_scheduled_verify_reports_to_status_and_metrics(tmp_path):
 def test_bad_verify_schedule_is_a_config_error(tmp_path):
     import pytest
 
-    from backup.config import ConfigError
+    from backup.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match="verify"):
         parse_config('[jobs.j]\nvolumes = ["v"]\nschedule = "@daily"\nverify = "@sometimes"\n', environ={})

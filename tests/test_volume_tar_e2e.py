@@ -1,4 +1,4 @@
-"""The two ways of reading a volume (backup.volume_tar): a FIFO from GNU tar in the helper, and
+"""The two ways of reading a volume (backup.docker.volume_tar): a FIFO from GNU tar in the helper, and
 Docker's archive endpoint. They must give the same entries, so that digests recorded through one
 are checked through the other; and the FIFO path must fall back, or fail cleanly, as documented."""
 
@@ -9,16 +9,16 @@ import secrets
 
 import pytest
 
-from backup import host_fifo
-from backup import volume_tar as volume_tar_module
+from backup.docker import fifo as host_fifo
+from backup.docker import volume_tar as volume_tar_module
 from backup.actions.backup import BackupOptions, backup_volume, run_backup
-from backup.helper import archive_stream, created_helper
-from backup.helper_image import build_helper_image
+from backup.docker.helper import archive_stream, created_helper
+from backup.docker.helper_image import build_helper_image
 from backup.progress import Reporter
-from backup.tarstream import TarScanner
+from backup.archive.tar.scanner import TarScanner
 from backup.errors import VolsafeError
-from backup.host_fifo import DATA_PATH_ENV
-from backup.volume_tar import check_tar_exit, fifo_tar, gnu_tar_of
+from backup.docker.fifo import DATA_PATH_ENV
+from backup.docker.volume_tar import check_tar_exit, fifo_tar, gnu_tar_of
 from storage_backends.local import LocalBackend
 from tests.volume_tree import fill_tricky, run_in_volume
 
@@ -69,7 +69,7 @@ def test_bind_directories_read_the_same_both_ways(docker_host, helper_image, tmp
 
 def _backup(docker_host, image, volume, store, caplog):
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="backup.volume_tar"):
+    with caplog.at_level(logging.DEBUG, logger="backup.docker.volume_tar"):
         outcome = backup_volume(docker_host, volume, [LocalBackend(store)], BackupOptions(helper_image=image), Reporter())
     return outcome, caplog.text
 
@@ -168,6 +168,6 @@ def test_what_gnu_tar_exit_codes_mean(tmp_path, caplog, code, messages, verdict)
         if "shrank" in messages:
             assert "File shrank by 4096 bytes" in str(failed.value) and "stop or pause" in str(failed.value)
         return
-    with caplog.at_level(logging.WARNING, logger="backup.volume_tar"):
+    with caplog.at_level(logging.WARNING, logger="backup.docker.volume_tar"):
         check_tar_exit(code, str(errors))
     assert ("changed while it was read" in caplog.text) == (verdict == "warning")

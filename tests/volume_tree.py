@@ -129,7 +129,7 @@ def unique_volumes(host, default_label: str, where: str = ""):
 
     import docker
 
-    from backup.helper import LABEL as HELPER_LABEL
+    from backup.docker.helper import LABEL as HELPER_LABEL
 
     names: list[str] = []
 

@@ -9,21 +9,21 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from backup import __version__
-from backup.archive_codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
-from backup.concurrency import cancellable, run_concurrently
-from backup.consistency import label_hooks_among, quiesced
-from backup.docker_host import DockerHost
+from backup.archive.codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
+from backup.streams.concurrency import cancellable, run_concurrently
+from backup.quiesce.session import label_hooks_among, quiesced
+from backup.docker.host import DockerHost
 from backup.errors import VolsafeError
-from backup.fanout import save_to_all
-from backup.container_tar import container_tar
-from backup.hooks import HookSpec
-from backup.locks import DEFAULT_WAIT, volume_lock
-from backup.manifest import Manifest
-from backup.naming import BackupId, new_stamp, validate_volume_name
+from backup.streams.fanout import save_to_all
+from backup.docker.container_tar import container_tar
+from backup.quiesce.hooks import HookSpec
+from backup.docker.locks import DEFAULT_WAIT, volume_lock
+from backup.archive.manifest import Manifest
+from backup.archive.naming import BackupId, new_stamp, validate_volume_name
 from backup.progress import Reporter
-from backup.read_ahead import read_ahead
-from backup.tar_filter import FilterStats, exclude_paths
-from backup.volume_tar import volume_tar
+from backup.streams.read_ahead import read_ahead
+from backup.archive.tar.exclude import FilterStats, exclude_paths
+from backup.docker.volume_tar import volume_tar
 from storage_backends import Backend, BackendError
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class BackupOptions:
     helper_image: str
     level: int = DEFAULT_LEVEL
     threads: int | None = None  # None: one zstd worker per CPU
-    recipients: object | None = None  # backup.encryption.Recipients or Passphrase: age-encrypt the archive
+    recipients: object | None = None  # backup.crypto.encryption.Recipients or Passphrase: age-encrypt the archive
     stop_containers: bool = False  # stop the running containers that mount the volume
     pause_containers: bool = False  # pause them instead (wins over stop_containers)
     hooks: tuple[HookSpec, ...] = ()  # besides those declared by container labels
@@ -101,7 +101,7 @@ def _then(chunks: Iterable[bytes], at_end: Callable[[], None]) -> Iterator[bytes
 @contextlib.contextmanager
 def _tar_of(host: DockerHost, volume: str, mount: MountSource | None, options: BackupOptions) -> Iterator[Iterator[bytes]]:
     """Yield the tar stream of what is backed up: a volume or bind directory through a read-only
-    helper (``backup.volume_tar``: a FIFO or Docker's archive endpoint), or a tmpfs path from
+    helper (``backup.docker.volume_tar``: a FIFO or Docker's archive endpoint), or a tmpfs path from
     inside its running container."""
     if mount is not None and mount.kind == "tmpfs":
         with container_tar(host, mount.container, mount.destination) as chunks:

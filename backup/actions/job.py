@@ -16,12 +16,12 @@ import tzlocal
 from backup.actions.backup import BackupOptions, VolumeBackup, run_backup
 from backup.actions.prune import Pruned, run_prune
 from backup.actions.select import resolve_volumes
-from backup.config import JobConfig
-from backup.docker_host import DockerHost
-from backup.hooks import HookSpec
-from backup.manifest import format_time
+from backup.config.schema import JobConfig
+from backup.docker.host import DockerHost
+from backup.quiesce.hooks import HookSpec
+from backup.archive.manifest import format_time
 from backup.progress import Reporter
-from backup.schedule import timezone_of
+from backup.jobs.schedule import timezone_of
 from backup.selectors import VolumeSelector
 from storage_backends import Backend, BackendError
 

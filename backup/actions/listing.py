@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backup.catalog import list_backups
-from backup.manifest import Manifest
+from backup.archive.catalog import list_backups
+from backup.archive.manifest import Manifest
 from storage_backends import Backend
 
 

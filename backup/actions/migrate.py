@@ -2,7 +2,7 @@
 
 Direct mode: each volume's tar streams from a created, never started, read-only helper on the
 source (Docker's archive endpoint) through volsafe into a writer helper on the target, which
-extracts it into a staging directory (``backup.staging``, shared with restore). volsafe hashes the
+extracts it into a staging directory (``backup.docker.staging``, shared with restore). volsafe hashes the
 stream as it sends it; inside the target helper the stream is teed through busybox ``md5sum``
 before ``tar -x`` reads it, so the target's digest is of the bytes its tar actually read. MD5, not
 SHA-256: it guards against corruption in transit and on the target, not against an attacker (who
@@ -33,20 +33,20 @@ from typing import Iterable, Iterator
 
 from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.restore import run_restore
-from backup.app_containers import Quiescer, containers_using
-from backup.archive_codec import coalesce
-from backup.background import BackgroundConsumer
-from backup.docker_host import DockerHost, docker_errors
+from backup.quiesce.containers import Quiescer, containers_using
+from backup.archive.codec import coalesce
+from backup.streams.background import BackgroundConsumer
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import IntegrityError, NotFoundError, UsageError, VolsafeError
-from backup.helper import MOUNT_POINT
-from backup.locks import DEFAULT_WAIT, volume_locks
-from backup.naming import parse_ref, validate_volume_name
+from backup.docker.helper import MOUNT_POINT
+from backup.docker.locks import DEFAULT_WAIT, volume_locks
+from backup.archive.naming import parse_ref, validate_volume_name
 from backup.progress import Reporter
-from backup.quiesce import PROJECT_LABEL, plan_quiesce
-from backup.read_ahead import read_ahead
-from backup.staging import SPOOL_LIMIT, StagedTarget, check_target, create_volume, staged_target
-from backup.tarstream import TarScanner
-from backup.volume_tar import volume_tar
+from backup.quiesce.plan import PROJECT_LABEL, plan_quiesce
+from backup.streams.read_ahead import read_ahead
+from backup.docker.staging import SPOOL_LIMIT, StagedTarget, check_target, create_volume, staged_target
+from backup.archive.tar.scanner import TarScanner
+from backup.docker.volume_tar import volume_tar
 from storage_backends import Backend
 
 log = logging.getLogger(__name__)

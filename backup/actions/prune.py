@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from backup.catalog import list_backups
-from backup.manifest import Manifest
-from backup.retention import Decision, Policy, decide
+from backup.archive.catalog import list_backups
+from backup.archive.manifest import Manifest
+from backup.jobs.retention import Decision, Policy, decide
 from storage_backends import Backend, BackendError, NotFound
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The archive is extracted into a hidden staging directory inside the target volume while volsafe
 checks it against its manifest; only when every check passed are the staged entries swapped in
-(``backup.staging``, shared with ``migrate``). On any failure a volume that restore created is
+(``backup.docker.staging``, shared with ``migrate``). On any failure a volume that restore created is
 removed, and an existing volume (``--force``) keeps its old contents.
 """
 
@@ -13,19 +13,19 @@ import re
 import tempfile
 from dataclasses import dataclass
 
-from backup.archive_codec import checked_backup_tar
-from backup.catalog import resolve_ref
-from backup.docker_host import DockerHost
-from backup.encryption import decryptor, require_keys
-from backup.container_tar import ContainerSession
-from backup.docker_host import docker_errors
+from backup.archive.codec import checked_backup_tar
+from backup.archive.catalog import resolve_ref
+from backup.docker.host import DockerHost
+from backup.crypto.encryption import decryptor, require_keys
+from backup.docker.container_tar import ContainerSession
+from backup.docker.host import docker_errors
 from backup.errors import NotFoundError, TargetNotEmpty, UsageError, VolsafeError
-from backup.locks import volume_lock
-from backup.manifest import Manifest
-from backup.naming import Ref, validate_volume_name
+from backup.docker.locks import volume_lock
+from backup.archive.manifest import Manifest
+from backup.archive.naming import Ref, validate_volume_name
 from backup.progress import Reporter
-from backup.read_ahead import read_ahead
-from backup.staging import (
+from backup.streams.read_ahead import read_ahead
+from backup.docker.staging import (
     SPOOL_LIMIT,
     StagedTarget,
     check_target,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from backup.config import Config
-from backup.docker_host import DockerHost
-from backup.scheduler import Scheduler
+from backup.config.schema import Config
+from backup.docker.host import DockerHost
+from backup.jobs.scheduler import Scheduler
 
 
 def run_scheduler(config: Config, docker: Callable[[], DockerHost], helper_image: Callable[[], str]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import fnmatch
 
 from backup.actions.backup import MountSource
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, UsageError
-from backup.naming import mount_storage_name
+from backup.archive.naming import mount_storage_name
 from backup.selectors import VolumeSelector, pick_volumes
 
 

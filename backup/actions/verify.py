@@ -17,17 +17,17 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backup.archive_codec import READ_SIZE, checked_backup_tar, tree_digest
-from backup.catalog import load_manifest, resolve_ref
-from backup.docker_host import DockerHost
-from backup.encryption import decryptor, has_key_for, require_keys
+from backup.archive.codec import READ_SIZE, checked_backup_tar, tree_digest
+from backup.archive.catalog import load_manifest, resolve_ref
+from backup.docker.host import DockerHost
+from backup.crypto.encryption import decryptor, has_key_for, require_keys
 from backup.errors import IntegrityError, NotFoundError, VolsafeError
-from backup.manifest import Manifest
-from backup.naming import BackupId, Ref, backup_id_from_archive_key, backup_id_from_manifest_key
+from backup.archive.manifest import Manifest
+from backup.archive.naming import BackupId, Ref, backup_id_from_archive_key, backup_id_from_manifest_key
 from backup.progress import Reporter
-from backup.read_ahead import read_ahead
-from backup.staging import remove_volume
-from backup.volume_tar import volume_tar
+from backup.streams.read_ahead import read_ahead
+from backup.docker.staging import remove_volume
+from backup.docker.volume_tar import volume_tar
 from storage_backends import Backend, BackendError, NotFound
 
 log = logging.getLogger(__name__)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from backup.catalog import newest_by_volume
-from backup.docker_host import DockerHost, docker_errors
+from backup.archive.catalog import newest_by_volume
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import VolsafeError
-from backup.overview import VolumeRow, assemble
+from backup.actions.overview import VolumeRow, assemble
 from storage_backends import Backend, BackendError
 
 

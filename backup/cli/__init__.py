@@ -21,7 +21,7 @@ from backup.cli import migrate_cmd
 from backup.cli import verify_cmd
 from backup.cli import volumes_cmd
 from backup.cli.state import State
-from backup.locations import use_named_backends
+from backup.config.locations import use_named_backends
 from backup.errors import Cancelled, Interrupted, VolsafeError
 
 app = typer.Typer(

@@ -10,12 +10,12 @@ import typer
 
 from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.select import container_mounts, merge_mounts, resolve_volumes
-from backup.archive_codec import DEFAULT_LEVEL
+from backup.archive.codec import DEFAULT_LEVEL
 from backup.cli.output import backup_record, human_size, print_backups, print_json
 from backup.errors import UsageError
-from backup.locations import open_locations
-from backup.locks import DEFAULT_WAIT
-from backup.naming import validate_volume_name
+from backup.config.locations import open_locations
+from backup.docker.locks import DEFAULT_WAIT
+from backup.archive.naming import validate_volume_name
 from backup.progress import reporter_for
 from backup.selectors import VolumeSelector, parse_label, split_excludes
 from backup.cli.keys import recipients_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backup.helper_image import DEFAULT_BUSYBOX, DEFAULT_GNU_TAR, LOCAL_IMAGE, build_helper_image
+from backup.docker.helper_image import DEFAULT_BUSYBOX, DEFAULT_GNU_TAR, LOCAL_IMAGE, build_helper_image
 
 helper_app = typer.Typer(
     help="Manage the helper image that volsafe runs its containers from.", no_args_is_help=True, rich_markup_mode=None

@@ -11,10 +11,10 @@ import typer
 
 from backup.actions.job import JobOutcome, run_job
 from backup.cli.output import human_size, print_table
-from backup.config import JobConfig
-from backup.encryption import configured_key
+from backup.config.schema import JobConfig
+from backup.crypto.encryption import configured_key
 from backup.errors import NotFoundError
-from backup.health import StatusStore
+from backup.jobs.health import StatusStore
 from backup.progress import reporter_for
 
 jobs_app = typer.Typer(help="List the configured jobs, or run one now.", no_args_is_help=True, rich_markup_mode=None)
@@ -93,7 +93,7 @@ def run_now(
     if job is None:
         known = ", ".join(cfg.jobs) or "none"
         raise NotFoundError(f"no job named {name!r} in {cfg.path or 'the config (no config file found)'} (jobs: {known})")
-    from backup.scheduler import finish_run, job_backends  # the scheduler's machinery: only for this command
+    from backup.jobs.scheduler import finish_run, job_backends  # the scheduler's machinery: only for this command
 
     backends = job_backends(cfg, job)
     key = configured_key(cfg)  # a bad key file stops here, before any work

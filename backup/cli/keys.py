@@ -6,7 +6,7 @@ passphrase_file. Key material is read here and handed to the actions; it is neve
 
 from __future__ import annotations
 
-from backup.encryption import (
+from backup.crypto.encryption import (
     Passphrase,
     Recipients,
     configured_identities,

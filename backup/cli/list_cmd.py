@@ -8,8 +8,8 @@ import typer
 
 from backup.actions.listing import run_list
 from backup.cli.output import backup_record, print_backups, print_json
-from backup.locations import open_locations
-from backup.naming import validate_volume_name
+from backup.config.locations import open_locations
+from backup.archive.naming import validate_volume_name
 
 
 def list_backups(

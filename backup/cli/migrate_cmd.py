@@ -10,11 +10,11 @@ import typer
 
 from backup.actions.migrate import MigrateOptions, MigrationResult, project_volumes, run_migrate
 from backup.cli.output import human_size, print_table
-from backup.docker_host import TlsOptions, connect
+from backup.docker.host import TlsOptions, connect
 from backup.errors import UsageError
-from backup.helper_image import resolve_helper_image
-from backup.locations import open_locations
-from backup.locks import DEFAULT_WAIT
+from backup.docker.helper_image import resolve_helper_image
+from backup.config.locations import open_locations
+from backup.docker.locks import DEFAULT_WAIT
 from backup.progress import reporter_for
 
 

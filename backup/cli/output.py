@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from backup.manifest import Manifest, format_time
+from backup.archive.manifest import Manifest, format_time
 from backup.units import human_size
 from storage_backends import Backend
 

@@ -13,11 +13,11 @@ import typer
 from backup.actions.prune import run_prune
 from backup.cli.output import print_table
 from backup.errors import UsageError, VolsafeError
-from backup.locations import open_locations
-from backup.manifest import format_time
-from backup.naming import validate_volume_name
-from backup.retention import Policy
-from backup.schedule import timezone_of
+from backup.config.locations import open_locations
+from backup.archive.manifest import format_time
+from backup.archive.naming import validate_volume_name
+from backup.jobs.retention import Policy
+from backup.jobs.schedule import timezone_of
 from storage_backends import BackendError
 
 

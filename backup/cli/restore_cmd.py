@@ -10,8 +10,8 @@ import typer
 from backup.actions.restore import parse_container_target, run_restore
 from backup.errors import UsageError
 from backup.cli.output import backup_record, print_json
-from backup.locations import open_locations
-from backup.naming import parse_ref
+from backup.config.locations import open_locations
+from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for
 

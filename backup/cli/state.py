@@ -7,10 +7,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-from backup.config import Config, load_config
-from backup.docker_host import DockerHost, connect
+from backup.config.schema import Config, load_config
+from backup.docker.host import DockerHost, connect
 from backup.errors import VolsafeError
-from backup.helper_image import resolve_helper_image
+from backup.docker.helper_image import resolve_helper_image
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _recover(docker: DockerHost) -> None:
 
     A failure here is a warning: it must not stop the command the user asked for.
     """
-    from backup.recovery import recover  # imported late: only commands that talk to Docker need it
+    from backup.quiesce.recovery import recover  # imported late: only commands that talk to Docker need it
 
     try:
         recover(docker)

@@ -10,8 +10,8 @@ from backup.actions.verify import restore_test, run_verify
 from backup.cli.keys import identities_for
 from backup.cli.output import print_json, print_table
 from backup.errors import UsageError
-from backup.locations import open_locations
-from backup.naming import parse_ref
+from backup.config.locations import open_locations
+from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 
 

@@ -10,9 +10,9 @@ import typer
 from backup.actions.volumes import run_volumes
 from backup.cli.output import print_json
 from backup.errors import UsageError
-from backup.locations import open_configured, open_locations
-from backup.overview import human_age
-from backup.schedule import parse_duration
+from backup.config.locations import open_configured, open_locations
+from backup.actions.overview import human_age
+from backup.jobs.schedule import parse_duration
 from backup.units import human_size
 
 

@@ -20,9 +20,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
-from backup.helper import LABEL as HELPER_LABEL
+from backup.docker.helper import LABEL as HELPER_LABEL
 
 log = logging.getLogger("volsafe.recovery")
 

@@ -1,18 +1,18 @@
 """The Docker side of quiescing: find the containers that mount a volume, stop or pause them, bring them back.
 
-What to do and in which order is decided by ``backup.quiesce`` (pure); this module only carries it
-out, recording it first for crash recovery (``backup.recovery``).
+What to do and in which order is decided by ``backup.quiesce.plan`` (pure); this module only carries it
+out, recording it first for crash recovery (``backup.quiesce.recovery``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
-from backup.helper import LABEL as HELPER_LABEL
-from backup.quiesce import AppContainer, Plan, from_listing
-from backup.recovery import QuiesceRecord
+from backup.docker.helper import LABEL as HELPER_LABEL
+from backup.quiesce.plan import AppContainer, Plan, from_listing
+from backup.quiesce.recovery import QuiesceRecord
 
 log = logging.getLogger("volsafe.quiesce")
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Mapping
 
-from backup.manifest import format_time
-from backup.naming import BackupId, stamp_time
+from backup.archive.manifest import format_time
+from backup.archive.naming import BackupId, stamp_time
 from backup.selectors import COMPOSE_PROJECT
 
 HELPER_LABEL = "io.volsafe.helper"

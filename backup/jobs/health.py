@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from backup.manifest import parse_time
+from backup.archive.manifest import parse_time
 
 log = logging.getLogger("volsafe.health")
 FORMAT = "volsafe-status"

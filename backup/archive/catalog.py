@@ -10,8 +10,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from backup.errors import ManifestError, NotFoundError
-from backup.manifest import Manifest, parse_manifest
-from backup.naming import BackupId, Ref, backup_id_from_manifest_key
+from backup.archive.manifest import Manifest, parse_manifest
+from backup.archive.naming import BackupId, Ref, backup_id_from_manifest_key
 from storage_backends import Backend, NotFound
 
 log = logging.getLogger(__name__)

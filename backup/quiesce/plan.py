@@ -1,6 +1,6 @@
 """Which application containers to stop or pause for a backup, and in what order. Pure logic.
 
-The Docker calls live in ``backup.app_containers``; this module only reads the container list that
+The Docker calls live in ``backup.quiesce.containers``; this module only reads the container list that
 Docker returned, so every rule here is tested without a daemon.
 
 Rules:

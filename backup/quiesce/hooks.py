@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import VolsafeError
-from backup.helper import read_frames
-from backup.schedule import parse_duration
+from backup.docker.helper import read_frames
+from backup.jobs.schedule import parse_duration
 
 log = logging.getLogger("volsafe.hooks")
 

@@ -9,9 +9,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import HelperImageMissing, NotFoundError, VolsafeError
-from backup.volume_tar import GNU_TAR_LABEL
+from backup.docker.volume_tar import GNU_TAR_LABEL
 
 #: What ``volsafe helper-image build`` produces, and what is used first when present.
 LOCAL_IMAGE = "volsafe-helper:latest"
@@ -125,7 +125,7 @@ def build_helper_image(
     """Import a busybox image into the daemon under ``tag``; return the tag.
 
     With ``gnu_tar`` (a path; None for none), this host's GNU tar and its libraries go in too, and
-    the image's label names it, so that local backups can take the FIFO path (backup.volume_tar).
+    the image's label names it, so that local backups can take the FIFO path (backup.docker.volume_tar).
     Uses the daemon's import endpoint (``docker import``), so no registry is needed. Raises
     VolsafeError if the busybox binary is missing or not runnable.
     """

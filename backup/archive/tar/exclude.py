@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from backup.errors import IntegrityError
 from backup.selectors import path_excluded
-from backup.tarstream import BLOCK, _cstring, _padded, _parse_number, _pax_records, normalize_name
+from backup.archive.tar.scanner import BLOCK, _cstring, _padded, _parse_number, _pax_records, normalize_name
 
 _META_TYPES = frozenset(b"xLK")  # headers that describe the next entry (``g`` applies to all: kept)
 _DATA_TYPES = frozenset(b"07\x00")

@@ -12,10 +12,10 @@ import contextlib
 import logging
 from typing import Iterable, Iterator
 
-from backup.app_containers import Quiescer, containers_using
-from backup.docker_host import DockerHost
-from backup.hooks import HookRun, HookSpec, hooks_from_labels
-from backup.quiesce import plan_quiesce
+from backup.quiesce.containers import Quiescer, containers_using
+from backup.docker.host import DockerHost
+from backup.quiesce.hooks import HookRun, HookSpec, hooks_from_labels
+from backup.quiesce.plan import plan_quiesce
 
 log = logging.getLogger("volsafe.quiesce")
 

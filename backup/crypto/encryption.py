@@ -28,8 +28,8 @@ from typing import BinaryIO, ClassVar, Iterable, Iterator
 
 import pyrage
 
-from backup import age_scrypt
-from backup.age_scrypt import PassphraseError  # noqa: F401 - re-exported beside EncryptionError
+from backup.crypto import age_scrypt
+from backup.crypto.age_scrypt import PassphraseError  # noqa: F401 - re-exported beside EncryptionError
 from backup.errors import IntegrityError, VolsafeError
 
 AGE_FORMAT = "age-encryption.org/v1"

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backup.archive_codec import DEFAULT_LEVEL
+from backup.archive.codec import DEFAULT_LEVEL
 from backup.errors import VolsafeError
-from backup.naming import VOLUME_NAME
-from backup.retention import RULE_NAMES, Policy
-from backup.schedule import parse_duration, parse_schedule, timezone_of
+from backup.archive.naming import VOLUME_NAME
+from backup.jobs.retention import RULE_NAMES, Policy
+from backup.jobs.schedule import parse_duration, parse_schedule, timezone_of
 
 ENV_VAR = "VOLSAFE_CONFIG"
 LOCAL_NAME = "volsafe.toml"

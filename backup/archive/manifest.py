@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backup.errors import ManifestError
-from backup.naming import BackupId, parse_backup_id
+from backup.archive.naming import BackupId, parse_backup_id
 
 FORMAT = "volsafe-manifest"
 FORMAT_VERSION = 1  # new optional fields (content_digest, encryption) keep version 1 readable both ways

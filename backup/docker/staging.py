@@ -22,10 +22,10 @@ import tempfile
 import threading
 from typing import Callable, Iterable, Iterator
 
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, TargetNotEmpty, VolsafeError
-from backup.helper import MOUNT_PARENT, MOUNT_POINT, HelperResult, HelperSession, helper_session, run_helper
-from backup.host_fifo import (
+from backup.docker.helper import MOUNT_PARENT, MOUNT_POINT, HelperResult, HelperSession, helper_session, run_helper
+from backup.docker.fifo import (
     FIFO_NAME,
     IO_DIR,
     FastPathUnavailable,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone, tzinfo
 from typing import Callable, Iterable, Sequence, Union
 
-from backup.manifest import Manifest
+from backup.archive.manifest import Manifest
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from backup.docker_host import DockerHost
+from backup.docker.host import DockerHost
 from backup.errors import VolsafeError
 
 log = logging.getLogger("volsafe.locks")

@@ -15,7 +15,7 @@ from backup.errors import UsageError
 from storage_backends import Backend, BackendError, open_backend
 
 if TYPE_CHECKING:
-    from backup.config import BackendConfig
+    from backup.config.schema import BackendConfig
 
 NamedBackends = Mapping[str, "BackendConfig"]
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 import zstandard
 
-from backup.background import BackgroundConsumer
+from backup.streams.background import BackgroundConsumer
 from backup.errors import IntegrityError
-from backup.tarstream import DIGEST_PREFIX, TarScanner
+from backup.archive.tar.scanner import DIGEST_PREFIX, TarScanner
 
 if TYPE_CHECKING:
-    from backup.manifest import Manifest
+    from backup.archive.manifest import Manifest
 
 DEFAULT_LEVEL = 3
 READ_SIZE = 1 << 20
@@ -254,13 +254,13 @@ def tree_digest(tar_chunks: Iterable[bytes]) -> tuple[str, int]:
 
 def encrypted_stored(stored_chunks: Iterable[bytes], recipients, stats: ArchiveStats) -> Iterator[bytes]:
     """Yield the age encryption of ``stored_chunks`` (from ``compress_tar``) for ``recipients`` (a
-    ``backup.encryption.Recipients``, or a ``Passphrase``).
+    ``backup.crypto.encryption.Recipients``, or a ``Passphrase``).
 
     Once exhausted, ``stats.stored_size`` and ``stats.sha256`` describe the encrypted bytes, which
     are what is stored (the other fields stay as ``compress_tar`` filled them in). Raises what
     ``compress_tar`` and the encryption raise.
     """
-    from backup.encryption import encrypt_chunks  # pyrage is loaded only when encrypting
+    from backup.crypto.encryption import encrypt_chunks  # pyrage is loaded only when encrypting
 
     digest = hashlib.sha256()
     size = 0

@@ -25,13 +25,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from backup.actions.job import JobOutcome, run_job
 from backup.actions.verify import VERIFY_SUFFIX, run_verify_job
-from backup.encryption import configured_identities, configured_key
-from backup.config import Config, JobConfig
-from backup.docker_host import DockerHost
+from backup.crypto.encryption import configured_identities, configured_key
+from backup.config.schema import Config, JobConfig
+from backup.docker.host import DockerHost
 from backup.errors import Cancelled
-from backup.health import HealthServer, StatusStore, send_webhook
-from backup.locations import open_locations
-from backup.manifest import parse_time
+from backup.jobs.health import HealthServer, StatusStore, send_webhook
+from backup.config.locations import open_locations
+from backup.archive.manifest import parse_time
 from backup.progress import Reporter
 from backup.units import human_size
 from storage_backends import Backend

@@ -23,9 +23,9 @@ from typing import Iterable, Iterator
 
 from docker.types import Mount
 
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
-from backup.http_chunked import ChunkedBodyError, iter_chunked
+from backup.docker.http_chunked import ChunkedBodyError, iter_chunked
 
 LABEL = "io.volsafe.helper"
 MOUNT_POINT = "/volsafe/target"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from backup.docker_host import DockerHost, docker_errors
+from backup.docker.host import DockerHost, docker_errors
 from backup.errors import VolsafeError
-from backup.helper import HelperSession, _raw_socket, read_frames
+from backup.docker.helper import HelperSession, _raw_socket, read_frames
 
 _STDERR_LIMIT = 16 * 1024
 # ``tar -c`` with a missing tar gives 127 from sh; name it instead of a bare exit code.

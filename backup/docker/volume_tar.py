@@ -5,7 +5,7 @@ on which one was taken:
 
 * **FIFO** (a daemon on this machine, a helper image with GNU tar): the helper runs
   ``gtar --sort=name`` into a FIFO that volsafe created and bind-mounted into it. No byte passes
-  through the Docker daemon (``backup.host_fifo``), which on the archive endpoint spends about
+  through the Docker daemon (``backup.docker.fifo``), which on the archive endpoint spends about
   4 CPU-seconds per 600 MB in ``docker-tar`` and dockerd.
 * **archive endpoint**: Docker's ``GET /containers/ID/archive`` on a created, never started helper.
   Works with any daemon, local or remote, and any helper image.
@@ -31,11 +31,11 @@ import os
 import time
 from typing import Iterator
 
-from backup.concurrency import raise_if_cancelled
-from backup.docker_host import API_TIMEOUT, DockerHost, docker_errors
+from backup.streams.concurrency import raise_if_cancelled
+from backup.docker.host import API_TIMEOUT, DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
-from backup.helper import _create, _remove, archive_stream, created_helper
-from backup.host_fifo import (
+from backup.docker.helper import _create, _remove, archive_stream, created_helper
+from backup.docker.fifo import (
     FIFO_NAME,
     IO_DIR,
     FastPathUnavailable,

@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Iterator
 
 from docker.types import Mount
 
-from backup.concurrency import raise_if_cancelled
-from backup.docker_host import DockerHost
+from backup.streams.concurrency import raise_if_cancelled
+from backup.docker.host import DockerHost
 from backup.errors import VolsafeError
 
 IO_DIR = "/volsafe/io"
