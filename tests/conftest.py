@@ -10,13 +10,23 @@ from dataclasses import dataclass
 import docker
 import pytest
 
-# The backend conformance suite is shared as a plugin module; rewrite its asserts before any import.
-pytest.register_assert_rewrite("backend_conformance")
+# Shared fixture modules (the backend conformance suite, the second daemon); their asserts are rewritten.
+pytest_plugins = ["tests.support.backend_conformance", "tests.support.second_daemon"]
 
 from backup.cli import main as cli_main
 from backup.docker.host import DockerHost, connect
 from backup.errors import VolsafeError
-from tests.volume_tree import unique_volumes
+from tests.support.volume_tree import unique_volumes
+
+DOCKER_FIXTURES = {"docker_host", "helper_image", "volumes", "volsafe", "volsafe_process", "second_daemon"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reaches the daemon through a fixture ``docker``, so the marker is never forgotten."""
+    for item in items:
+        if DOCKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
+
 
 REQUIRE_DOCKER = os.environ.get("VOLSAFE_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true"
 

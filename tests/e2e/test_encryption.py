@@ -11,8 +11,8 @@ import pytest
 
 from backup.crypto.encryption import DecryptingReader, EncryptionError, encrypt_chunks, parse_recipients, read_identities
 from storage_backends.local import LocalBackend
-from tests.archive_factory import SAMPLE, make_tar, store_backup
-from tests.volume_tree import fill_tricky, snapshot
+from tests.support.archive_factory import SAMPLE, make_tar, store_backup
+from tests.support.volume_tree import fill_tricky, snapshot
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.volume_tree import run_in_volume
+from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
 

@@ -15,8 +15,8 @@ from backup.archive.manifest import Manifest, parse_manifest
 from backup.archive.naming import parse_backup_id
 from backup.archive.tar.scanner import HostileArchiveError, TarScanner
 from storage_backends.local import LocalBackend
-from tests.archive_factory import SAMPLE, make_tar, store_backup
-from tests.volume_tree import run_in_volume
+from tests.support.archive_factory import SAMPLE, make_tar, store_backup
+from tests.support.volume_tree import run_in_volume
 
 # Every entry of the volume with owner, mode, size and mtime; not "..", which is the container's "/".
 LISTING = "cd /v && ls -laR --full-time . | grep -v ' [.][.]$' | sort"

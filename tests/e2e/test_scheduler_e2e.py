@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.volume_tree import run_in_volume
+from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
 

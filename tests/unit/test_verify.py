@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage_backends.local import LocalBackend
-from tests.archive_factory import SAMPLE, make_tar, store_backup
+from tests.support.archive_factory import SAMPLE, make_tar, store_backup
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import json
 import boto3
 import pytest
 
-from tests.volume_tree import fill_tricky, snapshot
+from tests.support.volume_tree import fill_tricky, snapshot
 
-pytest_plugins = ["backend_conformance"]
 pytestmark = pytest.mark.docker
 
 

@@ -6,7 +6,7 @@ from backup.config.schema import parse_config
 from backup.jobs.health import health_report, render_metrics
 from backup.jobs.scheduler import Scheduler
 from storage_backends.local import LocalBackend
-from tests.archive_factory import SAMPLE, make_tar, store_backup
+from tests.support.archive_factory import SAMPLE, make_tar, store_backup
 
 
 def _config(tmp_path):

@@ -20,7 +20,7 @@ from backup.actions.backup import BackupOptions, backup_volume
 from backup.progress import Reporter
 from storage_backends import BackendError
 from storage_backends.local import LocalBackend
-from tests.volume_tree import run_in_volume
+from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
 

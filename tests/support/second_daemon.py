@@ -1,6 +1,6 @@
 """A second Docker daemon on this machine that stands for "the other host", plus an sshd in front of it.
 
-Opt in with ``pytest_plugins = ["tests.second_daemon"]``. The daemon starts once per session with its
+Registered by ``tests/conftest.py``; a test asks for its fixture. The daemon starts once per session with its
 own data root, exec root, pidfile and unix socket, and also listens on ``tcp://127.0.0.1:PORT``
 (loopback only, TLS with client certificates from a throwaway CA). The sshd (started on first use) listens on a free
 port on 127.0.0.1 with a generated host key and accepts root with a generated client key; its
@@ -25,7 +25,7 @@ from typing import Iterator
 import docker
 import pytest
 
-from tests.volume_tree import unique_volumes
+from tests.support.volume_tree import unique_volumes
 
 from backup.docker.host import DockerHost, connect
 from backup.docker.helper_image import build_helper_image

@@ -8,7 +8,7 @@ import pyrage
 
 from backup.config.schema import parse_config
 from backup.jobs.scheduler import Scheduler
-from tests.volume_tree import run_in_volume, snapshot
+from tests.support.volume_tree import run_in_volume, snapshot
 
 
 def _config(tmp_path, encryption: str):

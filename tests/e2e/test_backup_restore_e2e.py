@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.volume_tree import DEEP_DIR, LONG_NAME, fill_tricky, run_in_volume, snapshot
+from tests.support.volume_tree import DEEP_DIR, LONG_NAME, fill_tricky, run_in_volume, snapshot
 
 pytestmark = pytest.mark.docker
 

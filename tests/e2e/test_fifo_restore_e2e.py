@@ -11,7 +11,7 @@ import pytest
 from backup.docker import fifo as host_fifo
 
 from backup.docker import staging
-from tests.volume_tree import fill_tricky, snapshot
+from tests.support.volume_tree import fill_tricky, snapshot
 
 pytestmark = pytest.mark.docker
 

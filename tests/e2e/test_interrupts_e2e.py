@@ -9,7 +9,7 @@ import time
 import pytest
 
 from backup.docker.helper import WRITER_CAPS, created_helper, helper_session
-from tests.volume_tree import run_in_volume
+from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
 

@@ -11,7 +11,7 @@ import stat
 import pytest
 from docker.types import Mount
 
-from volume_tree import run_in_volume, snapshot
+from tests.support.volume_tree import run_in_volume, snapshot
 
 HELPER_LABEL = "io.volsafe.helper"
 

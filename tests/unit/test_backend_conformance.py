@@ -1,17 +1,16 @@
-"""Runs the one conformance suite (tests/backend_conformance.py) against every backend we ship."""
+"""Runs the one conformance suite (tests/support/backend_conformance.py) against every backend we ship."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest.register_assert_rewrite("backend_conformance")  # before the import, so its asserts explain
+pytest.register_assert_rewrite("tests.support.backend_conformance")  # before the import, so its asserts explain
 
-from backend_conformance import BackendConformance, QUICK_RETRY
+from tests.support.backend_conformance import BackendConformance, QUICK_RETRY
 from storage_backends.base import Backend
 from storage_backends.local import LocalBackend
 from storage_backends.retry import RetryingBackend
 
-pytest_plugins = ["backend_conformance"]
 
 
 @pytest.fixture(params=["local", "local+retrying", "s3-inprocess", "s3-http"])

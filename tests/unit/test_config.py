@@ -11,7 +11,7 @@ from backup.config.schema import SCHEMA, ConfigError, find_config, load_config, 
 from backup.config.locations import open_locations
 from backup.jobs.retention import RULE_NAMES, Policy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"
 
 

@@ -14,7 +14,7 @@ from backup.actions.job import run_job
 from backup.config.schema import parse_config
 from backup.progress import Reporter
 from storage_backends.local import LocalBackend
-from tests.volume_tree import run_in_volume, snapshot
+from tests.support.volume_tree import run_in_volume, snapshot
 
 
 class MeetingBackend(LocalBackend):

@@ -23,9 +23,9 @@ import boto3
 import pytest
 from moto.core import set_initial_no_auth_action_count
 
-pytest.register_assert_rewrite("backend_conformance")  # before the import, so its asserts explain
+pytest.register_assert_rewrite("tests.support.backend_conformance")  # before the import, so its asserts explain
 
-from backend_conformance import (  # noqa: E402
+from tests.support.backend_conformance import (  # noqa: E402
     MULTI,
     MiB,
     PART,
@@ -53,7 +53,6 @@ from storage_backends.retry import (  # noqa: E402
 )
 from storage_backends.s3 import S3Backend  # noqa: E402
 
-pytest_plugins = ["backend_conformance"]
 
 ATTEMPTS = 4
 

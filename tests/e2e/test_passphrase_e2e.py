@@ -16,9 +16,9 @@ from backup.crypto.encryption import Passphrase
 from backup.archive.manifest import Manifest, parse_manifest
 from backup.archive.naming import BackupId, new_stamp
 from storage_backends.local import LocalBackend
-from tests.archive_factory import SAMPLE, make_tar
-from tests.test_age_scrypt import run_with_passphrase
-from tests.volume_tree import fill_tricky, snapshot
+from tests.support.archive_factory import SAMPLE, make_tar
+from tests.unit.test_age_scrypt import run_with_passphrase
+from tests.support.volume_tree import fill_tricky, snapshot
 
 SECRET = "tr0ub4dor&3 with spaces"
 

@@ -20,7 +20,7 @@ from backup.errors import VolsafeError
 from backup.docker.fifo import DATA_PATH_ENV
 from backup.docker.volume_tar import check_tar_exit, fifo_tar, gnu_tar_of
 from storage_backends.local import LocalBackend
-from tests.volume_tree import fill_tricky, run_in_volume
+from tests.support.volume_tree import fill_tricky, run_in_volume
 
 pytestmark = pytest.mark.docker
 

@@ -9,9 +9,8 @@ import time
 import pytest
 
 from backup.actions import migrate as migrate_action
-from tests.volume_tree import TRICKY_SCRIPT, run_in_volume, snapshot
+from tests.support.volume_tree import TRICKY_SCRIPT, run_in_volume, snapshot
 
-pytest_plugins = ["backend_conformance", "tests.second_daemon"]
 pytestmark = pytest.mark.docker
 
 LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.volume": "data", "tier": "db"}

@@ -1,8 +1,8 @@
 """The storage-backend conformance suite, written once for every backend.
 
-A test module opts in with ``pytest_plugins = ["backend_conformance"]`` (which makes the fixtures
+Registered for every test by ``tests/conftest.py`` (which makes the fixtures
 below available, the session-wide moto server included), defines a parametrised ``backend`` fixture,
-and subclasses ``BackendConformance``. ``tests/test_backend_conformance.py`` does that for the local
+and subclasses ``BackendConformance``. ``tests/unit/test_backend_conformance.py`` does that for the local
 directory backend (bare and behind ``RetryingBackend``) and for S3 via moto, in-process and over HTTP.
 
 What a backend may leave behind after an interrupted save (temporary files, incomplete multipart
