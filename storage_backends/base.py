@@ -44,7 +44,7 @@ class ObjectInfo:
 
 # Keys are plain relative paths: no empty, "." or ".." segments, no leading "/", no NUL or
 # backslash. This is the single place that decides what may reach a filesystem path or S3 key.
-_BAD_SEGMENT = re.compile(r"^(|\.|\.\.)$")
+_BAD_SEGMENT = re.compile(r"^(|\.|\.\.)\Z")
 
 
 def check_key(key: str, *, allow_empty: bool = False) -> str:

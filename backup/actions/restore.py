@@ -141,7 +141,7 @@ def _restore_to_path(host, backend, manifest, path, helper_image, force, progres
     return RestoreOutcome(manifest, path, created_volume=False, backend=backend, target_kind="path")
 
 
-_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9_./-]*\Z")
 
 
 def parse_container_target(text: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from backup.archive.naming import BackupId, parse_backup_id
 FORMAT = "volsafe-manifest"
 FORMAT_VERSION = 1  # new optional fields (content_digest, encryption) keep version 1 readable both ways
 AGE_FORMAT = "age-encryption.org/v1"
-_CONTENT_DIGEST = re.compile(r"^tree-sha256:[0-9a-f]{64}$")
+_CONTENT_DIGEST = re.compile(r"^tree-sha256:[0-9a-f]{64}\Z")  # \Z: "$" would accept a trailing newline
 
 
 @dataclass(frozen=True)

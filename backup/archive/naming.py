@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from backup.errors import UsageError
 
 # Docker's own rule for volume names (daemon/names: RestrictedNamePattern).
-VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-STAMP = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{4})$")
+VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # matched whole (fullmatch): "$" would accept a trailing newline
+STAMP = re.compile(r"(\d{8}T\d{6}Z)-([0-9a-f]{4})")
 ARCHIVE_SUFFIX = ".tar.zst"
 MANIFEST_SUFFIX = ".json"
 LATEST = "latest"
@@ -24,7 +24,7 @@ LATEST = "latest"
 
 def validate_volume_name(name: str) -> str:
     """Return ``name`` if Docker accepts it as a volume name; raise UsageError if not."""
-    if not isinstance(name, str) or len(name) > 255 or not VOLUME_NAME.match(name):
+    if not isinstance(name, str) or len(name) > 255 or not VOLUME_NAME.fullmatch(name):
         raise UsageError(
             f"invalid volume name {name!r}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
         )
@@ -61,7 +61,7 @@ class BackupId:
 def parse_backup_id(text: str) -> BackupId:
     """Return the BackupId that ``text`` spells exactly; raise UsageError if it is not one."""
     volume, sep, stamp = text.rpartition("@")
-    if not sep or not STAMP.match(stamp):
+    if not sep or not STAMP.fullmatch(stamp):
         raise UsageError(f"invalid backup id {text!r}: expected VOLUME@YYYYMMDDTHHMMSSZ-xxxx")
     validate_volume_name(volume)
     return BackupId(volume, stamp)
@@ -73,7 +73,7 @@ def backup_id_from_manifest_key(key: str) -> BackupId | None:
     if not sep or "/" in name or not name.endswith(MANIFEST_SUFFIX):
         return None
     stamp = name[: -len(MANIFEST_SUFFIX)]
-    if not STAMP.match(stamp) or not VOLUME_NAME.match(volume):
+    if not STAMP.fullmatch(stamp) or not VOLUME_NAME.fullmatch(volume):
         return None
     return BackupId(volume, stamp)
 
@@ -122,7 +122,7 @@ def mount_storage_name(container: str, destination: str) -> str:
 
 def stamp_time(stamp: str) -> datetime:
     """Return the aware UTC time a STAMP records (to the second). Raises UsageError if it is not a STAMP."""
-    match = STAMP.match(stamp)
+    match = STAMP.fullmatch(stamp)
     if not match:
         raise UsageError(f"invalid backup stamp {stamp!r}")
     return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

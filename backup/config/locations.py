@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from backup.config.schema import BackendConfig
 
 NamedBackends = Mapping[str, "BackendConfig"]
-_BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # Set by the CLI's root command: returns the config's [backends] (loading the config on first use,
 # so that commands given only paths and URLs never read it).
 _named_source: Callable[[], NamedBackends] | None = None

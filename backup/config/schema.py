@@ -552,7 +552,7 @@ class _Checker:
         before = len(self.found)
         values = self.table(path, raw, SCHEMA["jobs"])
         for volume in values.get("volumes") or ():
-            if not VOLUME_NAME.match(volume):
+            if not VOLUME_NAME.fullmatch(volume):
                 self.error(path + ("volumes",), f"invalid volume name {volume!r}")
         selects = ("volumes", "volume_labels", "all_volumes", "projects")
         if not any(values.get(k) for k in selects) and "volumes" not in raw and "volume_labels" not in raw:

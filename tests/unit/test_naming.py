@@ -24,7 +24,11 @@ def test_parse_ref(text, expected):
     assert parse_ref(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "@latest", "../etc", "vol@yesterday", "vol@20261127T230405Z", "a/b", "-vol", "vol\x00"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "@latest", "../etc", "vol@yesterday", "vol@20261127T230405Z", "a/b", "-vol", "vol\x00",
+     "vol\n", "db@20261127T230405Z-1a2b\n", "db\n@20261127T230405Z-1a2b"],
+)
 def test_bad_refs_are_usage_errors(text):
     with pytest.raises(UsageError):
         parse_ref(text)
@@ -46,3 +50,19 @@ def test_ref_parser_accepts_or_raises_usage_error(text):
     except UsageError:
         return
     assert "/" not in ref.volume and "\x00" not in ref.volume and not ref.volume.startswith(".")
+
+
+def test_a_trailing_newline_never_reaches_a_key():
+    """``$`` matches before a final newline: a name matched with it would become the key ``db/…\\n.json``."""
+    with pytest.raises(UsageError):
+        parse_backup_id("db@20261127T230405Z-1a2b\n")
+    assert backup_id_from_manifest_key("db/20261127T230405Z-1a2b\n.json") is None
+    assert backup_id_from_manifest_key("db\n/20261127T230405Z-1a2b.json") is None
+
+
+def test_volume_names_are_limited_to_255_characters():
+    from backup.archive.naming import validate_volume_name
+
+    assert validate_volume_name("a" * 255) == "a" * 255
+    with pytest.raises(UsageError):
+        validate_volume_name("a" * 256)
