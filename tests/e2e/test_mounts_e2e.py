@@ -3,6 +3,7 @@ path excludes, and the `volumes` overview."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -134,7 +135,8 @@ def test_container_backup_makes_one_archive_per_mount_and_each_restores(app, doc
     bind_copy = volumes("bind-copy")
     assert volsafe("restore", bind_name, "--from", str(store), "--to-volume", bind_copy).code == 0
     tree, _ = snapshot(docker_host, helper_image, bind_copy)
-    assert tree["app.conf"].sha256 and tree["sub/secret"].mode == 0o600 and tree["link"].link == "app.conf"
+    assert tree["app.conf"].sha256 == hashlib.sha256((app["bind"] / "app.conf").read_bytes()).hexdigest()
+    assert tree["sub/secret"].mode == 0o600 and tree["link"].link == "app.conf"
 
     # tmpfs snapshot: into another running container's tmpfs, and into a volume.
     other = docker_host.api.create_container(
