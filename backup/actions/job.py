@@ -30,7 +30,8 @@ log = logging.getLogger("volsafe.job")
 
 @dataclass
 class JobOutcome:
-    """What one run of a job did. ``result`` is ``success``, ``failure`` or ``aborted``."""
+    """What one run of a job did. ``result`` is ``success``, ``failure`` or ``interrupted`` (the
+    run was aborted by SIGTERM/SIGINT: ``aborted`` is set; neither a success nor a failure)."""
 
     job: str
     started: datetime
@@ -46,7 +47,7 @@ class JobOutcome:
 
     @property
     def result(self) -> str:
-        return "aborted" if self.aborted else ("failure" if self.errors else "success")
+        return "interrupted" if self.aborted else ("failure" if self.errors else "success")
 
     @property
     def ok(self) -> bool:

@@ -64,7 +64,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
     ),
     "health": (
         Key("status_file", "str", "JSON file with each job's last success and failure"),
-        Key("listen", "str", "HOST:PORT for the HTTP endpoint (/health, /metrics); off when unset"),
+        Key("listen", "str", "HOST:PORT for the HTTP endpoint (/health, /metrics); ':PORT' is 127.0.0.1 only; off when unset"),
         Key("webhook_url", "str", "URL that receives a JSON POST when a job fails", secret=True),
         Key("webhook_on_success", "bool", "also POST to webhook_url when a job succeeds", False),
         Key("webhook_timeout", "duration", "how long to wait for the webhook to answer", 10.0, minimum=0.1),

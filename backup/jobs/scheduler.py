@@ -9,6 +9,7 @@ one at a time in the main thread, which gives three guarantees without any locks
 * a running backup can be aborted cleanly: SIGTERM/SIGINT raise ``Cancelled`` in the main thread
   once the stop timeout has passed, and the backup action's own clean-up runs (the helper is
   removed, the partial archive is discarded, no manifest is written, so nothing partial is listed).
+  Such a run is recorded as ``interrupted``, not as a failure: no failure webhook, no 503.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def job_backends(config: Config, job: JobConfig) -> list[Backend]:
 
 
 def finish_run(config: Config, outcome: JobOutcome, store: StatusStore | None = None, log_line: bool = True) -> dict:
-    """Log the run's one outcome line (if ``log_line``), record it in the status file, call the webhook.
+    """Log the run's one outcome line (if ``log_line``), record it in the status file, call the webhook
+    (for a failure, and a success if ``webhook_on_success``; never for an interrupted run).
 
     Returns the summary. Never raises for a status file or webhook problem (it logs them).
     """
@@ -61,12 +63,14 @@ def finish_run(config: Config, outcome: JobOutcome, store: StatusStore | None = 
         more = f" (and {len(outcome.errors) - 1} more)" if len(outcome.errors) > 1 else ""
         line += f"; error: {outcome.errors[0]}{more}"
     if log_line:
-        job_log.log(logging.INFO if outcome.ok else logging.ERROR, line, extra={"fields": summary})
+        level = logging.INFO if outcome.ok else (logging.WARNING if outcome.aborted else logging.ERROR)
+        job_log.log(level, line, extra={"fields": summary})
     try:
         (store or StatusStore(config.status_file)).record(summary)
     except OSError as exc:
         log.warning("cannot write the status file %s: %s", config.status_file, exc)
-    if config.webhook_url and (not outcome.ok or config.webhook_on_success):
+    # An interrupted run (SIGTERM/SIGINT: volsafe was stopped, e.g. for an upgrade) is no failure.
+    if config.webhook_url and not outcome.aborted and (not outcome.ok or config.webhook_on_success):
         send_webhook(config.webhook_url, summary, config.webhook_timeout)
     return summary
 

@@ -13,17 +13,18 @@ import pytest
 
 import backup.jobs.scheduler as scheduler_module
 from backup.config.schema import parse_config
-from backup.jobs.health import StatusStore
+from backup.jobs.health import StatusStore, health_report
 from backup.jobs.scheduler import Scheduler, missed_run
 
 
-def make_config(tmp_path, schedule="@every 1s", stop_timeout="5s"):
+def make_config(tmp_path, schedule="@every 1s", stop_timeout="5s", health=""):
     return parse_config(
         f"""
 [scheduler]
 stop_timeout = "{stop_timeout}"
 [health]
 status_file = "{tmp_path}/status.json"
+{health}
 [backends.here]
 type = "local"
 path = "{tmp_path}/store"
@@ -72,7 +73,7 @@ def test_a_slow_job_is_never_started_twice(tmp_path, monkeypatch, caplog):
 
 
 def test_stop_timeout_aborts_a_running_job_and_records_it(tmp_path, monkeypatch):
-    cancelled = []
+    cancelled, webhooks = [], []
 
     def endless_job(host, job, backends, image, progress, outcome, encrypt_with=None):
         try:
@@ -82,14 +83,21 @@ def test_stop_timeout_aborts_a_running_job_and_records_it(tmp_path, monkeypatch)
             raise
 
     monkeypatch.setattr(scheduler_module, "run_job", endless_job)
+    monkeypatch.setattr(scheduler_module, "send_webhook", lambda url, summary, timeout: webhooks.append(summary))
     timer = sigterm_after(1.8)
     began = time.monotonic()
-    Scheduler(make_config(tmp_path, stop_timeout="1s"), lambda: None, lambda: "img").serve()
+    config = make_config(tmp_path, stop_timeout="1s", health='webhook_url = "http://127.0.0.1:1/hook"')
+    Scheduler(config, lambda: None, lambda: "img").serve()
     timer.join()
     assert cancelled == ["Cancelled"]
     assert time.monotonic() - began < 5
-    last = StatusStore(tmp_path / "status.json").read()["slow"]["last_run"]
-    assert last["result"] == "aborted" and "nothing was pruned" in last["errors"][0]
+    status = StatusStore(tmp_path / "status.json").read()
+    last = status["slow"]["last_run"]
+    # Interrupted, not failed: /health stays healthy and the failure webhook is not called.
+    assert last["result"] == "interrupted" and "nothing was pruned" in last["errors"][0]
+    assert status["slow"].get("failures", 0) == 0 and "last_failure" not in status["slow"]
+    assert health_report(status, config.jobs)[0] is True
+    assert webhooks == []
 
 
 def test_a_waiting_job_is_coalesced(tmp_path):
