@@ -31,6 +31,11 @@ class TargetNotEmpty(VolsafeError):
     """A restore target exists with data in it and ``--force`` was not given."""
 
 
+class UnsafeTarget(VolsafeError):
+    """Writing into a target would write somewhere else too: another volume's data, or a host path
+    (a bind device) that the user did not name on the command line."""
+
+
 class IntegrityError(VolsafeError):
     """An archive does not match its manifest: checksum, size, entry count or format."""
 

@@ -44,12 +44,25 @@ from backup.archive.naming import parse_ref, validate_volume_name
 from backup.progress import Reporter
 from backup.quiesce.plan import PROJECT_LABEL, plan_quiesce
 from backup.streams.read_ahead import read_ahead
-from backup.docker.staging import SPOOL_LIMIT, StagedTarget, check_target, create_volume, staged_target
+from backup.docker.staging import (
+    DEFAULT_DRIVER,
+    SPOOL_LIMIT,
+    StagedTarget,
+    check_target,
+    check_write_location,
+    create_volume,
+    describe_driver,
+    remove_volume,
+    require_named_device,
+    staged_target,
+    write_record,
+)
 from backup.archive.tar.scanner import TarScanner
 from backup.docker.volume_tar import volume_tar
 from storage_backends import Backend
 
 log = logging.getLogger(__name__)
+told = logging.getLogger("volsafe.volumes")  # shown on stderr: how a volume is created
 
 WIRE_GZIP_LEVEL = 1  # fast: the point is fewer bytes on a network link, not the smallest size
 DIGEST_MARKER = "volsafe-md5"
@@ -85,6 +98,7 @@ class MigrateOptions:
     stop: bool = False  # stop the source containers that use the volumes for the duration
     restart: bool = True  # start them again afterwards (False: a cut-over)
     lock_wait: float = DEFAULT_WAIT  # seconds to wait for another volsafe using a source or target volume
+    bind_devices: tuple[str, ...] = ()  # host devices (--bind-device) that target volumes may keep their data on
 
 
 @dataclass
@@ -143,6 +157,8 @@ def plan_targets(volumes: list[str], to_volume: str | None) -> list[tuple[str, s
     """Return (source, target) name pairs. Raises UsageError for a rename of several volumes or duplicates."""
     if not volumes:
         raise UsageError("name at least one VOLUME, or --project")
+    if to_volume == "":
+        raise UsageError("--to-volume must not be empty")
     if to_volume and len(volumes) != 1:
         raise UsageError("--to-volume renames one volume; name exactly one VOLUME with it")
     pairs = [(validate_volume_name(v), validate_volume_name(to_volume or v)) for v in volumes]
@@ -292,19 +308,40 @@ def run_migrate(
         if same_daemon and src == dst:
             raise UsageError(f"source and target of {src!r} are the same volume on the same daemon; use --to-volume")
     infos = {src: source.volume(src) for src, _ in pairs}
+    for src, dst in pairs:  # before anything is stopped, backed up or created
+        _check_target_location(target, src, dst, infos[src], options.bind_devices)
     result = MigrationResult(mode="via" if via else "direct")
     # Direct mode holds every lock from the target check to the commit, so no other volsafe fills a
     # checked target or restarts a stopped source meanwhile; via mode's backup and restore each take
     # their own volume's lock (a second flock of ours would wait for the first).
     with _locked(source, target, pairs, options.lock_wait) if via is None else contextlib.nullcontext():
+        if via is None:  # again under the locks
+            for src, dst in pairs:
+                _check_target_location(target, src, dst, infos[src], options.bind_devices)
         exists = {dst: check_target(target, options.target_image, dst, force=options.force) for _, dst in pairs}
         with _source_quiesced(source, [src for src, _ in pairs], options, result):
             if via is not None:
-                result.volumes = [_via(source, target, src, dst, via, options, progress) for src, dst in pairs]
+                result.volumes = [_via(source, target, src, dst, via, options, progress, infos[src]) for src, dst in pairs]
             else:
                 result.volumes = _direct(source, target, pairs, infos, exists, options, progress)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _driver_of(info: dict) -> tuple[str, dict]:
+    """Return the (driver, options) of a volume's inspect data."""
+    return info.get("Driver") or DEFAULT_DRIVER, dict(info.get("Options") or {})
+
+
+def _check_target_location(target: DockerHost, src: str, dst: str, info: dict, bind_devices) -> None:
+    """Refuse (UnsafeTarget) a target volume that keeps, or created like the source would keep, its
+    data on a host device not named with --bind-device, or where another volume keeps its data."""
+    if target.volume_exists(dst):
+        check_write_location(target, dst, bind_devices=bind_devices)
+        return
+    driver, options = _driver_of(info)
+    require_named_device(dst, driver, options, bind_devices, f"the driver options of source volume {src!r}")
+    check_write_location(target, dst, bind_devices=bind_devices, planned=(driver, options))
 
 
 @contextlib.contextmanager
@@ -327,14 +364,22 @@ def _direct(
         for src, dst in pairs:
             info = infos[src]
             outcome = VolumeMigration(src, dst, created_volume=not exists[dst])
+            record = stack.enter_context(write_record(target, dst, action="migration", image=options.target_image))
             if not exists[dst]:
-                create_volume(
-                    target, dst, driver=info.get("Driver") or "local", driver_opts=info.get("Options") or {},
-                    labels=info.get("Labels") or {},
-                )
+                driver, driver_opts = _driver_of(info)
+                if (driver, driver_opts) != (DEFAULT_DRIVER, {}):
+                    told.info("creating volume %s on %s with %s (as the source volume)", dst, target.url, describe_driver(driver, driver_opts))
+                create_volume(target, dst, driver=driver, driver_opts=driver_opts, labels=info.get("Labels") or {}, record=record)
+                try:  # where the daemon put it (a volume plugin decides that itself)
+                    check_write_location(target, dst, bind_devices=options.bind_devices)
+                except BaseException:
+                    remove_volume(target, dst)
+                    raise
             # Entered right after the volume exists: from here on, any failure removes or restores it.
             staging = stack.enter_context(
-                staged_target(target, options.target_image, dst, created=not exists[dst], role="migrate", action="migration")
+                staged_target(
+                    target, options.target_image, dst, created=not exists[dst], role="migrate", action="migration", record=record
+                )
             )
             raw_headers = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT))
             _transfer(source, staging, src, options, raw_headers, outcome, gzip, progress)
@@ -347,7 +392,8 @@ def _direct(
 
 
 def _via(
-    source: DockerHost, target: DockerHost, src: str, dst: str, backend: Backend, options: MigrateOptions, progress: Reporter
+    source: DockerHost, target: DockerHost, src: str, dst: str, backend: Backend, options: MigrateOptions, progress: Reporter,
+    info: dict,
 ) -> VolumeMigration:
     """Back up ``src`` on the source to ``backend``, then restore it as ``dst`` on the target. Raises VolsafeError."""
     started = time.monotonic()
@@ -358,9 +404,11 @@ def _via(
         reasons = "; ".join(backed_up.failures.values())
         raise VolsafeError(f"backup of {src!r} to {backend.url} failed: {reasons}")
     manifest = backed_up.manifest
+    # A new target volume gets the live source volume's driver and options (read before the backup),
+    # not whatever the manifest in the backend says by the time it is read back.
     restored = run_restore(
         target, backend, parse_ref(str(manifest.backup_id)), helper_image=options.target_image, to_volume=dst,
-        force=options.force, progress=progress,
+        force=options.force, progress=progress, create_as=_driver_of(info), bind_devices=options.bind_devices,
     )
     # The restore streamed the archive through its sha256, size and entry checks against the manifest
     # that the backup wrote from what it read: both digests are of the stored archive.

@@ -9,6 +9,7 @@ removed, and an existing volume (``--force``) keeps its old contents.
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 import tempfile
 from dataclasses import dataclass
@@ -26,18 +27,25 @@ from backup.archive.naming import Ref, validate_volume_name
 from backup.progress import Reporter
 from backup.streams.read_ahead import read_ahead
 from backup.docker.staging import (
+    DEFAULT_DRIVER,
     SPOOL_LIMIT,
     StagedTarget,
     check_target,
+    check_write_location,
     container_path_empty,
     create_volume,
+    describe_driver,
     is_empty,
+    remove_volume,
+    require_named_device,
     staged_in_container,
     staged_target,
+    write_record,
 )
 from storage_backends import Backend, NotFound
 
 log = logging.getLogger(__name__)
+told = logging.getLogger("volsafe.volumes")  # shown on stderr: how a volume is created
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,10 @@ def run_restore(
     identities: list | None = None,
     to_path: str | None = None,
     to_container: tuple[str, str] | None = None,
+    driver_opts: bool = False,
+    bind_devices: tuple[str, ...] | list[str] = (),
+    create_as: tuple[str, dict] | None = None,
+    scratch: bool = False,
 ) -> RestoreOutcome:
     """Restore the backup ``ref`` names into ``to_volume`` (default: its own volume name).
 
@@ -90,6 +102,13 @@ def run_restore(
     ``to_path`` (a directory on the daemon's host, which must exist) or ``to_container`` (a running
     container and a path in it) are the other targets, with the same checks and staging. A backup
     of a bind or tmpfs mount needs an explicit target (UsageError otherwise).
+
+    A volume that does not exist is created with the default driver and no driver options: the
+    manifest's are used only with ``driver_opts``, and (``create_as``) migrate's live source's
+    instead. ``scratch`` (verify --restore-test) creates a plain volume with no labels either. A
+    volume that would keep its data on a host device (``o=bind``, ``device=``) needs that device in
+    ``bind_devices`` (--bind-device), and no volume is written where another keeps its data:
+    UnsafeTarget otherwise, before anything is created or written.
     """
     manifest = resolve_ref(backend, ref)
     kind = (manifest.mount or {}).get("type", "volume")
@@ -103,27 +122,69 @@ def run_restore(
         return _restore_to_path(host, backend, manifest, to_path, helper_image, force, progress, identities)
     if to_container is not None:
         return _restore_to_container(host, backend, manifest, to_container, force, progress, identities)
+    if to_volume == "":
+        raise UsageError("--to-volume must not be empty")
     volume = validate_volume_name(to_volume or manifest.volume)
     # Never while another volsafe backs up or restores the same volume on this daemon.
     with volume_lock(host, volume, action="restore"):
-        exists = check_target(host, helper_image, volume, force=force)
-        if not exists:
-            create_volume(
-                host, volume, driver=manifest.volume_driver, driver_opts=manifest.volume_driver_opts, labels=manifest.volume_labels
-            )
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
-            host, helper_image, volume, created=not exists, role="restore", action="restore"
-        ) as target:
-            _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
-            target.commit(raw_headers)
+        exists = host.volume_exists(volume)
+        if exists:
+            check_write_location(host, volume, bind_devices=bind_devices)
+            check_target(host, helper_image, volume, force=force)
+        else:
+            driver, options, labels = _creation(host, manifest, volume, driver_opts, bind_devices, create_as, scratch)
+        with write_record(host, volume, action="restore", image=helper_image) as record:
+            if not exists:
+                create_volume(host, volume, driver=driver, driver_opts=options, labels=labels, record=record)
+                try:  # where the daemon put it (a volume plugin decides that itself)
+                    check_write_location(host, volume, bind_devices=bind_devices)
+                except BaseException:
+                    remove_volume(host, volume)
+                    raise
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
+                host, helper_image, volume, created=not exists, role="restore", action="restore", record=record
+            ) as target:
+                _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
+                target.commit(raw_headers)
     return RestoreOutcome(manifest, volume, created_volume=not exists, backend=backend)
+
+
+def _creation(
+    host: DockerHost, manifest: Manifest, volume: str, driver_opts: bool, bind_devices,
+    create_as: tuple[str, dict] | None, scratch: bool,
+) -> tuple[str, dict, dict]:
+    """Return the (driver, options, labels) to create ``volume`` with, and say so on stderr when
+    they are not the plain default. Raises UnsafeTarget for a host device not in ``bind_devices``
+    or where another volume keeps its data."""
+    recorded = (manifest.volume_driver or DEFAULT_DRIVER, dict(manifest.volume_driver_opts))
+    if scratch:
+        driver, options, source = DEFAULT_DRIVER, {}, ""
+    elif create_as is not None:
+        driver, options = create_as[0] or DEFAULT_DRIVER, dict(create_as[1] or {})
+        require_named_device(volume, driver, options, bind_devices, "the source volume's driver options")
+        source = "as the source volume"
+    elif driver_opts:
+        driver, options = recorded
+        require_named_device(volume, driver, options, bind_devices, f"the driver options recorded in {manifest.backup_id}")
+        source = f"as recorded in {manifest.backup_id}, --driver-opts"
+    else:
+        driver, options, source = DEFAULT_DRIVER, {}, ""
+    check_write_location(host, volume, bind_devices=bind_devices, planned=(driver, options))
+    if scratch:
+        return driver, options, {}
+    if source and (driver, options) != (DEFAULT_DRIVER, {}):
+        told.info("creating volume %s with %s (%s)", volume, describe_driver(driver, options), source)
+    elif not source and recorded != (DEFAULT_DRIVER, {}):
+        told.info(
+            "creating volume %s with the default driver; %s recorded %s, which --driver-opts would use",
+            volume, manifest.backup_id, describe_driver(*recorded),
+        )
+    return driver, options, manifest.volume_labels
 
 
 def _restore_to_path(host, backend, manifest, path, helper_image, force, progress, identities) -> RestoreOutcome:
     """Restore into a directory on the daemon's host through a helper that bind-mounts it (staged, swapped)."""
-    if not path.startswith("/"):
-        raise UsageError(f"--to-path needs an absolute directory on the Docker daemon's host, not {path!r}")
-    path = path.rstrip("/") or "/"
+    path = check_to_path(path)
     with volume_lock(host, manifest.volume, action="restore"):
         try:
             empty = is_empty(host, helper_image, path, mount_type="bind")
@@ -133,12 +194,23 @@ def _restore_to_path(host, backend, manifest, path, helper_image, force, progres
             raise
         if not empty and not force:
             raise TargetNotEmpty(f"directory {path} is not empty; use --force to replace its contents")
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
-            host, helper_image, path, created=False, role="restore", action="restore", mount_type="bind"
+        with write_record(host, path, action="restore", image=helper_image, mount_type="bind") as record, \
+                tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
+            host, helper_image, path, created=False, role="restore", action="restore", mount_type="bind", record=record
         ) as target:
             _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
             target.commit(raw_headers)
     return RestoreOutcome(manifest, path, created_volume=False, backend=backend, target_kind="path")
+
+
+def check_to_path(path: str) -> str:
+    """Return the --to-path directory without trailing slashes. Raises UsageError for a relative
+    path and for the host's root directory (what ``"$UNSET/"`` gives)."""
+    if not path.startswith("/"):
+        raise UsageError(f"--to-path needs an absolute directory on the Docker daemon's host, not {path!r}")
+    if posixpath.normpath(path) in ("/", "//"):
+        raise UsageError("--to-path must not be the host's root directory '/' (is a variable in it unset?)")
+    return path.rstrip("/")
 
 
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9_./-]*\Z")

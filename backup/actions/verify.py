@@ -111,6 +111,9 @@ def restore_test(
 ) -> None:
     """Restore ``manifest``'s backup into a scratch volume and compare the restored tree's digest.
 
+    The scratch volume is always a plain one (default driver, no options, no labels), whatever
+    the manifest records: a verify never writes anywhere but into a volume of its own.
+
     The scratch volume is removed on every path. Raises IntegrityError if the tree differs, and
     whatever restore raises.
     """
@@ -120,7 +123,7 @@ def restore_test(
     try:
         run_restore(
             host, backend, Ref(manifest.volume, manifest.backup_id), helper_image=helper_image,
-            to_volume=scratch, progress=progress, identities=identities,
+            to_volume=scratch, progress=progress, identities=identities, scratch=True,
         )
         with volume_tar(host, helper_image, scratch, role="verify") as tar_chunks:
             with contextlib.closing(read_ahead(tar_chunks)) as ahead:  # read while the last piece is scanned

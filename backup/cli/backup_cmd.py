@@ -19,6 +19,7 @@ from backup.archive.naming import validate_volume_name
 from backup.progress import reporter_for
 from backup.selectors import VolumeSelector, parse_label, split_excludes
 from backup.cli.keys import recipients_for
+from backup.cli.state import nonempty
 
 log = logging.getLogger("volsafe")
 
@@ -31,10 +32,12 @@ def backup(
         None, "--label", metavar="KEY=VALUE", help="Back up the volumes with this label (KEY alone: any value; repeat: all must match)."
     ),
     project: Optional[List[str]] = typer.Option(
-        None, "--project", metavar="NAME", help="Back up the volumes of this Compose project (label com.docker.compose.project)."
+        None, "--project", metavar="NAME", help="Back up the volumes of this Compose project (label com.docker.compose.project).",
+        callback=nonempty,
     ),
     container: Optional[List[str]] = typer.Option(
-        None, "--container", metavar="NAME", help="Back up every mount of this container: volumes, bind mounts, tmpfs (one archive each)."
+        None, "--container", metavar="NAME", help="Back up every mount of this container: volumes, bind mounts, tmpfs (one archive each).",
+        callback=nonempty,
     ),
     exclude: Optional[List[str]] = typer.Option(
         None,
@@ -49,6 +52,7 @@ def backup(
         metavar="BACKEND",
         help="Where to store: a directory, file:///path or s3://bucket/prefix. Repeat to write to several "
         "backends in one pass. [default: ~/.local/share/volsafe/backups]",
+        callback=nonempty,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
     level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, help="zstd compression level."),

@@ -10,12 +10,14 @@ from backup.actions.listing import run_list
 from backup.cli.output import backup_record, print_backups, print_json
 from backup.config.locations import open_locations
 from backup.archive.naming import validate_volume_name
+from backup.cli.state import nonempty
 
 
 def list_backups(
     volume: Optional[str] = typer.Argument(None, help="Only list backups of this volume."),
     from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to read (repeatable). [default: ~/.local/share/volsafe/backups]"
+        None, "--from", metavar="BACKEND", help="Backend to read (repeatable). [default: ~/.local/share/volsafe/backups]",
+        callback=nonempty,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup."),
 ) -> None:

@@ -16,6 +16,7 @@ from backup.docker.helper_image import resolve_helper_image
 from backup.config.locations import open_locations
 from backup.docker.locks import DEFAULT_WAIT
 from backup.progress import reporter_for
+from backup.cli.state import nonempty
 
 
 def migrate(
@@ -24,10 +25,13 @@ def migrate(
     to_host: str = typer.Option(
         ..., "--to-host", metavar="DST",
         help="Target daemon: unix://…, tcp://HOST:PORT, ssh://USER@HOST[:PORT], or a Docker context name.",
+        callback=nonempty,
     ),
-    to_volume: Optional[str] = typer.Option(None, "--to-volume", metavar="NAME", help="Name of the target volume (one VOLUME only)."),
+    to_volume: Optional[str] = typer.Option(
+        None, "--to-volume", metavar="NAME", help="Name of the target volume (one VOLUME only).", callback=nonempty
+    ),
     project: Optional[str] = typer.Option(
-        None, "--project", metavar="NAME", help="Move every volume labelled com.docker.compose.project=NAME."
+        None, "--project", metavar="NAME", help="Move every volume labelled com.docker.compose.project=NAME.", callback=nonempty
     ),
     force: bool = typer.Option(False, "--force", help="Replace the contents of target volumes that are not empty."),
     stop: bool = typer.Option(False, "--stop", help="Stop the source containers using the volumes for the duration."),
@@ -37,6 +41,13 @@ def migrate(
     via: Optional[str] = typer.Option(
         None, "--via", metavar="BACKEND",
         help="Go through a backend (directory, file:// or s3:// URL, or [backends] name): backup on the source, restore on the target.",
+        callback=nonempty,
+    ),
+    bind_device: Optional[List[str]] = typer.Option(
+        None, "--bind-device", metavar="PATH",
+        help="Allow a target volume that keeps its data on this host directory or device of the target's host "
+        "(a bind volume: o=bind, device=PATH), as the source's options create it or as it exists (repeatable).",
+        callback=nonempty,
     ),
     to_tlsverify: bool = typer.Option(False, "--to-tlsverify", help="Use TLS to the target and verify its certificate."),
     to_tlscacert: Optional[str] = typer.Option(None, "--to-tlscacert", metavar="FILE", help="CA certificate for the target."),
@@ -54,6 +65,9 @@ def migrate(
     target, and volsafe compares a digest of what it sent with one computed on the target from
     what its tar read. Nothing is swapped in until every volume arrived intact; a failed
     migration leaves the targets as they were, and the source is never changed.
+
+    A target volume that would keep its data on a host directory or device (a bind volume) needs
+    --bind-device PATH, and none is written where another volume keeps its data.
     """
     state = ctx.obj
     if bool(volumes) == bool(project):
@@ -72,6 +86,7 @@ def migrate(
             stop=stop,
             restart=not no_restart,
             lock_wait=lock_wait,
+            bind_devices=tuple(bind_device or ()),
         )
         result = run_migrate(
             source, target, names, options=options, to_volume=to_volume, via=backend, progress=reporter_for(quiet=as_json)

@@ -18,6 +18,7 @@ from backup.archive.manifest import format_time
 from backup.archive.naming import validate_volume_name
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import timezone_of
+from backup.cli.state import nonempty
 from storage_backends import BackendError
 
 
@@ -28,7 +29,8 @@ def _keep(flag: str, period: str) -> int:
 def prune(
     volume: Optional[str] = typer.Argument(None, help="Only prune backups of this volume [default: every volume]."),
     from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to prune (repeatable): a name from the config, a path or a URL. [default: ~/.local/share/volsafe/backups]"
+        None, "--from", metavar="BACKEND", help="Backend to prune (repeatable): a name from the config, a path or a URL. [default: ~/.local/share/volsafe/backups]",
+        callback=nonempty,
     ),
     keep_last: int = typer.Option(0, "--keep-last", min=0, metavar="N", help="Keep the N newest backups."),
     keep_hourly: int = _keep("--keep-hourly", "hours"),

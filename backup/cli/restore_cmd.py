@@ -7,13 +7,14 @@ from typing import List, Optional
 
 import typer
 
-from backup.actions.restore import parse_container_target, run_restore
+from backup.actions.restore import check_to_path, parse_container_target, run_restore
 from backup.errors import UsageError
 from backup.cli.output import backup_record, print_json
 from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for
+from backup.cli.state import nonempty
 
 
 def restore(
@@ -22,16 +23,30 @@ def restore(
         ..., metavar="REF", help="VOLUME or VOLUME@latest (the newest backup of VOLUME), or a backup id as 'list' prints it."
     ),
     from_: Optional[str] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to restore from. [default: ~/.local/share/volsafe/backups]"
+        None, "--from", metavar="BACKEND", help="Backend to restore from. [default: ~/.local/share/volsafe/backups]",
+        callback=nonempty,
     ),
     to_volume: Optional[str] = typer.Option(
-        None, "--to-volume", metavar="NAME", help="Restore into this volume instead of the original name."
+        None, "--to-volume", metavar="NAME", help="Restore into this volume instead of the original name.", callback=nonempty
     ),
     to_path: Optional[str] = typer.Option(
-        None, "--to-path", metavar="DIR", help="Restore into this existing directory on the Docker daemon's host instead of a volume."
+        None, "--to-path", metavar="DIR", help="Restore into this existing directory on the Docker daemon's host instead of a volume.",
+        callback=nonempty,
     ),
     to_container: Optional[str] = typer.Option(
-        None, "--to-container", metavar="NAME:PATH", help="Restore into PATH of the running container NAME (e.g. a tmpfs mount), with its own tar."
+        None, "--to-container", metavar="NAME:PATH", help="Restore into PATH of the running container NAME (e.g. a tmpfs mount), with its own tar.",
+        callback=nonempty,
+    ),
+    driver_opts: bool = typer.Option(
+        False, "--driver-opts",
+        help="Create a new volume with the driver and driver options recorded in the backup (default: the local "
+        "driver, no options). A bind or device volume also needs --bind-device.",
+    ),
+    bind_device: Optional[str] = typer.Option(
+        None, "--bind-device", metavar="PATH",
+        help="Allow writing into a volume that keeps its data on this host directory or device (o=bind, device=PATH): "
+        "must equal the volume's (or, with --driver-opts, the backup's) device option.",
+        callback=nonempty,
     ),
     force: bool = typer.Option(False, "--force", help="Replace the contents of a target that is not empty."),
     as_json: bool = typer.Option(False, "--json", help="Print what was restored as JSON; no progress bar."),
@@ -43,16 +58,20 @@ def restore(
         help="Passphrase (FILE's first line) for a backup encrypted with one. [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
     ),
 ) -> None:
-    """Restore a backup into a volume, creating it with its original labels, driver and options.
+    """Restore a backup into a volume, creating it with its original labels (and, with --driver-opts, driver and options).
 
     The archive's checksum is verified while it streams. A failed or interrupted restore leaves no
     half-filled volume: a volume it created is removed, and an existing one keeps its old contents.
+    A volume that keeps its data on a host path (a bind volume) is written only with --bind-device
+    PATH, and never one that shares its data with another volume.
     """
     state = ctx.obj
     parsed = parse_ref(ref)
     if sum(x is not None for x in (to_volume, to_path, to_container)) > 1:
         raise UsageError("give one of --to-volume, --to-path and --to-container")
     container_target = parse_container_target(to_container) if to_container is not None else None
+    if to_path is not None:
+        check_to_path(to_path)
     (backend,) = open_locations([from_] if from_ else None)
     outcome = run_restore(
         state.docker,
@@ -65,6 +84,8 @@ def restore(
         identities=identities_for(state, identity, passphrase_file),
         to_path=to_path,
         to_container=container_target,
+        driver_opts=driver_opts,
+        bind_devices=(bind_device,) if bind_device else (),
     )
     if as_json:
         record = backup_record(outcome.manifest, outcome.backend)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from backup.config.schema import Config, load_config
 from backup.docker.host import DockerHost, connect
-from backup.errors import VolsafeError
+from backup.errors import UsageError, VolsafeError
 from backup.docker.helper_image import resolve_helper_image
 
 
@@ -51,6 +51,15 @@ class State:
         --helper-image (or $VOLSAFE_HELPER_IMAGE) wins, then the config's [docker] helper_image.
         """
         return resolve_helper_image(self.docker, self.helper_image_option or self.config.helper_image)
+
+
+def nonempty(ctx, param, value):
+    """Option callback: refuse an empty value ("" or, repeated, any ""), which would otherwise mean
+    the default (``--from ""``: the default store; ``--to-volume ""``: the source volume)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if any(v is not None and v.strip() == "" for v in values):
+        raise UsageError(f"{param.opts[0]} must not be empty (is a variable in it unset?)")
+    return value
 
 
 def _recover(docker: DockerHost) -> None:

@@ -13,6 +13,7 @@ from backup.errors import UsageError
 from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
+from backup.cli.state import nonempty
 
 
 def verify(
@@ -22,7 +23,8 @@ def verify(
     ),
     all_: bool = typer.Option(False, "--all", help="Verify every backup on the backends (also finds archives without manifests)."),
     from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to check (repeatable). [default: ~/.local/share/volsafe/backups]"
+        None, "--from", metavar="BACKEND", help="Backend to check (repeatable). [default: ~/.local/share/volsafe/backups]",
+        callback=nonempty,
     ),
     restore_test_: bool = typer.Option(
         False, "--restore-test", help="Also restore each backup into a scratch volume (needs Docker) and compare its digest."

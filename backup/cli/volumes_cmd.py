@@ -14,6 +14,7 @@ from backup.config.locations import open_configured, open_locations
 from backup.actions.overview import human_age
 from backup.jobs.schedule import parse_duration
 from backup.units import human_size
+from backup.cli.state import nonempty
 
 
 def volumes(
@@ -23,6 +24,7 @@ def volumes(
         "--from",
         metavar="BACKEND",
         help="Backend to look for backups in (repeatable). [default: the config's [backends], else ~/.local/share/volsafe/backups]",
+        callback=nonempty,
     ),
     max_age: str = typer.Option("24h", "--max-age", metavar="DURATION", help="A newest backup older than this is highlighted (e.g. 36h, 7d)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per volume."),

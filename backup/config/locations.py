@@ -58,6 +58,8 @@ def open_locations(locations: list[str] | None, named: NamedBackends | None = No
     """
     backends = []
     for location in locations or [default_location()]:
+        if not location.strip():
+            raise UsageError("an empty backend location was given; name a directory, URL or backend")
         spec = None
         if _BACKEND_NAME.match(location):
             table = named if named is not None else (_named_source() if _named_source else {})

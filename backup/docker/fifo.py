@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import select
 import shutil
 import sys
@@ -58,12 +59,31 @@ def mark_unavailable(host: DockerHost, image: str) -> None:
     _unavailable.add((host.url, image))
 
 
+FIFO_DIR_PREFIX = "volsafe-io-"
+_FIFO_DIR_NAME = re.compile(r"^volsafe-io-([0-9]+)-([0-9]+)-[A-Za-z0-9_]+$")
+
+
+def fifo_dir_owner(name: str) -> tuple[int, str | None] | None:
+    """Return (pid, process start time or None) of the volsafe process that made the FIFO
+    directory named ``name``, or None if ``name`` is not one (or one from before pids were in it)."""
+    found = _FIFO_DIR_NAME.match(name)
+    if not found:
+        return None
+    return int(found.group(1)), (found.group(2) if found.group(2) != "0" else None)
+
+
 class FifoDir:
     """A private temporary directory (0700) with a FIFO and an errors file that a helper, even one
-    whose root owns neither (volsafe not run as root), can open: they are mode 0666 inside it."""
+    whose root owns neither (volsafe not run as root), can open: they are mode 0666 inside it.
+
+    Its name holds this process's pid and start time, so that crash recovery can remove the
+    directory once the process is gone (``kill -9`` leaves it behind)."""
 
     def __init__(self) -> None:
-        self.path = tempfile.mkdtemp(prefix="volsafe-io-")
+        from backup.quiesce.recovery import process_start_time
+
+        pid = os.getpid()
+        self.path = tempfile.mkdtemp(prefix=f"{FIFO_DIR_PREFIX}{pid}-{process_start_time(pid) or 0}-")
         try:
             self.fifo = os.path.join(self.path, FIFO_NAME)
             self.errors = os.path.join(self.path, ERRORS_NAME)

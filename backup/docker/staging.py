@@ -16,14 +16,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import posixpath
 import secrets
+import shlex
 import tarfile
 import tempfile
 import threading
 from typing import Callable, Iterable, Iterator
 
 from backup.docker.host import DockerHost, docker_errors
-from backup.errors import NotFoundError, TargetNotEmpty, VolsafeError
+from backup.errors import NotFoundError, TargetNotEmpty, UnsafeTarget, VolsafeError
 from backup.docker.helper import MOUNT_PARENT, MOUNT_POINT, HelperResult, HelperSession, helper_session, run_helper
 from backup.docker.fifo import (
     FIFO_NAME,
@@ -36,6 +38,7 @@ from backup.docker.fifo import (
     release_reader,
     write_all,
 )
+from backup.quiesce.recovery import WriteRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,11 @@ STAGING_PREFIX = ".volsafe-restore-"
 OLD_PREFIX = ".volsafe-old-"
 SPOOL_LIMIT = 8 << 20  # directory and symlink headers beyond this spill to a temporary file
 
-# Leftovers of an interrupted restore are not user data: they do not make a volume "not empty".
+# Every entry counts, whatever its name: a user's file may be called .volsafe-restore-* too. The
+# leftovers of a volsafe that was killed are removed by the next command's crash recovery, which
+# knows them by their recorded names (``backup.quiesce.recovery.WriteRecord``).
 PROBE_SCRIPT = f"""
-find {MOUNT_POINT} -mindepth 1 -maxdepth 1 ! -name '{STAGING_PREFIX}*' ! -name '{OLD_PREFIX}*' | head -n 1
+find {MOUNT_POINT} -mindepth 1 -maxdepth 1 | head -n 1
 """
 EXTRACT_SCRIPT = f"""
 set -eu
@@ -53,7 +58,7 @@ mkdir "{MOUNT_POINT}/$1"
 exec tar -x -f - -C "{MOUNT_POINT}/$1"
 """
 # Move the old contents aside, move the staged ones in, and only then delete the old ones. Earlier
-# leftovers (other staging or old directories) are swept out with the old contents. The one window
+# leftovers are swept out with the old contents (the target was empty, or --force). The one window
 # that is not all-or-nothing: a helper killed between the two loops of renames leaves the old
 # entries in .volsafe-old-* and only part of the new ones in place; no data is lost, but the
 # volume needs a fresh restore.
@@ -74,7 +79,7 @@ rm -rf "{MOUNT_POINT}/$1" && touch -c -d "@$2" {MOUNT_POINT}
 
 
 def is_empty(host: DockerHost, image: str, volume: str, mount_type: str = "volume") -> bool:
-    """Return whether the volume holds no entries (leftover staging directories do not count).
+    """Return whether the volume holds no entries at all.
 
     With ``mount_type="bind"``, ``volume`` is a directory on the daemon's host.
     Raises VolsafeError if it cannot be inspected.
@@ -93,10 +98,120 @@ def check_target(host: DockerHost, image: str, volume: str, *, force: bool) -> b
     return exists
 
 
-def create_volume(host: DockerHost, volume: str, *, driver: str, driver_opts: dict, labels: dict) -> None:
-    """Create ``volume`` with the given driver, driver options and labels. Raises VolsafeError."""
+def create_volume(
+    host: DockerHost, volume: str, *, driver: str, driver_opts: dict, labels: dict, record: WriteRecord | None = None
+) -> None:
+    """Create ``volume`` with the given driver, driver options and labels. Raises VolsafeError.
+
+    With ``record``, the volume is recorded as created by this process before it is created, with
+    the daemon's clock before then, so that crash recovery removes it if this process dies.
+    """
+    if record is not None:
+        record.save(created=True, phase="create", daemon_time=str(host.info.get("SystemTime") or ""))
     with docker_errors(host):
         host.api.create_volume(volume, driver=driver, driver_opts=driver_opts or None, labels=labels or None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a write lands: volumes are created with the default driver unless the user asks for the
+# recorded one, and never written where another volume keeps its data or at an unnamed host path.
+
+DEFAULT_DRIVER = "local"
+
+
+def host_device(driver: str, options: dict) -> str | None:
+    """Return the ``device`` that a volume of ``driver`` with ``options`` mounts from the host (a
+    directory bound with ``o=bind``, or a block device, NFS export…), or None if it mounts none of
+    the host's: a plain local volume, or tmpfs. Such a volume writes wherever ``device`` says."""
+    if (driver or DEFAULT_DRIVER) != DEFAULT_DRIVER or not options:
+        return None
+    bind = "bind" in str(options.get("o", "")).lower()
+    if bind or ("device" in options and str(options.get("type", "")).lower() != "tmpfs"):
+        return str(options.get("device", ""))
+    return None
+
+
+def _same_device(given: str, device: str) -> bool:
+    if given.startswith("/") and device.startswith("/"):
+        return posixpath.normpath(given) == posixpath.normpath(device)
+    return given == device
+
+
+def device_named(device: str, bind_devices: Iterable[str]) -> bool:
+    """Return whether the user named ``device`` with --bind-device."""
+    return any(given and _same_device(given, device) for given in bind_devices)
+
+
+def describe_driver(driver: str, options: dict) -> str:
+    """Return ``driver`` and ``options`` as one line's worth of text."""
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) if options else "no options"
+    return f"driver {driver or DEFAULT_DRIVER} ({shown})"
+
+
+def require_named_device(volume: str, driver: str, options: dict, bind_devices: Iterable[str], source: str) -> None:
+    """Raise UnsafeTarget if creating ``volume`` with ``driver`` and ``options`` would mount a host
+    device that the user did not name with --bind-device. ``source`` says where they come from."""
+    device = host_device(driver, options)
+    if device is not None and not device_named(device, bind_devices):
+        raise UnsafeTarget(
+            f"{source} would create volume {volume!r} on the host's {device or '(no device)'!r} "
+            f"({describe_driver(driver, options)}); to allow that, give --bind-device {shlex.quote(device or '')}"
+        )
+
+
+def _within(path: str, other: str) -> bool:
+    """Return whether ``path`` is ``other`` or lies below it."""
+    return path == other or other == "/" or path.startswith(other.rstrip("/") + "/")
+
+
+def _data_places(info: dict) -> list[str]:
+    """Return the host paths where a volume (inspect or list data) keeps its data."""
+    places = []
+    mountpoint = info.get("Mountpoint") or ""
+    if mountpoint.startswith("/"):
+        places.append(posixpath.normpath(mountpoint))
+    device = host_device(info.get("Driver") or DEFAULT_DRIVER, info.get("Options") or {})
+    if device and device.startswith("/"):
+        places.append(posixpath.normpath(device))
+    return places
+
+
+def check_write_location(
+    host: DockerHost, volume: str, *, bind_devices: Iterable[str] = (), planned: tuple[str, dict] | None = None
+) -> None:
+    """Refuse to write into ``volume`` where that would write somewhere else too.
+
+    Looks where the volume keeps its data (its mountpoint, and the host device of a local bind or
+    device volume), or with ``planned`` (driver, options) where a volume about to be created
+    would. Raises UnsafeTarget when that place is, holds or lies inside another volume's place,
+    or is a host device that the user did not name with --bind-device; VolsafeError if the daemon
+    cannot be asked.
+    """
+    bind_devices = list(bind_devices)
+    with docker_errors(host):
+        listing = host.api.volumes().get("Volumes") or []
+    if planned is not None:
+        info = {"Name": volume, "Driver": planned[0], "Options": planned[1]}
+    else:
+        info = next((v for v in listing if v.get("Name") == volume), None) or host.volume(volume)
+    device = host_device(info.get("Driver") or DEFAULT_DRIVER, info.get("Options") or {})
+    if device is not None and not device_named(device, bind_devices):
+        raise UnsafeTarget(
+            f"volume {volume!r} keeps its data on the host's {device or '(no device)'!r} "
+            f"({describe_driver(info.get('Driver') or DEFAULT_DRIVER, info.get('Options') or {})}); "
+            f"to write there, give --bind-device {shlex.quote(device or '')}"
+        )
+    places = _data_places(info)
+    for other in listing:
+        if other.get("Name") == volume:
+            continue
+        for place in places:
+            for theirs in _data_places(other):
+                if _within(place, theirs) or _within(theirs, place):
+                    raise UnsafeTarget(
+                        f"volume {volume!r} keeps its data at {place}, which overlaps {theirs}, where volume "
+                        f"{other.get('Name')!r} keeps its data; refusing to write into it"
+                    )
 
 
 def metadata_tar(raw_headers, target_name: str) -> tempfile.SpooledTemporaryFile:
@@ -147,8 +262,10 @@ class StagedTarget:
         root: str = MOUNT_POINT,
         fifo: FifoDir | None = None,
         fifo_failed: Callable[[], None] = lambda: None,
+        record: WriteRecord | None = None,
     ):
         self.helper = helper
+        self.record = record  # the crash record of this write, told of the commit
         self.fifo = fifo
         self.fifo_failed = fifo_failed
         self.volume = volume
@@ -212,6 +329,8 @@ class StagedTarget:
 
     def commit(self, raw_headers) -> None:
         """Swap the staged tree in, then apply directory and symlink metadata. Raises VolsafeError."""
+        if self.record is not None:
+            self.record.save(phase="commit")
         result = self.helper.exec(["sh", "-c", self._at_root(COMMIT_SCRIPT), "sh", self.staging, self.token])
         if result.exit_code != 0:
             raise VolsafeError(f"could not swap the new data into {self.volume!r}: {result.last_line()}")
@@ -301,19 +420,25 @@ def _writer_helper(host: DockerHost, image: str, volume: str, *, role: str, moun
 
 @contextlib.contextmanager
 def staged_target(
-    host: DockerHost, image: str, volume: str, *, created: bool, role: str, action: str, mount_type: str = "volume"
+    host: DockerHost, image: str, volume: str, *, created: bool, role: str, action: str, mount_type: str = "volume",
+    record: WriteRecord | None = None,
 ) -> Iterator[StagedTarget]:
     """Yield a StagedTarget on ``volume``; on any exception (Ctrl-C included) undo everything.
 
     Undo means: the staging directory is removed from an existing volume (its old contents and
     root mtime stay), and a volume that the caller ``created`` for this write is removed once the
     helper that mounts it is gone (also after a commit, when a later step of the caller failed).
+    ``record`` (the write's crash record) is told the staging directory's name before it is made.
     """
     discard_later = False
     try:
         with _writer_helper(host, image, volume, role=role, mount_type=mount_type) as (helper, fifo):
-            target = StagedTarget(helper, volume, action, fifo=fifo, fifo_failed=lambda: mark_unavailable(host, image))
+            target = StagedTarget(
+                helper, volume, action, fifo=fifo, fifo_failed=lambda: mark_unavailable(host, image), record=record
+            )
             root_mtime = "" if created else target.root_mtime()
+            if record is not None:
+                record.save(phase="staging", staging=target.staging, root_mtime=root_mtime)
             try:
                 yield target
             except BaseException:
@@ -326,6 +451,16 @@ def staged_target(
         elif discard_later:  # e.g. the helper was killed: clean up once it is gone
             _discard_in_new_helper(host, image, target, root_mtime, mount_type)
         raise
+
+
+@contextlib.contextmanager
+def write_record(host: DockerHost, volume: str, *, action: str, image: str, mount_type: str = "volume") -> Iterator[WriteRecord]:
+    """Yield the crash record of a write into ``volume``; it is removed when the block ends."""
+    record = WriteRecord(host, volume, action=action, image=image, mount_type=mount_type)
+    try:
+        yield record
+    finally:
+        record.remove()
 
 
 @contextlib.contextmanager

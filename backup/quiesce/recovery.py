@@ -8,21 +8,34 @@ with containers down. Container labels cannot serve: they are fixed when a conta
 ``recover`` runs when a volsafe command first connects to Docker. It restarts (or unpauses) the
 recorded containers that are still down, says so on stderr, and removes helper containers whose
 volsafe process is dead. It is cheap: one directory listing and one filtered container list.
+
+A write into a volume (restore, migrate) keeps a record too (``WriteRecord``, in ``writes/``): the
+volume it is about to create, and the staging directory it is about to fill. After a crash,
+``recover`` removes that volume, or that staging directory from an existing volume, and the FIFO
+directories (``/tmp/volsafe-io-PID-…``) of dead volsafe processes. So volsafe recognises its own
+leftovers by what it recorded, never by a name that a user's file could have too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
+import stat
+import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
 from backup.docker.helper import LABEL as HELPER_LABEL
+from backup.docker.helper import MOUNT_POINT
+from backup.docker.locks import VolumeBusy, volume_lock
 
 log = logging.getLogger("volsafe.recovery")
 
@@ -111,17 +124,7 @@ class QuiesceRecord:
             "mode": mode,
             "containers": [{"id": cid, "name": name} for cid, name in containers],
         }
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "w", encoding="utf-8") as out:
-                json.dump(data, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-            _fsync_dir(self.path.parent)
-        except OSError as exc:
-            raise VolsafeError(f"cannot write the crash-recovery record {self.path}: {exc.strerror or exc}") from None
+        _write_durably(self.path, data)
 
     def remove(self) -> None:
         """Delete the record (all its containers are back)."""
@@ -133,6 +136,21 @@ class QuiesceRecord:
             log.warning("could not remove %s: %s", self.path, exc)
 
 
+def _write_durably(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` atomically and fsync it. Raises VolsafeError."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "w", encoding="utf-8") as out:
+            json.dump(data, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise VolsafeError(f"cannot write the crash-recovery record {path}: {exc.strerror or exc}") from None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -141,18 +159,66 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+WRITES_DIR = "writes"
+
+
+class WriteRecord:
+    """The crash record of one write into a volume (or a host directory, ``mount_type`` "bind").
+
+    Saved before each step that leaves something behind if volsafe dies there: ``phase`` "create"
+    (with ``created``) before the volume is created, "staging" (with ``staging``, the staging
+    directory's name) before that directory is made, "commit" before the staged tree is swapped in.
+    Removed when the write is over, whichever way. A record that cannot be written is a warning,
+    not a failure: a leftover then just counts as the volume's content.
+    """
+
+    def __init__(self, host: DockerHost, volume: str, *, action: str, image: str, mount_type: str = "volume"):
+        self.path = state_dir() / _daemon_key(host) / WRITES_DIR / f"{os.getpid()}-{secrets.token_hex(4)}.json"
+        self.data: dict = {
+            "pid": os.getpid(),
+            "process_start": process_start_time(os.getpid()),
+            "volume": volume,
+            "mount_type": mount_type,
+            "action": action,
+            "image": image,
+            "phase": "start",
+            "created": False,
+        }
+        self.saved = False
+        self.broken = False
+
+    def save(self, **changes) -> None:
+        """Record ``changes`` durably (a warning, once, if that fails)."""
+        self.data.update(changes)
+        if self.broken:
+            return
+        try:
+            _write_durably(self.path, self.data)
+            self.saved = True
+        except VolsafeError as exc:
+            self.broken = True
+            log.warning("%s; a crash now would leave the %s's leftovers in %s", exc, self.data["action"], self.data["volume"])
+
+    def remove(self) -> None:
+        if self.saved:
+            QuiesceRecord(self.path).remove()
+
+
 # ---------------------------------------------------------------------------------------------
 # Recovery
 
 
 def recover(host: DockerHost) -> list[str]:
-    """Resume containers left down by dead volsafe processes and remove their helpers on this daemon.
+    """Resume containers left down by dead volsafe processes and remove their helpers on this daemon;
+    undo their unfinished writes (``WriteRecord``) and remove their FIFO directories.
 
     Returns what was done, one line each (also logged as warnings). Never raises for a single
     container; raises VolsafeError only if the daemon cannot be asked at all.
     """
     done = _resume_abandoned(host)
     done += _remove_orphan_helpers(host)
+    done += _undo_abandoned_writes(host)
+    done += _remove_stale_fifo_dirs()
     return done
 
 
@@ -241,3 +307,160 @@ def _remove_orphan_helpers(host: DockerHost) -> list[str]:
         log.warning("%s", line)
         done.append(line)
     return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Unfinished writes
+
+_STAGING_NAME = re.compile(r"^\.volsafe-restore-[0-9a-f]{12}$")
+_DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def _undo_abandoned_writes(host: DockerHost) -> list[str]:
+    """Undo the recorded writes of dead volsafe processes on this daemon; return what was done."""
+    directory = state_dir() / _daemon_key(host) / WRITES_DIR
+    try:
+        candidates = sorted(p for p in directory.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("cannot read crash-recovery records in %s: %s", directory, exc)
+        return []
+    done: list[str] = []
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            pid = int(data.get("pid") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue  # vanished meanwhile (its owner finished), or half-written
+        if process_alive(pid, data.get("process_start")):
+            continue
+        claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}")
+        try:
+            os.rename(path, claimed)
+        except OSError:
+            continue
+        try:
+            line = _undo_write(host, data)
+        except VolumeBusy:
+            os.rename(claimed, path)  # another volsafe works on the volume now: next time
+            continue
+        except VolsafeError as exc:
+            log.error("could not clean up after an interrupted volsafe %s of %s: %s", data.get("action"), data.get("volume"), exc)
+            os.rename(claimed, path)  # try again next time
+            continue
+        QuiesceRecord(claimed).remove()
+        if line:
+            log.warning("%s", line)
+            done.append(line)
+    return done
+
+
+def _undo_write(host: DockerHost, data: dict) -> str | None:
+    """Undo one dead process's write: remove the volume it created, or the staging directory it
+    left in an existing volume. Return what was done, or None. Raises VolsafeError (VolumeBusy)."""
+    volume = str(data.get("volume") or "")
+    mount_type = data.get("mount_type") or "volume"
+    if not volume or mount_type not in ("volume", "bind"):
+        return None
+    who = f"an interrupted volsafe {data.get('action') or 'restore'} (pid {data.get('pid')})"
+    lock = volume_lock(host, volume, action="crash recovery", wait=0) if mount_type == "volume" else contextlib.nullcontext()
+    with lock:
+        if data.get("created") and mount_type == "volume":
+            return _remove_created_volume(host, volume, data, who)
+        staging = str(data.get("staging") or "")
+        if not _STAGING_NAME.match(staging):
+            return None
+        if data.get("phase") == "commit":
+            old = ".volsafe-old-" + staging.rpartition("-")[2]
+            return (
+                f"{who} was swapping new data into {volume} when it stopped: it may hold part of the new data, "
+                f"and its old contents may be in {old}; restore it again (with --force)"
+            )
+        if data.get("phase") != "staging":
+            return None
+        _discard_staging(host, volume, mount_type, staging, str(data.get("root_mtime") or ""), str(data.get("image") or ""))
+        return f"removed {staging} that {who} left in {volume}"
+
+
+def _remove_created_volume(host: DockerHost, volume: str, data: dict, who: str) -> str | None:
+    """Remove ``volume`` if it is the one the dead process created and no container uses it;
+    return what was done. Raises VolsafeError.
+
+    Docker gives a volume no identity beyond its name, so "the one it created" means: made since
+    the recorded daemon time (the local driver's CreatedAt only moves forward), and, unless the
+    process died while swapping data in, holding nothing but the recorded staging directory.
+    """
+    try:
+        info = host.volume(volume)
+    except NotFoundError:
+        return None
+    created, since = _docker_time(info.get("CreatedAt")), _docker_time(data.get("daemon_time"))
+    if created is None or since is None or created < since:
+        return None  # older than the write: not the volume it created
+    with docker_errors(host):
+        users = host.api.containers(all=True, filters={"volume": volume})
+    others = [c for c in users if (c.get("Labels") or {}).get(HELPER_LABEL) != "true"]
+    if others:
+        names = ", ".join((c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/") for c in others)
+        return f"left volume {volume}, which {who} created and did not finish, because container {names} uses it"
+    if data.get("phase") != "commit":
+        from backup.docker.helper import run_helper
+
+        listing = run_helper(
+            host, str(data.get("image") or ""), volume, ["ls", "-A", MOUNT_POINT], role="probe", writable=False
+        )
+        if listing.exit_code != 0:
+            raise VolsafeError(f"cannot inspect volume {volume!r}: {listing.last_line()}")
+        foreign = set(listing.output.split()) - {str(data.get("staging") or "")}
+        if foreign:
+            return f"left volume {volume}, which {who} created and did not finish, because it holds data that volsafe did not write"
+    with docker_errors(host):
+        host.api.remove_volume(volume)
+    return f"removed volume {volume}, which {who} created and did not finish"
+
+
+def _discard_staging(host: DockerHost, volume: str, mount_type: str, staging: str, root_mtime: str, image: str) -> None:
+    """Remove the staging directory from the volume (putting back its root's mtime). Raises VolsafeError."""
+    from backup.docker.helper import run_helper
+
+    script = f'rm -rf "{MOUNT_POINT}/$1"' + (f' && touch -c -d "@$2" {MOUNT_POINT}' if root_mtime.isdigit() else "")
+    result = run_helper(
+        host, image, volume, ["sh", "-c", script, "sh", staging, root_mtime], role="cleanup", writable=True, mount_type=mount_type
+    )
+    if result.exit_code != 0:
+        raise VolsafeError(f"removing {staging}: {result.last_line()}")
+
+
+def _docker_time(text) -> datetime | None:
+    """Return the aware datetime (to the second) of a Docker RFC 3339 time, or None."""
+    found = _DOCKER_TIME.match(text) if isinstance(text, str) else None
+    if not found:
+        return None
+    zone = "+00:00" if found.group(2) == "Z" else found.group(2)
+    return datetime.fromisoformat(found.group(1) + zone)
+
+
+def _remove_stale_fifo_dirs() -> list[str]:
+    """Remove this user's FIFO directories (``host_fifo``) whose volsafe process is dead. Quietly:
+    they hold no data, only an empty FIFO and an errors file."""
+    from backup.docker.fifo import fifo_dir_owner
+
+    root = tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return []
+    for entry in entries:
+        owner = fifo_dir_owner(entry.name)
+        if owner is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or process_alive(*owner):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        log.debug("removed %s of a dead volsafe process", entry.path)
+    return []
