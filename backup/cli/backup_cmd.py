@@ -10,10 +10,10 @@ import typer
 
 from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.select import container_mounts, merge_mounts, resolve_volumes
-from backup.archive.codec import DEFAULT_LEVEL
 from backup.cli.output import backup_record, human_size, print_backups, print_json
 from backup.errors import UsageError
 from backup.config.locations import open_locations
+from backup.config.schema import key_named
 from backup.docker.locks import DEFAULT_WAIT
 from backup.archive.naming import validate_volume_name
 from backup.progress import reporter_for
@@ -21,6 +21,9 @@ from backup.selectors import VolumeSelector, parse_label, split_excludes
 from backup.cli.keys import recipients_for
 
 log = logging.getLogger("volsafe")
+# Bounds and defaults as for a job's keys of the same meaning.
+_LEVEL = key_named("jobs", "compression_level")
+_CONCURRENCY = key_named("jobs", "concurrency")
 
 
 def backup(
@@ -51,10 +54,13 @@ def backup(
         "backends in one pass. [default: ~/.local/share/volsafe/backups]",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
-    level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, help="zstd compression level."),
+    level: int = typer.Option(
+        _LEVEL.default, "--level", min=_LEVEL.convert.minimum, max=_LEVEL.convert.maximum, help="zstd compression level."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads per volume [default: one per CPU]."),
     concurrency: int = typer.Option(
-        2, "--concurrency", "-j", min=1, max=32, help="Volumes backed up at once (always 1 with --stop or --pause)."
+        _CONCURRENCY.default, "--concurrency", "-j", min=_CONCURRENCY.convert.minimum, max=_CONCURRENCY.convert.maximum,
+        help="Volumes backed up at once (always 1 with --stop or --pause).",
     ),
     stop: bool = typer.Option(
         False, "--stop", help="Stop the running containers that mount the volume during the backup; they are restarted as soon as it is read."

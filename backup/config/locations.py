@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from backup.errors import UsageError
 from storage_backends import Backend, BackendError, open_backend
+from storage_backends.registry import create_backend
 
 if TYPE_CHECKING:
     from backup.config.schema import BackendConfig
@@ -39,15 +40,7 @@ def default_location() -> str:
 def open_configured(spec: "BackendConfig") -> Backend:
     """Return the backend a ``[backends.NAME]`` table describes, wrapped in the default retry policy
     like every backend opened by location. Raises BackendError for bad settings."""
-    from storage_backends.retry import with_retries
-
-    if spec.type == "local":
-        from storage_backends.local import LocalBackend
-
-        return with_retries(LocalBackend(spec.settings["path"]))
-    from storage_backends.s3 import S3Backend
-
-    return with_retries(S3Backend(**spec.settings))
+    return create_backend(spec.type, spec.settings)
 
 
 def open_locations(locations: list[str] | None, named: NamedBackends | None = None) -> list[Backend]:
