@@ -10,6 +10,7 @@ import pytest
 from backup.cli import main as cli_main
 from backup.config.schema import SCHEMA, ConfigError, find_config, load_config, parse_config
 from backup.config.locations import open_locations
+from backup.errors import UsageError
 from backup.jobs.retention import RULE_NAMES, Policy
 from storage_backends.registry import backend_types
 
@@ -165,7 +166,7 @@ def test_discovery_order(tmp_path, monkeypatch):
         find_config(str(tmp_path / "missing.toml"))
 
 
-def test_named_backends_resolve_and_other_names_stay_paths(tmp_path, monkeypatch):
+def test_named_backends_resolve_and_paths_stay_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = parse_config(
         f'[backends.nas]\ntype = "local"\npath = "{tmp_path}/nas"\n'
@@ -173,10 +174,12 @@ def test_named_backends_resolve_and_other_names_stay_paths(tmp_path, monkeypatch
         'access_key_id = "a"\nsecret_access_key = "b"\n',
         environ={},
     )
-    nas, cloud, other = open_locations(["nas", "cloud", "elsewhere"], named=config.backends)
+    nas, cloud, other = open_locations(["nas", "cloud", "./elsewhere"], config.backends)
     assert nas.url == (tmp_path / "nas").as_uri()
     assert cloud.url == "s3://bkt/p/q"
     assert other.url == (tmp_path / "elsewhere").as_uri()
+    with pytest.raises(UsageError, match=r"^no backend named 'elsewhere' \(use ./elsewhere for a directory\)"):
+        open_locations(["elsewhere"], config.backends)
 
 
 def cli(capsys, *args):

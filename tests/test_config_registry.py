@@ -100,6 +100,7 @@ def test_a_registered_type_opens_by_name_and_by_url(mem):
     by_name, by_url = open_locations(["m", "mem://b"], config.backends)
     assert isinstance(by_name, RetryingBackend) and isinstance(by_name.inner, MemoryBackend)
     assert (by_name.url, by_name.inner.slots, by_url.url) == ("mem://a", 2, "mem://b")
+    assert [b.url for b in open_locations(None, config.backends)] == ["mem://a"]  # the config's backends
 
 
 def test_unknown_scheme_lists_the_registered_ones(mem):

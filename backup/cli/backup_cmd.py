@@ -50,8 +50,9 @@ def backup(
         None,
         "--to",
         metavar="BACKEND",
-        help="Where to store: a directory, file:///path or s3://bucket/prefix. Repeat to write to several "
-        "backends in one pass. [default: ~/.local/share/volsafe/backups]",
+        help="Where to store: a [backends] name from the config, a directory (with a '/': ./dir), file:///path or "
+        "s3://bucket/prefix. Repeat to write to several backends in one pass. "
+        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
     level: int = typer.Option(
@@ -97,6 +98,7 @@ def backup(
     Containers opt in or out with the label volsafe.stop=true or volsafe.stop=false.
     """
     state = ctx.obj
+    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
     if stop and pause:
         raise UsageError("give --stop or --pause, not both")
     volume_excludes, path_excludes = split_excludes(exclude or ())
@@ -109,9 +111,10 @@ def backup(
     )
     if selector.empty and not container:
         raise UsageError("name volumes, or select them with --all, --label, --project or --container")
-    backends = open_locations(to)
+    backends = open_locations(to, configured)
     if not to and not as_json:
-        print(f"volsafe: backing up to the default location {backends[0].url}", file=sys.stderr)
+        where = ", ".join(b.url for b in backends)
+        print(f"volsafe: backing up to {'the configured backends' if configured else 'the default location'} {where}", file=sys.stderr)
     recipients = recipients_for(state, recipient, recipients_file, passphrase_file)  # before any work: a bad key stops here
     options = BackupOptions(
         recipients=recipients,
