@@ -136,3 +136,34 @@ class LocalBackend(Backend):
             path.parent.rmdir()
         except OSError:
             pass  # not empty, or the root itself: both fine
+
+
+# -- the "local" type: [backends.NAME] with type = "local", plain paths and file:// URLs -----------
+# (Imported here, after the class, so that this block is the module's whole declaration.)
+
+from urllib.parse import unquote, urlparse  # noqa: E402
+
+from storage_backends.registry import BackendType, register  # noqa: E402
+from storage_backends.settings import TEXT, Setting  # noqa: E402
+
+
+def from_location(location: str) -> LocalBackend:
+    """Return the backend for a directory path or a ``file:///PATH`` URL. Raises PermanentError."""
+    if "://" not in location:
+        return LocalBackend(location)
+    parsed = urlparse(location)
+    if parsed.netloc not in ("", "localhost"):
+        raise PermanentError(f"{location}: file:// URLs must name a local path (file:///path)")
+    return LocalBackend(unquote(parsed.path))
+
+
+register(
+    BackendType(
+        "local",
+        settings=(Setting("path", TEXT, "directory that holds the backups", required=True),),
+        create=lambda settings: LocalBackend(settings["path"]),
+        schemes=("file",),
+        from_url=from_location,
+        paths=True,
+    )
+)

@@ -670,3 +670,47 @@ class _StreamingUpload:
             exc.add_note(note)
         else:
             log.info("%s: aborted the multipart upload of %s", b.url, self.key)
+
+
+# -- the "s3" type: [backends.NAME] with type = "s3", and s3:// URLs -----------------------------
+# (Imported here, after the class, so that this block is the module's whole declaration.)
+
+from storage_backends.registry import BackendType, register  # noqa: E402
+from storage_backends.settings import FLAG, TEXT, Setting, Text, WholeNumber  # noqa: E402
+
+
+def _create(settings: dict[str, Any]) -> S3Backend:
+    given = {k: v for k, v in settings.items() if v != ""}  # an empty string leaves a setting unset
+    return S3Backend(given.pop("bucket", ""), **given)
+
+
+def _check(settings: dict[str, Any]) -> Iterator[str]:
+    if bool(settings.get("access_key_id")) != bool(settings.get("secret_access_key")):
+        yield "give both access_key_id and secret_access_key, or neither"
+
+
+register(
+    BackendType(
+        "s3",
+        settings=(
+            Setting("bucket", TEXT, "bucket name", required=True),
+            Setting("prefix", TEXT, "key prefix inside the bucket", ""),
+            Setting("region", TEXT, "AWS region"),
+            Setting("endpoint_url", TEXT, "URL of an S3-compatible store"),
+            Setting("access_key_id", TEXT, "access key id", secret=True),
+            Setting("secret_access_key", TEXT, "secret access key", secret=True),
+            Setting("session_token", TEXT, "session token of temporary credentials", secret=True),
+            Setting("profile", TEXT, "profile from the AWS shared config files"),
+            Setting("path_style", FLAG, "path-style addressing (MinIO and most self-hosted stores)", False),
+            Setting("storage_class", TEXT, "S3 storage class, e.g. STANDARD_IA"),
+            Setting("sse", Text(SSE_MODES), "server-side encryption"),
+            Setting("sse_kms_key_id", TEXT, "KMS key for sse = aws:kms"),
+            Setting("part_size", WholeNumber(MIN_PART_SIZE), "multipart upload part size in bytes (5 MiB to 5 GiB)", DEFAULT_PART_SIZE),
+            Setting("concurrency", WholeNumber(1), "parts uploaded at once (1 to 64)", DEFAULT_CONCURRENCY),
+        ),
+        create=_create,
+        schemes=("s3",),
+        from_url=S3Backend.from_url,
+        check=_check,
+    )
+)

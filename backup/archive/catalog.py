@@ -81,3 +81,25 @@ def newest_by_volume(backend: Backend) -> dict[str, BackupId]:
         if current is None or backup_id.stamp > current.stamp:  # stamps sort by time
             newest[backup_id.volume] = backup_id
     return newest
+
+
+def locate(backends: list[Backend], ref: Ref) -> tuple[Backend, Ref]:
+    """Return the backend to restore ``ref`` from, and the ref of the exact backup there.
+
+    With one backend that is the backend and ``ref`` (nothing is read). With several: for a
+    volume, the backend with its newest backup (the first listed, on a tie); for an exact id, the
+    first backend that has it. Raises NotFoundError if none has it.
+    """
+    if len(backends) == 1:
+        return backends[0], ref
+    found = []
+    for backend in backends:
+        try:
+            found.append((resolve_ref(backend, ref), backend))
+        except NotFoundError:
+            continue
+    if not found:
+        where = ", ".join(b.url for b in backends)
+        raise NotFoundError(f"no backup {ref.backup_id} in {where}" if ref.backup_id else f"no backups of volume {ref.volume!r} in {where}")
+    manifest, backend = max(found, key=lambda f: (f[0].created, f[0].backup_id.stamp))  # max keeps the first of equals
+    return backend, Ref(ref.volume, manifest.backup_id)

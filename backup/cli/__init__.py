@@ -21,7 +21,6 @@ from backup.cli import migrate_cmd
 from backup.cli import verify_cmd
 from backup.cli import volumes_cmd
 from backup.cli.state import State
-from backup.config.locations import use_named_backends
 from backup.errors import Cancelled, Interrupted, VolsafeError
 
 app = typer.Typer(
@@ -71,8 +70,6 @@ def root(
     _debug = debug
     state = State(host=host, helper_image_option=helper_image, debug=debug, config_option=config)
     ctx.obj = state
-    # --to/--from NAME resolve through the config's [backends]; it is read only when a name is used.
-    use_named_backends(lambda: state.config.backends)
     _configure_logging(debug)
 
 

@@ -10,10 +10,10 @@ import typer
 
 from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.select import container_mounts, merge_mounts, resolve_volumes
-from backup.archive.codec import DEFAULT_LEVEL
 from backup.cli.output import backup_record, human_size, print_backups, print_json
 from backup.errors import UsageError
 from backup.config.locations import open_locations
+from backup.config.schema import key_named
 from backup.docker.locks import DEFAULT_WAIT
 from backup.archive.naming import validate_volume_name
 from backup.progress import reporter_for
@@ -22,6 +22,9 @@ from backup.cli.keys import recipients_for
 from backup.cli.state import nonempty
 
 log = logging.getLogger("volsafe")
+# Bounds and defaults as for a job's keys of the same meaning.
+_LEVEL = key_named("jobs", "compression_level")
+_CONCURRENCY = key_named("jobs", "concurrency")
 
 
 def backup(
@@ -50,15 +53,19 @@ def backup(
         None,
         "--to",
         metavar="BACKEND",
-        help="Where to store: a directory, file:///path or s3://bucket/prefix. Repeat to write to several "
-        "backends in one pass. [default: ~/.local/share/volsafe/backups]",
+        help="Where to store: a [backends] name from the config, a directory (with a '/': ./dir), file:///path or "
+        "s3://bucket/prefix. Repeat to write to several backends in one pass. "
+        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
         callback=nonempty,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
-    level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, help="zstd compression level."),
+    level: int = typer.Option(
+        _LEVEL.default, "--level", min=_LEVEL.convert.minimum, max=_LEVEL.convert.maximum, help="zstd compression level."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads per volume [default: one per CPU]."),
     concurrency: int = typer.Option(
-        2, "--concurrency", "-j", min=1, max=32, help="Volumes backed up at once (always 1 with --stop or --pause)."
+        _CONCURRENCY.default, "--concurrency", "-j", min=_CONCURRENCY.convert.minimum, max=_CONCURRENCY.convert.maximum,
+        help="Volumes backed up at once (always 1 with --stop or --pause).",
     ),
     stop: bool = typer.Option(
         False, "--stop", help="Stop the running containers that mount the volume during the backup; they are restarted as soon as it is read."
@@ -95,6 +102,7 @@ def backup(
     Containers opt in or out with the label volsafe.stop=true or volsafe.stop=false.
     """
     state = ctx.obj
+    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
     if stop and pause:
         raise UsageError("give --stop or --pause, not both")
     volume_excludes, path_excludes = split_excludes(exclude or ())
@@ -107,9 +115,10 @@ def backup(
     )
     if selector.empty and not container:
         raise UsageError("name volumes, or select them with --all, --label, --project or --container")
-    backends = open_locations(to)
+    backends = open_locations(to, configured)
     if not to and not as_json:
-        print(f"volsafe: backing up to the default location {backends[0].url}", file=sys.stderr)
+        where = ", ".join(b.url for b in backends)
+        print(f"volsafe: backing up to {'the configured backends' if configured else 'the default location'} {where}", file=sys.stderr)
     recipients = recipients_for(state, recipient, recipients_file, passphrase_file)  # before any work: a bad key stops here
     options = BackupOptions(
         recipients=recipients,

@@ -14,17 +14,21 @@ from backup.cli.state import nonempty
 
 
 def list_backups(
+    ctx: typer.Context,
     volume: Optional[str] = typer.Argument(None, help="Only list backups of this volume."),
     from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to read (repeatable). [default: ~/.local/share/volsafe/backups]",
+        None, "--from", metavar="BACKEND",
+        help="Backend to read (repeatable): a name from the config, a path or a URL. "
+        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
         callback=nonempty,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup."),
 ) -> None:
     """List complete backups, oldest first. Interrupted backups are never listed."""
+    configured = ctx.obj.config.backends  # a config file given or found is read first: a broken one stops here
     if volume is not None:
         validate_volume_name(volume)
-    rows = run_list(open_locations(from_), volume)
+    rows = run_list(open_locations(from_, configured), volume)
     records = [backup_record(r.manifest, r.backend) for r in rows]
     if as_json:
         print_json(records)

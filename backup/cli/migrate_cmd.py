@@ -70,11 +70,12 @@ def migrate(
     --bind-device PATH, and none is written where another volume keeps its data.
     """
     state = ctx.obj
+    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
     if bool(volumes) == bool(project):
         raise UsageError("name the volumes to move, or --project NAME (not both)")
     if no_restart and not stop:
         raise UsageError("--no-restart only makes sense with --stop")
-    backend = open_locations([via])[0] if via else None
+    backend = open_locations([via], configured)[0] if via else None
     source = state.docker
     names = project_volumes(source, project) if project else list(volumes)
     target = connect(to_host, TlsOptions(to_tlsverify, to_tlscacert, to_tlscert, to_tlskey))

@@ -27,9 +27,12 @@ def _keep(flag: str, period: str) -> int:
 
 
 def prune(
+    ctx: typer.Context,
     volume: Optional[str] = typer.Argument(None, help="Only prune backups of this volume [default: every volume]."),
     from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to prune (repeatable): a name from the config, a path or a URL. [default: ~/.local/share/volsafe/backups]",
+        None, "--from", metavar="BACKEND",
+        help="Backend to prune (repeatable): a name from the config, a path or a URL. "
+        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
         callback=nonempty,
     ),
     keep_last: int = typer.Option(0, "--keep-last", min=0, metavar="N", help="Keep the N newest backups."),
@@ -47,6 +50,7 @@ def prune(
     Each rule keeps the newest backup of each of its last N periods; a backup any rule keeps stays.
     The newest backup is never removed. The manifest goes first, so no half-removed backup is listed.
     """
+    configured = ctx.obj.config.backends  # a config file given or found is read first: a broken one stops here
     if volume is not None:
         validate_volume_name(volume)
     policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
@@ -58,7 +62,7 @@ def prune(
         raise UsageError(str(exc)) from None
     try:
         results = run_prune(
-            open_locations(from_), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
+            open_locations(from_, configured), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
         )
     except BackendError as exc:
         raise VolsafeError(str(exc)) from None

@@ -11,6 +11,7 @@ from backup.actions.restore import check_to_path, parse_container_target, run_re
 from backup.errors import UsageError
 from backup.cli.output import backup_record, print_json
 from backup.config.locations import open_locations
+from backup.archive.catalog import locate
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for
@@ -23,8 +24,9 @@ def restore(
         ..., metavar="REF", help="VOLUME or VOLUME@latest (the newest backup of VOLUME), or a backup id as 'list' prints it."
     ),
     from_: Optional[str] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to restore from. [default: ~/.local/share/volsafe/backups]",
-        callback=nonempty,
+        None, "--from", metavar="BACKEND",
+        help="Backend to restore from: a name from the config, a path or a URL. "
+        "[default: the config's [backends] (the one with the newest backup), else ~/.local/share/volsafe/backups]",
     ),
     to_volume: Optional[str] = typer.Option(
         None, "--to-volume", metavar="NAME", help="Restore into this volume instead of the original name.", callback=nonempty
@@ -66,13 +68,14 @@ def restore(
     PATH, and never one that shares its data with another volume.
     """
     state = ctx.obj
+    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
     parsed = parse_ref(ref)
     if sum(x is not None for x in (to_volume, to_path, to_container)) > 1:
         raise UsageError("give one of --to-volume, --to-path and --to-container")
     container_target = parse_container_target(to_container) if to_container is not None else None
     if to_path is not None:
         check_to_path(to_path)
-    (backend,) = open_locations([from_] if from_ else None)
+    backend, parsed = locate(open_locations([from_] if from_ else None, configured), parsed)
     outcome = run_restore(
         state.docker,
         backend,

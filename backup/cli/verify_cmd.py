@@ -23,7 +23,9 @@ def verify(
     ),
     all_: bool = typer.Option(False, "--all", help="Verify every backup on the backends (also finds archives without manifests)."),
     from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND", help="Backend to check (repeatable). [default: ~/.local/share/volsafe/backups]",
+        None, "--from", metavar="BACKEND",
+        help="Backend to check (repeatable): a name from the config, a path or a URL. "
+        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
         callback=nonempty,
     ),
     restore_test_: bool = typer.Option(
@@ -42,10 +44,11 @@ def verify(
 
     Prints one line per backup; exits 1 if any check failed. Needs no Docker unless --restore-test.
     """
+    state = ctx.obj
+    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
     if bool(refs) == all_:
         raise UsageError("give one or more REFs, or --all")
     parsed = [parse_ref(r) for r in refs] if refs else None
-    state = ctx.obj
     identities = identities_for(state, identity, passphrase_file)
     progress = reporter_for(quiet=as_json)
     tester = None
@@ -53,7 +56,7 @@ def verify(
         tester = lambda backend, manifest: restore_test(  # noqa: E731
             state.docker, state.helper_image, backend, manifest, identities, progress
         )
-    verdicts = run_verify(open_locations(from_), parsed, identities=identities, progress=progress, restore_test_with=tester)
+    verdicts = run_verify(open_locations(from_, configured), parsed, identities=identities, progress=progress, restore_test_with=tester)
     if as_json:
         print_json(
             [

@@ -10,7 +10,7 @@ import typer
 from backup.actions.volumes import run_volumes
 from backup.cli.output import print_json
 from backup.errors import UsageError
-from backup.config.locations import open_configured, open_locations
+from backup.config.locations import open_locations
 from backup.actions.overview import human_age
 from backup.jobs.schedule import parse_duration
 from backup.units import human_size
@@ -35,16 +35,12 @@ def volumes(
     "stale": true in --json).
     """
     state = ctx.obj
+    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
     try:
         threshold = parse_duration(max_age)
     except ValueError as exc:
         raise UsageError(f"invalid --max-age {max_age!r}: {exc}") from None
-    if from_:
-        backends = open_locations(from_)
-    elif state.config.backends:
-        backends = [open_configured(spec) for spec in state.config.backends.values()]
-    else:
-        backends = open_locations(None)
+    backends = open_locations(from_, configured)
     rows = run_volumes(state.docker, backends, max_age=threshold)
     if as_json:
         print_json([row.to_json() for row in rows])

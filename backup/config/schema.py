@@ -1,4 +1,9 @@
-"""The TOML config file: where it is found, its schema (declared once, in ``SCHEMA``), and validation.
+"""The TOML config file: where it is found, its schema, and validation.
+
+Each key is declared once, with its converter, default and help: the keys of ``[docker]``,
+``[scheduler]``, ``[health]`` and ``[encryption]`` as fields of ``Config``, those of ``[jobs.NAME]``
+as fields of ``JobConfig`` (``key(...)``), and those of ``[backends.NAME]`` by each backend type in
+``storage_backends.registry``. ``SCHEMA`` lists them by table.
 
 Validation collects every problem and raises one ConfigError that lists them all, one per line,
 each naming ``file:line`` where the line is known, and the table and key. Pure apart from reading
@@ -7,20 +12,36 @@ the file itself, ``*_file`` secrets and ``${ENV_VAR}`` references.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from backup.archive.codec import DEFAULT_LEVEL
+from backup.config.converters import (
+    FILE_PATH,
+    OPTIONAL_TEXT,
+    STR_LIST,
+    BackendTypeName,
+    Duration,
+    HostPort,
+    Retention,
+    StrList,
+    StrMap,
+    TimeZone,
+    exclude_pattern,
+    known_or_listed,
+    volume_name,
+)
 from backup.errors import VolsafeError
-from backup.archive.naming import VOLUME_NAME
-from backup.jobs.retention import RULE_NAMES, Policy
-from backup.jobs.schedule import parse_duration, parse_schedule, timezone_of
+from backup.jobs.retention import Policy
+from backup.jobs.schedule import parse_schedule
+from backup.quiesce.hooks import DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT, ON_ERROR as HOOK_ON_ERROR
+from storage_backends.registry import BackendType, backend_type, backend_types
+from storage_backends.settings import FLAG, TEXT, Invalid, Setting, Text, WholeNumber
 
 ENV_VAR = "VOLSAFE_CONFIG"
 LOCAL_NAME = "volsafe.toml"
@@ -33,108 +54,76 @@ class ConfigError(VolsafeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The schema. Kinds: str, bool, int, duration (seconds: a number or "10s", "6h"), str_list,
-# str_map (a table of strings), retention (an inline table of keep_* counts).
+# Declaring keys. A config key is a Setting (as a backend's settings are): name, converter (see
+# backup.config.converters), default, help (shown in errors), required, secret.
+
+Key = Setting
+_KEY = "volsafe.key"  # the dataclass field metadata that holds a key's declaration
 
 
 @dataclass(frozen=True)
-class Key:
-    """One config key: its kind, default, and what it means (shown in errors and the example)."""
-
-    name: str
-    kind: str
+class _Declared:
+    convert: Callable[..., Any]
     help: str
-    default: Any = None
-    required: bool = False
-    secret: bool = False  # may also be given as NAME_file (read from that file)
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    types: tuple[str, ...] = ()  # for [backends.NAME]: the backend types the key applies to
+    section: str | None
+    name: str | None
+    required: bool
+    secret: bool
 
 
-SCHEMA: dict[str, tuple[Key, ...]] = {
-    "docker": (
-        Key("host", "str", "Docker daemon URL, used when neither --host nor DOCKER_HOST is set"),
-        Key("helper_image", "str", "helper image, used when neither --helper-image nor VOLSAFE_HELPER_IMAGE is set"),
-    ),
-    "scheduler": (
-        Key("misfire_grace_time", "duration", "a run missed by at most this much (downtime) still runs, once", 3600.0, minimum=1),
-        Key("stop_timeout", "duration", "on SIGTERM/SIGINT, how long a running backup may take to finish", 60.0, minimum=0),
-    ),
-    "health": (
-        Key("status_file", "str", "JSON file with each job's last success and failure"),
-        Key("listen", "str", "HOST:PORT for the HTTP endpoint (/health, /metrics); ':PORT' is 127.0.0.1 only; off when unset"),
-        Key("webhook_url", "str", "URL that receives a JSON POST when a job fails", secret=True),
-        Key("webhook_on_success", "bool", "also POST to webhook_url when a job succeeds", False),
-        Key("webhook_timeout", "duration", "how long to wait for the webhook to answer", 10.0, minimum=0.1),
-    ),
-    # [backends.NAME]
-    "backends": (
-        Key("type", "str", "backend type", required=True, choices=("local", "s3")),
-        Key("path", "str", "directory that holds the backups", types=("local",)),
-        Key("bucket", "str", "bucket name", types=("s3",)),
-        Key("prefix", "str", "key prefix inside the bucket", "", types=("s3",)),
-        Key("region", "str", "AWS region", types=("s3",)),
-        Key("endpoint_url", "str", "URL of an S3-compatible store", types=("s3",)),
-        Key("access_key_id", "str", "access key id", secret=True, types=("s3",)),
-        Key("secret_access_key", "str", "secret access key", secret=True, types=("s3",)),
-        Key("session_token", "str", "session token of temporary credentials", secret=True, types=("s3",)),
-        Key("profile", "str", "profile from the AWS shared config files", types=("s3",)),
-        Key("path_style", "bool", "path-style addressing (MinIO and most self-hosted stores)", False, types=("s3",)),
-        Key("storage_class", "str", "S3 storage class, e.g. STANDARD_IA", types=("s3",)),
-        Key("sse", "str", "server-side encryption", choices=("AES256", "aws:kms", "aws:kms:dsse"), types=("s3",)),
-        Key("sse_kms_key_id", "str", "KMS key for sse = aws:kms", types=("s3",)),
-        Key("part_size", "int", "multipart upload part size in bytes (5 MiB to 5 GiB)", minimum=5 * 1024 * 1024, types=("s3",)),
-        Key("concurrency", "int", "parts uploaded at once (1 to 64)", minimum=1, types=("s3",)),
-    ),
-    # [jobs.NAME]
-    "jobs": (
-        Key("volumes", "str_list", "names of the volumes to back up", ()),
-        Key("volume_labels", "str_map", "back up every volume with all these labels ('' matches any value)", {}),
-        Key("all_volumes", "bool", "back up every volume of the daemon", False),
-        Key("projects", "str_list", "back up the volumes of these Compose projects (label com.docker.compose.project)", ()),
-        Key("exclude_volumes", "str_list", "volume names (globs allowed) never backed up by this job", ()),
-        Key("exclude", "str_list", "path patterns left out of every archive ('cache', '*.log', '/tmp/*', '**/node_modules')", ()),
-        Key("schedule", "str", "crontab line, @hourly/@daily/@weekly/@monthly, or '@every 6h'", required=True),
-        Key("timezone", "str", "IANA time zone for the schedule and retention periods [default: local]"),
-        Key("jitter", "duration", "start each run up to this much later, at random", 0.0, minimum=0),
-        Key("backends", "str_list", "names of [backends.*] tables to write to [default: the default directory]", ()),
-        Key("stop_containers", "bool", "stop the running containers that mount a volume during its backup", False),
-        Key("pause_containers", "bool", "pause those containers instead of stopping them", False),
-        Key("pre_hook", "str", "command (sh -c) run in hook_container before each volume's backup"),
-        Key("post_hook", "str", "command (sh -c) run in hook_container after each volume's backup, always once pre_hook ran"),
-        Key("hook_container", "str", "name of the running container the hooks run in"),
-        Key("hook_timeout", "duration", "how long each hook may run", 300.0, minimum=1),
-        Key("hook_on_error", "str", "what a failing pre_hook does to the backup", "abort", choices=("abort", "continue")),
-        Key("retention", "retention", "what to keep after each successful run; without it nothing is pruned", {}),
-        Key("verify", "str", "when to verify the job's backups (a schedule, like schedule); off when unset"),
-        Key("verify_restore_test", "bool", "the scheduled verify also restores each backup into a scratch volume", False),
-        Key(
-            "concurrency", "int",
-            "volumes backed up at once (one at a time when the job stops or pauses containers or runs hooks)",
-            2, minimum=1, maximum=32,
-        ),
-        Key("compression_level", "int", "zstd level: 1 (fastest) to 22 (smallest; above 19 needs much memory)", DEFAULT_LEVEL, minimum=1, maximum=22),
-        Key("compression_threads", "int", "zstd worker threads per volume [default: one per CPU]", minimum=1, maximum=64),
-    ),
-    "encryption": (
-        Key("recipients", "str_list", "age (age1...) or SSH public keys: backups are age-encrypted for them", ()),
-        Key("recipients_files", "str_list", "files with one recipient per line, like age -R", ()),
-        Key("identity_files", "str_list", "age identity files or SSH private keys that restore and verify decrypt with", ()),
-        Key("passphrase_file", "str", "file whose first line is the passphrase backups are age-encrypted with, and decrypted with"),
-    ),
-}
-NAMED_SECTIONS = ("backends", "jobs")  # tables of named tables
+def key(
+    convert: Callable[..., Any],
+    help: str,
+    default: Any = None,
+    *,
+    factory: Callable[[], Any] | None = None,
+    section: str | None = None,
+    name: str | None = None,
+    required: bool = False,
+    secret: bool = False,
+) -> Any:
+    """Return a dataclass field that declares a config key; the field's default is the key's.
+
+    The key is named like the field unless ``name`` is given; ``section`` is its table (for the
+    fields of Config). ``factory`` makes a default that must not be shared (a dict) or that is
+    computed when the object is made. ``secret``: may also be given as NAME_file.
+    """
+    declared = {_KEY: _Declared(convert, help, section, name, required, secret)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=declared)
+    return field(default=default, metadata=declared)
+
+
+def keys_of(cls: type, section: str | None = None) -> tuple[Key, ...]:
+    """Return the keys the fields of dataclass ``cls`` declare (those of ``section``)."""
+    keys = []
+    for f in fields(cls):
+        declared = f.metadata.get(_KEY)
+        if declared is not None and declared.section == section:
+            default = None if f.default is MISSING else f.default  # a factory's default is computed later
+            keys.append(Key(declared.name or f.name, declared.convert, declared.help, default, declared.required, declared.secret))
+    return tuple(keys)
+
+
+def _field_names(cls: type) -> dict[tuple[str | None, str], str]:
+    """Return {(section, key name): field name} for the keys of dataclass ``cls``."""
+    names = {}
+    for f in fields(cls):
+        declared = f.metadata.get(_KEY)
+        if declared is not None:
+            names[(declared.section, declared.name or f.name)] = f.name
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
-# The validated result.
+# The validated result, and the keys it comes from.
 
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """A named backend: ``type`` plus the settings its constructor takes (secrets included)."""
+    """A named backend: ``type`` plus the settings its constructor takes (secrets included).
+
+    ``settings`` holds every setting the type declares, given or defaulted, except unset ones."""
 
     name: str
     type: str
@@ -143,32 +132,50 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class JobConfig:
-    """One scheduled job."""
+    """One scheduled job: [jobs.NAME]."""
 
     name: str
-    schedule: str
-    volumes: tuple[str, ...] = ()
-    volume_labels: dict[str, str] = field(default_factory=dict)
-    all_volumes: bool = False
-    projects: tuple[str, ...] = ()
-    exclude_volumes: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()  # path patterns (backup.selectors.path_excluded)
-    backends: tuple[str, ...] = ()
-    stop_containers: bool = False
-    pause_containers: bool = False
-    pre_hook: str | None = None
-    post_hook: str | None = None
-    hook_container: str | None = None
-    hook_timeout: float = 300.0
-    hook_on_error: str = "abort"
-    retention: Policy = Policy()
-    timezone: str | None = None
-    jitter: float = 0.0
-    verify: str | None = None  # schedule of the job's verification; None: never
-    verify_restore_test: bool = False
-    concurrency: int = 2
-    compression_level: int = DEFAULT_LEVEL
-    compression_threads: int | None = None  # None: one zstd worker per CPU
+    schedule: str = key(TEXT, "crontab line, @hourly/@daily/@weekly/@monthly, or '@every 6h'", required=True)
+    volumes: tuple[str, ...] = key(StrList(volume_name), "names of the volumes to back up", ())
+    volume_labels: dict[str, str] = key(
+        StrMap(), "back up every volume with all these labels ('' matches any value)", factory=dict
+    )
+    all_volumes: bool = key(FLAG, "back up every volume of the daemon", False)
+    projects: tuple[str, ...] = key(
+        STR_LIST, "back up the volumes of these Compose projects (label com.docker.compose.project)", ()
+    )
+    exclude_volumes: tuple[str, ...] = key(STR_LIST, "volume names (globs allowed) never backed up by this job", ())
+    exclude: tuple[str, ...] = key(  # path patterns (backup.selectors.path_excluded)
+        StrList(exclude_pattern), "path patterns left out of every archive ('cache', '*.log', '/tmp/*', '**/node_modules')", ()
+    )
+    backends: tuple[str, ...] = key(STR_LIST, "names of [backends.*] tables to write to [default: the default directory]", ())
+    stop_containers: bool = key(FLAG, "stop the running containers that mount a volume during its backup", False)
+    pause_containers: bool = key(FLAG, "pause those containers instead of stopping them", False)
+    pre_hook: str | None = key(OPTIONAL_TEXT, "command (sh -c) run in hook_container before each volume's backup")
+    post_hook: str | None = key(
+        OPTIONAL_TEXT, "command (sh -c) run in hook_container after each volume's backup, always once pre_hook ran"
+    )
+    hook_container: str | None = key(OPTIONAL_TEXT, "name of the running container the hooks run in")
+    hook_timeout: float = key(Duration(minimum=1), "how long each hook may run", DEFAULT_HOOK_TIMEOUT)
+    hook_on_error: str = key(Text(HOOK_ON_ERROR), "what a failing pre_hook does to the backup", HOOK_ON_ERROR[0])
+    retention: Policy = key(Retention(), "what to keep after each successful run; without it nothing is pruned", Policy())
+    timezone: str | None = key(TimeZone(), "IANA time zone for the schedule and retention periods [default: local]")
+    jitter: float = key(Duration(minimum=0), "start each run up to this much later, at random", 0.0)
+    verify: str | None = key(  # schedule of the job's verification; None: never
+        OPTIONAL_TEXT, "when to verify the job's backups (a schedule, like schedule); off when unset"
+    )
+    verify_restore_test: bool = key(FLAG, "the scheduled verify also restores each backup into a scratch volume", False)
+    concurrency: int = key(
+        WholeNumber(1, 32),
+        "volumes backed up at once (one at a time when the job stops or pauses containers or runs hooks)",
+        2,
+    )
+    compression_level: int = key(
+        WholeNumber(1, 22), "zstd level: 1 (fastest) to 22 (smallest; above 19 needs much memory)", DEFAULT_LEVEL
+    )
+    compression_threads: int | None = key(  # None: one zstd worker per CPU
+        WholeNumber(1, 64), "zstd worker threads per volume [default: one per CPU]"
+    )
 
     def verify_trigger(self):
         """Return the APScheduler trigger of this job's verify schedule (call only if ``verify``)."""
@@ -184,28 +191,73 @@ class Config:
     """The whole validated config; ``Config()`` is the built-in default."""
 
     path: Path | None = None
-    docker_host: str | None = None
-    helper_image: str | None = None
+    docker_host: str | None = key(
+        TEXT, "Docker daemon URL, used when neither --host nor DOCKER_HOST is set", section="docker", name="host"
+    )
+    helper_image: str | None = key(
+        TEXT, "helper image, used when neither --helper-image nor VOLSAFE_HELPER_IMAGE is set", section="docker"
+    )
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     jobs: dict[str, JobConfig] = field(default_factory=dict)
-    misfire_grace_time: float = 3600.0
-    stop_timeout: float = 60.0
-    status_file: Path = field(default_factory=lambda: default_status_file())
-    listen: str | None = None
-    webhook_url: str | None = None
-    webhook_on_success: bool = False
-    webhook_timeout: float = 10.0
-    encryption_recipients: tuple[str, ...] = ()
-    encryption_recipients_files: tuple[str, ...] = ()
-    identity_files: tuple[str, ...] = ()
-    passphrase_file: str | None = None  # read only when a command needs it: the secret stays out of Config
+    misfire_grace_time: float = key(
+        Duration(minimum=1), "a run missed by at most this much (downtime) still runs, once", 3600.0, section="scheduler"
+    )
+    stop_timeout: float = key(
+        Duration(minimum=0), "on SIGTERM/SIGINT, how long a running backup may take to finish", 60.0, section="scheduler"
+    )
+    status_file: Path = key(
+        FILE_PATH, "JSON file with each job's last success and failure", factory=lambda: default_status_file(), section="health"
+    )
+    listen: str | None = key(HostPort(), "HOST:PORT for the HTTP endpoint (/health, /metrics); ':PORT' is 127.0.0.1 only; off when unset", section="health")
+    webhook_url: str | None = key(TEXT, "URL that receives a JSON POST when a job fails", section="health", secret=True)
+    webhook_on_success: bool = key(FLAG, "also POST to webhook_url when a job succeeds", False, section="health")
+    webhook_timeout: float = key(
+        Duration(minimum=0.1), "how long to wait for the webhook to answer", 10.0, section="health"
+    )
+    encryption_recipients: tuple[str, ...] = key(
+        STR_LIST, "age (age1...) or SSH public keys: backups are age-encrypted for them", (), section="encryption", name="recipients"
+    )
+    encryption_recipients_files: tuple[str, ...] = key(
+        STR_LIST, "files with one recipient per line, like age -R", (), section="encryption", name="recipients_files"
+    )
+    identity_files: tuple[str, ...] = key(
+        STR_LIST, "age identity files or SSH private keys that restore and verify decrypt with", (), section="encryption"
+    )
+    passphrase_file: str | None = key(  # read only when a command needs it: the secret stays out of Config
+        OPTIONAL_TEXT, "file whose first line is the passphrase backups are age-encrypted with, and decrypted with", section="encryption"
+    )
+
+
+BACKEND_TYPE = Key("type", BackendTypeName(), "backend type", required=True)
+
+SCHEMA: dict[str, tuple[Key, ...]] = {
+    "docker": keys_of(Config, "docker"),
+    "scheduler": keys_of(Config, "scheduler"),
+    "health": keys_of(Config, "health"),
+    # [backends.NAME]: type, then the settings of that type (storage_backends.registry)
+    "backends": (BACKEND_TYPE,),
+    # [jobs.NAME]
+    "jobs": keys_of(JobConfig),
+    "encryption": keys_of(Config, "encryption"),
+}
+NAMED_SECTIONS = ("backends", "jobs")  # tables of named tables
+_CONFIG_FIELDS = _field_names(Config)  # (section, key) -> field of Config
+
+
+def key_named(section: str, name: str) -> Key:
+    """Return the key ``name`` of table ``section`` (e.g. for a command-line option that means the same)."""
+    return next(k for k in SCHEMA[section] if k.name == name)
+
+
+def backend_keys(kind: BackendType) -> tuple[Key, ...]:
+    """Return the keys of a [backends.NAME] table of type ``kind``."""
+    return (BACKEND_TYPE, *kind.settings)
 
 
 def default_status_file() -> Path:
     """Return ``$XDG_STATE_HOME/volsafe/status.json`` (``~/.local/state/volsafe/status.json``)."""
     state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state_home) / "volsafe" / "status.json"
-
 
 # ---------------------------------------------------------------------------------------------
 # Finding and loading.
@@ -244,7 +296,18 @@ def load_config(option: str | None = None) -> Config:
     return config
 
 
-_SECRET_NAMES = {k.name for keys in SCHEMA.values() for k in keys if k.secret}
+def _secret_names(data: dict) -> set[str]:
+    """Return the names of the secret keys: the config's, and those of the backend types ``data`` uses."""
+    names = {k.name for keys in SCHEMA.values() for k in keys if k.secret}
+    tables = data.get("backends")
+    kinds = [_type_of(table) for table in tables.values()] if isinstance(tables, dict) else []
+    return names | {s.name for kind in kinds if kind is not None for s in kind.settings if s.secret}
+
+
+def _type_of(table: Any) -> BackendType | None:
+    """Return the registered type a [backends.NAME] table names, or None."""
+    name = table.get("type") if isinstance(table, dict) else None
+    return backend_type(name) if isinstance(name, str) else None
 
 
 def _warn_if_exposed(path: Path, text: str) -> None:
@@ -256,18 +319,21 @@ def _warn_if_exposed(path: Path, text: str) -> None:
     if not exposed:
         return
 
+    data = tomllib.loads(text)
+    secret_names = _secret_names(data)
+
     def literal_secrets(table: Any) -> bool:
         if not isinstance(table, dict):
             return False
         for name, value in table.items():
             # ${VAR} references and *_file keys keep the secret out of this file.
-            if name in _SECRET_NAMES and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
+            if name in secret_names and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
                 return True
             if literal_secrets(value):
                 return True
         return False
 
-    if literal_secrets(tomllib.loads(text)):
+    if literal_secrets(data):
         logging.getLogger("volsafe.config").warning(
             "config file %s holds secrets and is readable by group or others: chmod 600 it", path
         )
@@ -331,13 +397,16 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(known))})"
+_suggest = known_or_listed
+
+
+
+def _nowhere(name: str) -> tuple[str, ...]:
+    return ()
 
 
 class _Checker:
-    """Walks the parsed TOML against SCHEMA, collecting errors instead of stopping at the first."""
+    """Walks the parsed TOML against the declared keys, collecting errors instead of stopping at the first."""
 
     def __init__(self, name: str, lines: dict[tuple[str, ...], int], environ):
         self.name = name
@@ -365,38 +434,17 @@ class _Checker:
             elif not isinstance(data[section], dict):
                 self.error((section,), "must be a table")
         get = lambda s: data.get(s) if isinstance(data.get(s), dict) else {}  # noqa: E731
-        docker = self.table(("docker",), get("docker"), SCHEMA["docker"])
-        scheduler = self.table(("scheduler",), get("scheduler"), SCHEMA["scheduler"])
-        health = self.table(("health",), get("health"), SCHEMA["health"])
-        encryption = self.table(("encryption",), get("encryption"), SCHEMA["encryption"])
-        if health.get("listen"):
-            self.check_listen(("health", "listen"), health["listen"])
-        backends = {}
-        for name, raw in self.named(("backends",), get("backends")):
-            backends[name] = self.backend(name, raw)
+        given = {}
+        for section in ("docker", "scheduler", "health", "encryption"):
+            for name, value in self.table((section,), get(section), SCHEMA[section]).items():
+                given[_CONFIG_FIELDS[(section, name)]] = value
+        backends = {name: self.backend(name, raw) for name, raw in self.named(("backends",), get("backends"))}
         jobs = {}
         for name, raw in self.named(("jobs",), get("jobs")):
             job = self.job(name, raw, backends)
             if job is not None:
                 jobs[name] = job
-        return Config(
-            path=path,
-            docker_host=docker.get("host"),
-            helper_image=docker.get("helper_image"),
-            backends={n: b for n, b in backends.items() if b is not None},
-            jobs=jobs,
-            misfire_grace_time=scheduler["misfire_grace_time"],
-            stop_timeout=scheduler["stop_timeout"],
-            status_file=Path(health["status_file"]).expanduser() if health.get("status_file") else default_status_file(),
-            listen=health.get("listen"),
-            webhook_url=health.get("webhook_url"),
-            webhook_on_success=health["webhook_on_success"],
-            webhook_timeout=health["webhook_timeout"],
-            encryption_recipients=tuple(encryption["recipients"] or ()),
-            encryption_recipients_files=tuple(encryption["recipients_files"] or ()),
-            identity_files=tuple(encryption["identity_files"] or ()),
-            passphrase_file=encryption.get("passphrase_file") or None,
-        )
+        return Config(path=path, backends={n: b for n, b in backends.items() if b is not None}, jobs=jobs, **given)
 
     def named(self, path: tuple[str, ...], tables: dict):
         """Yield (name, table) for each ``[SECTION.NAME]``; names must be simple identifiers."""
@@ -410,37 +458,59 @@ class _Checker:
 
     # -- one table against its keys --
 
-    def table(self, path: tuple[str, ...], raw: dict, keys: tuple[Key, ...], allowed: set[str] | None = None) -> dict:
-        """Return {key: value} for ``raw`` with defaults filled in; record errors for the rest."""
+    def table(
+        self, path: tuple[str, ...], raw: dict, keys: tuple[Key, ...], elsewhere: Callable[[str], tuple[str, ...]] = _nowhere
+    ) -> dict:
+        """Return {key: converted value} for the keys ``raw`` gives; record an error for every other
+        entry and every missing required key. ``elsewhere(name)``: the other backend types with key ``name``."""
         by_name = {k.name: k for k in keys}
-        known = [k.name for k in keys if allowed is None or k.name in allowed]
-        known += [f"{k.name}_file" for k in keys if k.secret and k.name in known]
         values: dict[str, Any] = {}
-        for name, value in raw.items():
-            base = name[: -len("_file")] if name.endswith("_file") and name[: -len("_file")] in by_name else name
-            key = by_name.get(base)
-            if key is None or base not in known or (base != name and not key.secret):
-                if key is not None and base in by_name and allowed is not None and base not in allowed:
-                    self.error(path + (name,), f"does not apply to this backend type (it is for type {' or '.join(key.types)})")
-                else:
-                    self.error(path + (name,), f"unknown key{_suggest(name, known)}")
-                continue
-            if base != name:
-                if base in raw:
-                    self.error(path + (name,), f"give {base} or {name}, not both")
-                    continue
-                value = self.read_secret(path + (name,), value)
-                if value is None:
-                    continue
-            checked = self.value(path + (base,), key, value)
-            if checked is not None:
-                values[base] = checked
-        for key in keys:
-            if key.name not in values and (allowed is None or key.name in allowed):
-                if key.required and key.name not in raw and f"{key.name}_file" not in raw:
-                    self.error(path, f"missing required key {key.name!r} ({key.help})")
-                values.setdefault(key.name, key.default)
+        for name in raw:
+            given = self.given(path, raw, name, by_name, elsewhere)
+            if given is not None:
+                checked = self.convert(path + (given[0].name,), *given)
+                if checked is not None:
+                    values[given[0].name] = checked
+        for k in keys:
+            if k.required and k.name not in raw and f"{k.name}_file" not in raw:
+                self.error(path, f"missing required key {k.name!r} ({k.help})")
         return values
+
+    def given(self, path, raw: dict, name: str, by_name: dict[str, Key], elsewhere) -> tuple[Key, Any] | None:
+        """Return (key, value) for the entry ``name`` of ``raw`` (``NAME_file``: the file's content for
+        secret NAME), or None after recording why it is not a key of this table."""
+        where = path + (name,)
+        stem = name[: -len("_file")] if name.endswith("_file") else name
+        if stem == name or (stem not in by_name and not elsewhere(stem)):
+            stem = name
+        k = by_name.get(stem)
+        if k is None or (stem != name and not k.secret):
+            return self.not_a_key(where, name, elsewhere(stem) if k is None else (), by_name)
+        if stem == name:
+            return k, raw[name]
+        if stem in raw:
+            return self.error(where, f"give {stem} or {name}, not both")
+        value = self.read_secret(where, raw[name])
+        return None if value is None else (k, value)
+
+    def not_a_key(self, where: tuple[str, ...], name: str, types: tuple[str, ...], by_name: dict[str, Key]) -> None:
+        """Record that ``name`` is no key of this table: one of other backend ``types``, or unknown."""
+        if types:
+            self.error(where, f"does not apply to this backend type (it is for type {' or '.join(types)})")
+        else:
+            known = list(by_name) + [f"{s.name}_file" for s in by_name.values() if s.secret]
+            self.error(where, f"unknown key{_suggest(name, known)}")
+
+    def convert(self, path: tuple[str, ...], k: Key, value: Any) -> Any:
+        """Return ``value`` converted by ``k``'s converter, or None after recording what is wrong with it."""
+        try:
+            return k.convert(value, self.substitute)
+        except Invalid as exc:
+            for below, message in exc.problems:
+                self.error(path + below, message)
+        except ValueError as exc:
+            self.error(path, str(exc))
+        return None
 
     def read_secret(self, path: tuple[str, ...], value: Any) -> str | None:
         if not isinstance(value, str):
@@ -452,170 +522,99 @@ class _Checker:
             self.error(path, f"cannot read secret file {value!r}: {getattr(exc, 'strerror', None) or exc}")
             return None
 
-    def expand(self, path: tuple[str, ...], text: str) -> str | None:
-        """Return ``text`` with ``${VAR}`` replaced from the environment; None (and an error) if unset."""
+    def substitute(self, text: str) -> str:
+        """Return ``text`` with ``${VAR}`` replaced from the environment. Raises ValueError if one is unset."""
         missing = [m for m in _ENV_REF.findall(text) if m not in self.environ]
         if missing:
-            self.error(path, f"environment variable {missing[0]} is not set")
-            return None
+            raise ValueError(f"environment variable {missing[0]} is not set")
         return _ENV_REF.sub(lambda m: self.environ[m.group(1)], text)
 
-    def value(self, path: tuple[str, ...], key: Key, value: Any) -> Any:
-        """Return ``value`` converted to ``key``'s kind, or None after recording an error."""
-        kind = key.kind
-        if kind == "str":
-            if not isinstance(value, str):
-                return self.error(path, f"must be a string, not {_toml_type(value)}")
-            value = self.expand(path, value)
-            if value is not None and key.choices and value not in key.choices:
-                return self.error(path, f"must be one of {', '.join(key.choices)}, not {value!r}{_suggest(value, list(key.choices)) if difflib.get_close_matches(value, key.choices, n=1) else ''}")
-            return value
-        if kind == "bool":
-            if not isinstance(value, bool):
-                return self.error(path, f"must be true or false, not {_toml_type(value)}")
-            return value
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                return self.error(path, f"must be a whole number, not {_toml_type(value)}")
-            if key.minimum is not None and value < key.minimum:
-                return self.error(path, f"must be at least {key.minimum:g}, not {value}")
-            if key.maximum is not None and value > key.maximum:
-                return self.error(path, f"must be at most {key.maximum:g}, not {value}")
-            return value
-        if kind == "duration":
-            try:
-                seconds = parse_duration(value)
-            except ValueError as exc:
-                return self.error(path, str(exc))
-            if key.minimum is not None and seconds < key.minimum:
-                return self.error(path, f"must be at least {key.minimum:g}s")
-            return seconds
-        if kind == "str_list":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                return self.error(path, "must be a list of strings, e.g. [\"a\", \"b\"]")
-            expanded = [self.expand(path, v) for v in value]
-            return None if None in expanded else tuple(expanded)
-        if kind == "str_map":
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                return self.error(path, "must be a table of strings, e.g. { app = \"db\" }")
-            return dict(value)
-        if kind == "retention":
-            return self.retention(path, value)
-        raise AssertionError(f"unknown kind {kind}")
-
-    def retention(self, path: tuple[str, ...], value: Any) -> Policy | None:
-        if not isinstance(value, dict):
-            return self.error(path, "must be a table, e.g. { keep_last = 7, keep_daily = 14 }")
-        counts = {}
-        for name, count in value.items():
-            if name not in RULE_NAMES:
-                self.error(path + (name,), f"unknown retention rule{_suggest(name, list(RULE_NAMES))}")
-            elif isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                self.error(path + (name,), f"must be a whole number >= 0, not {count!r}")
-            else:
-                counts[name] = count
-        return Policy(**counts)
-
-    def check_listen(self, path: tuple[str, ...], value: str) -> None:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            self.error(path, f"must be HOST:PORT, e.g. 127.0.0.1:9180, not {value!r}")
+    def expand(self, path: tuple[str, ...], text: str) -> str | None:
+        """Return ``text`` with ``${VAR}`` replaced from the environment; None (and an error) if unset."""
+        try:
+            return self.substitute(text)
+        except ValueError as exc:
+            return self.error(path, str(exc))
 
     # -- named tables --
 
     def backend(self, name: str, raw: dict) -> BackendConfig | None:
         path = ("backends", name)
-        kind = raw.get("type")
-        if kind not in ("local", "s3"):
-            # Check the keys anyway so that every error shows up at once.
-            self.table(path, raw, SCHEMA["backends"])
+        kind = _type_of(raw)
+        if kind is None:
+            # Check the keys anyway, against those of every type, so that every error shows up at once.
+            self.table(path, raw, (BACKEND_TYPE, *_any_type_settings()))
             return None
-        allowed = {k.name for k in SCHEMA["backends"] if not k.types or kind in k.types}
-        values = self.table(path, raw, SCHEMA["backends"], allowed)
-        if kind == "local":
-            if not values.get("path") and "path" not in raw:
-                self.error(path, "missing required key 'path' (directory that holds the backups)")
-                return None
-            return BackendConfig(name, kind, {"path": values.get("path")})
-        if not values.get("bucket") and "bucket" not in raw:
-            self.error(path, "missing required key 'bucket' (bucket name)")
+        values = self.table(path, raw, backend_keys(kind), _other_types_with(kind))
+        if any(s.required and s.name not in raw and f"{s.name}_file" not in raw for s in kind.settings):
             return None
-        if bool(values.get("access_key_id")) != bool(values.get("secret_access_key")):
-            self.error(path, "give both access_key_id and secret_access_key, or neither")
-        settings = {k: v for k, v in values.items() if k != "type" and v is not None and (v != "" or k == "prefix")}
-        if settings.get("path_style") is False:
-            settings.pop("path_style")
-        return BackendConfig(name, kind, settings)
+        # What was given, and the declared default of what was not (a given value that is invalid is left out).
+        defaults = {s.name: s.default for s in kind.settings if s.name not in raw and s.default is not None}
+        settings = {**defaults, **{k: v for k, v in values.items() if k != "type"}}
+        for problem in kind.check(settings):
+            self.error(path, problem)
+        return BackendConfig(name, kind.name, settings)
 
     def job(self, name: str, raw: dict, backends: dict) -> JobConfig | None:
         path = ("jobs", name)
         before = len(self.found)
         values = self.table(path, raw, SCHEMA["jobs"])
-        for volume in values.get("volumes") or ():
-            if not VOLUME_NAME.fullmatch(volume):
-                self.error(path + ("volumes",), f"invalid volume name {volume!r}")
-        selects = ("volumes", "volume_labels", "all_volumes", "projects")
-        if not any(values.get(k) for k in selects) and "volumes" not in raw and "volume_labels" not in raw:
-            self.error(path, "give volumes, volume_labels, projects or all_volumes: the job has nothing to back up")
-        for pattern in values.get("exclude") or ():
-            if not pattern.strip() or pattern.strip().strip("/") in ("", ".") or ".." in pattern.split("/"):
-                self.error(path + ("exclude",), f"invalid exclude pattern {pattern!r}")
-        for backend in values.get("backends") or ():
-            if backend not in backends:
-                known = list(backends)
-                hint = _suggest(backend, known) if known else " (no [backends.*] tables are defined)"
-                self.error(path + ("backends",), f"unknown backend {backend!r}{hint}")
-        zone = values.get("timezone")
-        if zone:
-            try:
-                timezone_of(zone)
-            except ValueError as exc:
-                self.error(path + ("timezone",), str(exc))
-                zone = None
-        if values.get("schedule"):
-            try:
-                parse_schedule(values["schedule"], zone, values.get("jitter"))
-            except ValueError as exc:
-                self.error(path + ("schedule",), str(exc))
-        if values.get("stop_containers") and values.get("pause_containers"):
-            self.error(path + ("pause_containers",), "give stop_containers or pause_containers, not both")
-        if (values.get("pre_hook") or values.get("post_hook")) and not values.get("hook_container"):
-            self.error(path, "pre_hook and post_hook need hook_container (the container they run in)")
-        if values.get("verify"):
-            try:
-                parse_schedule(values["verify"], zone, values.get("jitter"))
-            except ValueError as exc:
-                self.error(path + ("verify",), str(exc))
+        for rule in _JOB_RULES:
+            for below, message in rule(values, raw, backends):
+                self.error(path + below, message)
         if len(self.found) != before or not values.get("schedule"):
             return None
-        return JobConfig(
-            name=name,
-            schedule=values["schedule"],
-            volumes=tuple(values["volumes"] or ()),
-            volume_labels=dict(values["volume_labels"] or {}),
-            all_volumes=bool(values["all_volumes"]),
-            projects=tuple(values["projects"] or ()),
-            exclude_volumes=tuple(values["exclude_volumes"] or ()),
-            exclude=tuple(values["exclude"] or ()),
-            backends=tuple(values["backends"] or ()),
-            stop_containers=values["stop_containers"],
-            pause_containers=values["pause_containers"],
-            pre_hook=values.get("pre_hook") or None,
-            post_hook=values.get("post_hook") or None,
-            hook_container=values.get("hook_container") or None,
-            hook_timeout=values["hook_timeout"],
-            hook_on_error=values["hook_on_error"],
-            retention=values["retention"] if isinstance(values["retention"], Policy) else Policy(),
-            timezone=values.get("timezone"),
-            jitter=values["jitter"] or 0.0,
-            verify=values.get("verify") or None,
-            verify_restore_test=values["verify_restore_test"],
-            concurrency=values["concurrency"],
-            compression_level=values["compression_level"],
-            compression_threads=values.get("compression_threads"),
-        )
+        return JobConfig(name=name, **values)
 
 
-def _toml_type(value: Any) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "a table"}
-    return next((n for t, n in names.items() if isinstance(value, t)), type(value).__name__)
+def _any_type_settings() -> tuple[Key, ...]:
+    """Return the settings of every backend type, none required (for a table of an unknown type)."""
+    unique = {s.name: s for kind in reversed(backend_types()) for s in kind.settings}
+    return tuple(Setting(s.name, s.convert, s.help, s.default, secret=s.secret) for s in reversed(unique.values()))
+
+
+def _other_types_with(kind: BackendType) -> Callable[[str], tuple[str, ...]]:
+    def elsewhere(name: str) -> tuple[str, ...]:
+        return tuple(k.name for k in backend_types() if k is not kind and any(s.name == name for s in k.settings))
+
+    return elsewhere
+
+
+# Rules across the keys of one [jobs.NAME] table: each yields (key path below the table, message).
+_Rule = Callable[[dict, dict, dict], Iterator[tuple[tuple[str, ...], str]]]
+
+
+def _selects_volumes(values: dict, raw: dict, backends: dict):
+    if not any(values.get(k) for k in ("volumes", "volume_labels", "all_volumes", "projects")) and (
+        "volumes" not in raw and "volume_labels" not in raw
+    ):
+        yield (), "give volumes, volume_labels, projects or all_volumes: the job has nothing to back up"
+
+
+def _names_known_backends(values: dict, raw: dict, backends: dict):
+    for backend in values.get("backends") or ():
+        if backend not in backends:
+            hint = _suggest(backend, list(backends)) if backends else " (no [backends.*] tables are defined)"
+            yield ("backends",), f"unknown backend {backend!r}{hint}"
+
+
+def _schedules_parse(values: dict, raw: dict, backends: dict):
+    for name in ("schedule", "verify"):
+        if values.get(name):
+            try:
+                parse_schedule(values[name], values.get("timezone"), values.get("jitter"))
+            except ValueError as exc:
+                yield (name,), str(exc)
+
+
+def _stops_or_pauses(values: dict, raw: dict, backends: dict):
+    if values.get("stop_containers") and values.get("pause_containers"):
+        yield ("pause_containers",), "give stop_containers or pause_containers, not both"
+
+
+def _hooks_have_a_container(values: dict, raw: dict, backends: dict):
+    if (values.get("pre_hook") or values.get("post_hook")) and not values.get("hook_container"):
+        yield (), "pre_hook and post_hook need hook_container (the container they run in)"
+
+
+_JOB_RULES: tuple[_Rule, ...] = (_selects_volumes, _names_known_backends, _schedules_parse, _stops_or_pauses, _hooks_have_a_container)

@@ -31,7 +31,7 @@ from backup.config.schema import Config, JobConfig
 from backup.docker.host import DockerHost
 from backup.errors import Cancelled
 from backup.jobs.health import HealthServer, StatusStore, send_webhook
-from backup.config.locations import open_locations
+from backup.config.locations import default_location, open_locations
 from backup.archive.manifest import parse_time
 from backup.progress import Reporter
 from backup.units import human_size
@@ -43,7 +43,7 @@ job_log = logging.getLogger("volsafe.job")
 
 def job_backends(config: Config, job: JobConfig) -> list[Backend]:
     """Return the backends a job writes to (its names, or the default directory). Raises UsageError."""
-    return open_locations(list(job.backends) or None, named=config.backends)
+    return open_locations(list(job.backends) or [default_location()], config.backends)
 
 
 def finish_run(config: Config, outcome: JobOutcome, store: StatusStore | None = None, log_line: bool = True) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from backup.cli import main as cli_main
 from backup.config.schema import SCHEMA, ConfigError, find_config, load_config, parse_config
 from backup.config.locations import open_locations
+from backup.errors import UsageError
 from backup.jobs.retention import RULE_NAMES, Policy
+from storage_backends.registry import backend_types
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"
@@ -36,6 +39,14 @@ def test_example_documents_every_key():
             assert f"{key.name} =" in text or f"{key.name}_file =" in text, f"{section}.{key.name} is not in the example"
     for rule in RULE_NAMES:
         assert rule in text
+    # [backends.NAME]: a table of each registered type, with every setting that type declares.
+    tables = tomllib.loads(text)["backends"]
+    for kind in backend_types():
+        assert any(t["type"] == kind.name for t in tables.values()), f"no [backends.*] table of type {kind.name}"
+        start = text.index(f'type = "{kind.name}"')
+        section = text[start : text.find("\n[", start)]
+        for setting in kind.settings:
+            assert f"{setting.name} =" in section or f"{setting.name}_file =" in section, f"{kind.name}: {setting.name} is not in the example"
 
 
 def test_syntax_error_names_its_line():
@@ -115,7 +126,11 @@ access_key_id = "${{KEY_ID}}"
 secret_access_key_file = "{secret}"
 """
     config = parse_config(text, "v.toml", environ={"BUCKET": "prod", "KEY_ID": "AKIA1"})
-    assert config.backends["b"].settings == {"bucket": "prod-backups", "prefix": "", "access_key_id": "AKIA1", "secret_access_key": "s3cr3t"}
+    # The settings the backend is built from: those given, and the declared defaults of the others.
+    assert config.backends["b"].settings == {
+        "bucket": "prod-backups", "prefix": "", "access_key_id": "AKIA1", "secret_access_key": "s3cr3t",
+        "path_style": False, "part_size": 16 * 1024 * 1024, "concurrency": 4,
+    }
     lines = errors_of(text, environ={"BUCKET": "prod"})
     assert any("backends.b.access_key_id: environment variable KEY_ID is not set" in line for line in lines)
 
@@ -151,7 +166,7 @@ def test_discovery_order(tmp_path, monkeypatch):
         find_config(str(tmp_path / "missing.toml"))
 
 
-def test_named_backends_resolve_and_other_names_stay_paths(tmp_path, monkeypatch):
+def test_named_backends_resolve_and_paths_stay_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = parse_config(
         f'[backends.nas]\ntype = "local"\npath = "{tmp_path}/nas"\n'
@@ -159,10 +174,12 @@ def test_named_backends_resolve_and_other_names_stay_paths(tmp_path, monkeypatch
         'access_key_id = "a"\nsecret_access_key = "b"\n',
         environ={},
     )
-    nas, cloud, other = open_locations(["nas", "cloud", "elsewhere"], named=config.backends)
+    nas, cloud, other = open_locations(["nas", "cloud", "./elsewhere"], config.backends)
     assert nas.url == (tmp_path / "nas").as_uri()
     assert cloud.url == "s3://bkt/p/q"
     assert other.url == (tmp_path / "elsewhere").as_uri()
+    with pytest.raises(UsageError, match=r"^no backend named 'elsewhere' \(use ./elsewhere for a directory\)"):
+        open_locations(["elsewhere"], config.backends)
 
 
 def cli(capsys, *args):
