@@ -19,6 +19,7 @@ from backup.archive.naming import validate_volume_name
 from backup.progress import reporter_for
 from backup.selectors import VolumeSelector, parse_label, split_excludes
 from backup.cli.keys import recipients_for
+from backup.cli.options import command
 
 log = logging.getLogger("volsafe")
 
@@ -51,10 +52,10 @@ def backup(
         "backends in one pass. [default: ~/.local/share/volsafe/backups]",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
-    level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, help="zstd compression level."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads per volume [default: one per CPU]."),
+    level: int = typer.Option(DEFAULT_LEVEL, "--level", min=1, max=22, metavar="N", help="zstd compression level."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="zstd worker threads per volume [default: one per CPU]."),
     concurrency: int = typer.Option(
-        2, "--concurrency", "-j", min=1, max=32, help="Volumes backed up at once (always 1 with --stop or --pause)."
+        2, "--concurrency", "-j", min=1, max=32, metavar="N", help="Volumes backed up at once (always 1 with --stop or --pause)."
     ),
     stop: bool = typer.Option(
         False, "--stop", help="Stop the running containers that mount the volume during the backup; they are restarted as soon as it is read."
@@ -149,4 +150,4 @@ def backup(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("backup")(backup)
+    command(app, "backup")(backup)

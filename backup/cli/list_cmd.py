@@ -8,12 +8,13 @@ import typer
 
 from backup.actions.listing import run_list
 from backup.cli.output import backup_record, print_backups, print_json
+from backup.cli.options import command
 from backup.config.locations import open_locations
 from backup.archive.naming import validate_volume_name
 
 
 def list_backups(
-    volume: Optional[str] = typer.Argument(None, help="Only list backups of this volume."),
+    volume: Optional[str] = typer.Argument(None, metavar="VOLUME", help="Only list backups of this volume."),
     from_: Optional[List[str]] = typer.Option(
         None, "--from", metavar="BACKEND", help="Backend to read (repeatable). [default: ~/.local/share/volsafe/backups]"
     ),
@@ -33,4 +34,4 @@ def list_backups(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("list")(list_backups)
+    command(app, "list")(list_backups)

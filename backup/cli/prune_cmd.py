@@ -12,13 +12,13 @@ import typer
 
 from backup.actions.prune import run_prune
 from backup.cli.output import print_table
-from backup.errors import UsageError, VolsafeError
+from backup.cli.options import command
+from backup.errors import UsageError
 from backup.config.locations import open_locations
 from backup.archive.manifest import format_time
 from backup.archive.naming import validate_volume_name
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import timezone_of
-from storage_backends import BackendError
 
 
 def _keep(flag: str, period: str) -> int:
@@ -26,7 +26,7 @@ def _keep(flag: str, period: str) -> int:
 
 
 def prune(
-    volume: Optional[str] = typer.Argument(None, help="Only prune backups of this volume [default: every volume]."),
+    volume: Optional[str] = typer.Argument(None, metavar="VOLUME", help="Only prune backups of this volume [default: every volume]."),
     from_: Optional[List[str]] = typer.Option(
         None, "--from", metavar="BACKEND", help="Backend to prune (repeatable): a name from the config, a path or a URL. [default: ~/.local/share/volsafe/backups]"
     ),
@@ -54,12 +54,9 @@ def prune(
         tz = timezone_of(zone) if zone else tzlocal.get_localzone()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        results = run_prune(
-            open_locations(from_), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
-        )
-    except BackendError as exc:
-        raise VolsafeError(str(exc)) from None
+    results = run_prune(
+        open_locations(from_), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
+    )
 
     def action(r) -> str:
         if r.decision.keep:
@@ -92,4 +89,4 @@ def prune(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune")(prune)
+    command(app, "prune")(prune)

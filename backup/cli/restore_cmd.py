@@ -14,6 +14,7 @@ from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for
+from backup.cli.options import command
 
 
 def restore(
@@ -76,4 +77,4 @@ def restore(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("restore")(restore)
+    command(app, "restore")(restore)
