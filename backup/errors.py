@@ -1,12 +1,21 @@
-"""Errors that volsafe reports to the user as one line on stderr, with a non-zero exit."""
+"""Errors that volsafe reports to the user as one line on stderr, with a non-zero exit.
+
+Every one is a ``VolsafeError`` and carries its exit code; the CLI's ``main`` is the one place that
+prints them. Storage failures (``storage_backends.BackendError`` and its subclasses) are
+VolsafeErrors too, so no caller needs to translate them. The exit codes:
+
+* 0: success.
+* 1: a failure (Docker, a backend, a missing volume or backup, a damaged archive, a failed hook);
+  also a command that did part of its work (one backend or volume of several failed, verify found a
+  bad backup).
+* 2: a usage error: the command line (unknown option or command, missing or invalid value), a REF,
+  a backend location or the config file is malformed.
+* 130: interrupted by Ctrl-C or SIGTERM, after clean-up.
+"""
 
 from __future__ import annotations
 
-
-class VolsafeError(Exception):
-    """A failure the user can act on. ``str(err)`` is the one line that is printed."""
-
-    exit_code = 1
+from storage_backends.errors import VolsafeError as VolsafeError  # the root, shared with storage_backends
 
 
 class UsageError(VolsafeError):

@@ -16,9 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Iterable, Iterator
 
+from storage_backends.errors import VolsafeError
 
-class BackendError(Exception):
-    """A storage operation failed. ``str(err)`` is one line that names the backend and the cause."""
+
+class BackendError(VolsafeError):
+    """A storage operation failed. ``str(err)`` is one line that names the backend and the cause.
+
+    A VolsafeError (exit code 1), so callers need not translate it: the CLI reports it as it reports
+    any other failure.
+    """
 
 
 class NotFound(BackendError):

@@ -111,7 +111,14 @@ class LocalBackend(Backend):
         base_dir = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not base_dir.is_dir():
             return
-        for dirpath, _dirnames, filenames in os.walk(base_dir):
+
+        def unreadable(err: OSError) -> None:
+            if err.errno == errno.ENOENT:
+                return  # a directory removed while we walk is no failure
+            where = os.path.relpath(err.filename, self.root) if err.filename else "."
+            raise _os_error(self.url, "list", "the directory" if where == "." else f"{where}/", err) from err
+
+        for dirpath, _dirnames, filenames in os.walk(base_dir, onerror=unreadable):
             for name in filenames:
                 if name.startswith(TEMP_MARKER):
                     continue

@@ -156,7 +156,7 @@ def verify_one(
             verdict.checks.append("restore test")
     except NotFoundError as exc:
         verdict.error = str(exc) if verdict.manifest is not None else _missing_manifest(backend, backup_id)
-    except (VolsafeError, BackendError) as exc:
+    except VolsafeError as exc:  # a BackendError too
         verdict.error = str(exc) or type(exc).__name__
     return verdict
 
@@ -242,7 +242,7 @@ def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image:
                         outcome.errors.append(f"{backup_id} on {backend.url}: {verdict.error}")
                     elif verdict.manifest is not None:
                         outcome.bytes += verdict.manifest.stored_size
-    except (VolsafeError, BackendError) as exc:
+    except VolsafeError as exc:  # a BackendError too
         outcome.errors.append(str(exc) or type(exc).__name__)
     finally:
         outcome.finished = datetime.now(timezone.utc)

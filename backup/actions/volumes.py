@@ -6,9 +6,8 @@ from datetime import datetime, timezone
 
 from backup.archive.catalog import newest_by_volume
 from backup.docker.host import DockerHost, docker_errors
-from backup.errors import VolsafeError
 from backup.actions.overview import VolumeRow, assemble
-from storage_backends import Backend, BackendError
+from storage_backends import Backend
 
 
 def run_volumes(host: DockerHost, backends: list[Backend], *, max_age: float) -> list[VolumeRow]:
@@ -20,10 +19,5 @@ def run_volumes(host: DockerHost, backends: list[Backend], *, max_age: float) ->
     with docker_errors(host):
         df = host.api.df()
         containers = host.api.containers(all=True)
-    newest = {}
-    for backend in backends:
-        try:
-            newest[backend.url] = newest_by_volume(backend)
-        except BackendError as exc:
-            raise VolsafeError(f"{backend.url}: cannot list backups: {exc}") from None
+    newest = {backend.url: newest_by_volume(backend) for backend in backends}
     return assemble(df.get("Volumes") or [], containers, newest, now=datetime.now(timezone.utc), max_age=max_age)

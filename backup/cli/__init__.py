@@ -7,12 +7,10 @@ traceback.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import traceback
 
-import click
 import typer
 
 from backup import __version__
@@ -20,21 +18,28 @@ from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, p
 from backup.cli import migrate_cmd
 from backup.cli import verify_cmd
 from backup.cli import volumes_cmd
+from backup.cli.options import (
+    apply_global_options,
+    click_exceptions,
+    config_option,
+    configure_logging,
+    debug_option,
+    helper_image_option,
+    host_option,
+)
 from backup.cli.state import State
-from backup.errors import Cancelled, Interrupted, VolsafeError
+from backup.errors import Cancelled, Interrupted, UsageError, VolsafeError
 
 app = typer.Typer(
     name="volsafe",
-    help="Back up, restore and migrate Docker volumes as zstd-compressed tar archives.",
+    help="Back up, restore and migrate Docker volumes as zstd-compressed tar archives.\n\n"
+    "The options below except --version may also follow the command name.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-_debug = False  # set by the root options; read when an error is reported
 
 
 def _version(value: bool) -> None:
@@ -46,31 +51,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    host: str = typer.Option(
-        None, "--host", "-H", help="Docker daemon to use, e.g. unix:///var/run/docker.sock [default: $DOCKER_HOST]"
-    ),
-    helper_image: str = typer.Option(
-        None,
-        "--helper-image",
-        envvar="VOLSAFE_HELPER_IMAGE",
-        help="Image with busybox tar for helper containers [default: volsafe-helper:latest if present, else busybox:stable]",
-    ),
-    config: str = typer.Option(
-        None,
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="Config file [default: $VOLSAFE_CONFIG, else ./volsafe.toml, else ~/.config/volsafe/config.toml, if present]",
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show debug logs and tracebacks."),
+    host: str = host_option(),
+    helper_image: str = helper_image_option(from_env=True),
+    config: str = config_option(),
+    debug: bool = debug_option(),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """Back up, restore and migrate Docker volumes."""
-    global _debug
-    _debug = debug
-    state = State(host=host, helper_image_option=helper_image, debug=debug, config_option=config)
-    ctx.obj = state
-    _configure_logging(debug)
+    state = ctx.ensure_object(State)
+    apply_global_options(state, host=host, helper_image=helper_image, config=config, debug=debug)
+    configure_logging(state.debug)
 
 
 backup_cmd.register(app)
@@ -86,51 +76,50 @@ verify_cmd.register(app)
 volumes_cmd.register(app)
 
 
-def _configure_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("volsafe: %(levelname)s: %(message)s" if not debug else "%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    root_logger = logging.getLogger()
-    root_logger.handlers[:] = [handler]
-    root_logger.setLevel(logging.DEBUG if debug else logging.WARNING)
-    # Hook output, containers stopped and restarted, crash recovery: what a user wants to see happen.
-    for told in ("volsafe.hooks", "volsafe.quiesce", "volsafe.recovery", "volsafe.volumes"):
-        logging.getLogger(told).setLevel(logging.DEBUG if debug else logging.INFO)
-    if not debug:
-        for noisy in ("botocore", "boto3", "urllib3", "docker", "s3transfer"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
 def _on_signal(signum, _frame) -> None:
     raise Cancelled(signal.Signals(signum).name)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"volsafe: error: {message}", file=sys.stderr)
-    if _debug:
-        traceback.print_exc()
-    return code
+def _usage_message(exc: click_exceptions.UsageError) -> str:
+    """Return Click's message for a malformed command line, with a pointer to the command's help."""
+    where = exc.ctx.command_path if exc.ctx is not None else "volsafe"
+    return f"{exc.format_message()} (see '{where} --help')"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return the exit code (also the console-script entry point)."""
-    global _debug
-    _debug = False
+    """Run the CLI and return the exit code (also the console-script entry point).
+
+    The one place that reports a failure: one line ``volsafe: error: …`` on stderr and the exit
+    code of its kind (see backup.errors); with --debug, the traceback after it.
+    """
+    state = State()
+
+    def fail(message: str, code: int) -> int:
+        print(f"volsafe: error: {message}", file=sys.stderr)
+        if state.debug:
+            traceback.print_exc()
+        return code
+
     previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = app(args=argv, prog_name="volsafe", standalone_mode=False)
+        result = app(args=argv, prog_name="volsafe", standalone_mode=False, obj=state)
         code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
+    except getattr(click_exceptions, "NoArgsIsHelpError", ()) as exc:  # a group named alone: its help
         exc.show()
         code = exc.exit_code
-    except (Cancelled, click.Abort, KeyboardInterrupt) as exc:
+    except click_exceptions.UsageError as exc:  # unknown option or command, a value missing or invalid
+        code = fail(_usage_message(exc), UsageError.exit_code)
+    except click_exceptions.ClickException as exc:
+        code = fail(exc.format_message(), exc.exit_code)
+    except (Cancelled, typer.Abort, KeyboardInterrupt) as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Cancelled) and exc.signal_name == "SIGTERM" else "interrupted"
-        code = _fail(f"{what}; partial work was cleaned up", Interrupted.exit_code)
-    except VolsafeError as exc:
-        code = _fail(str(exc), exc.exit_code)
+        code = fail(f"{what}; partial work was cleaned up", Interrupted.exit_code)
+    except VolsafeError as exc:  # storage_backends' BackendError included
+        code = fail(str(exc), exc.exit_code)
     except Exception as exc:  # a bug, or an error we did not foresee: still one line without --debug
-        code = _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1)
+        code = fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -20,6 +20,7 @@ from backup.progress import reporter_for
 from backup.selectors import VolumeSelector, parse_label, split_excludes
 from backup.cli.keys import recipients_for
 from backup.cli.state import nonempty
+from backup.cli.options import command
 
 log = logging.getLogger("volsafe")
 # Bounds and defaults as for a job's keys of the same meaning.
@@ -60,11 +61,11 @@ def backup(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
     level: int = typer.Option(
-        _LEVEL.default, "--level", min=_LEVEL.convert.minimum, max=_LEVEL.convert.maximum, help="zstd compression level."
+        _LEVEL.default, "--level", metavar="N", min=_LEVEL.convert.minimum, max=_LEVEL.convert.maximum, help="zstd compression level."
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd worker threads per volume [default: one per CPU]."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="zstd worker threads per volume [default: one per CPU]."),
     concurrency: int = typer.Option(
-        _CONCURRENCY.default, "--concurrency", "-j", min=_CONCURRENCY.convert.minimum, max=_CONCURRENCY.convert.maximum,
+        _CONCURRENCY.default, "--concurrency", "-j", min=_CONCURRENCY.convert.minimum, max=_CONCURRENCY.convert.maximum, metavar="N",
         help="Volumes backed up at once (always 1 with --stop or --pause).",
     ),
     stop: bool = typer.Option(
@@ -162,4 +163,4 @@ def backup(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("backup")(backup)
+    command(app, "backup")(backup)

@@ -5,26 +5,23 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timezone
-from typing import Optional
 
 import typer
 
 from backup.cli.jobs_cmd import next_runs
 from backup.cli.output import print_table
+from backup.cli.options import command
 
 config_app = typer.Typer(help="Check the configuration file.", no_args_is_help=True, rich_markup_mode=None)
 
 
-@config_app.command("check")
+@command(config_app, "check")
 def check(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, "--config", "-c", metavar="FILE", help="Config file to check (as the root --config)."),
     as_json: bool = typer.Option(False, "--json", help="Print the jobs as a JSON array."),
 ) -> None:
     """Validate the config, listing every error at once; print each job with its next run times."""
-    state = ctx.obj
-    state.use_config(config)
-    cfg = state.config
+    cfg = ctx.obj.config
     if cfg.path is None:
         print("volsafe: no config file found; the built-in defaults apply (no jobs, no named backends)", file=sys.stderr)
     else:

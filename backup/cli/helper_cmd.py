@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from backup.cli.options import command
 from backup.docker.helper_image import DEFAULT_BUSYBOX, DEFAULT_GNU_TAR, LOCAL_IMAGE, build_helper_image
 
 helper_app = typer.Typer(
@@ -11,11 +12,11 @@ helper_app = typer.Typer(
 )
 
 
-@helper_app.command("build")
+@command(helper_app, "build")
 def build(
     ctx: typer.Context,
-    busybox: str = typer.Option(DEFAULT_BUSYBOX, "--busybox", help="Path of a statically linked busybox binary."),
-    tag: str = typer.Option(LOCAL_IMAGE, "--tag", help="Name of the image to create."),
+    busybox: str = typer.Option(DEFAULT_BUSYBOX, "--busybox", metavar="PATH", help="Path of a statically linked busybox binary."),
+    tag: str = typer.Option(LOCAL_IMAGE, "--tag", metavar="IMAGE", help="Name of the image to create."),
     gnu_tar: str = typer.Option(
         DEFAULT_GNU_TAR, "--gnu-tar", metavar="PATH",
         help="GNU tar (1.28 or later) to copy in with its libraries, for the fast local backup path; '' for none.",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timezone
-from typing import Optional
 
 import typer
 
 from backup.actions.job import JobOutcome, run_job
 from backup.cli.output import human_size, print_table
+from backup.cli.options import command
 from backup.config.schema import JobConfig
 from backup.crypto.encryption import configured_key
 from backup.errors import NotFoundError
@@ -18,7 +18,6 @@ from backup.jobs.health import StatusStore
 from backup.progress import reporter_for
 
 jobs_app = typer.Typer(help="List the configured jobs, or run one now.", no_args_is_help=True, rich_markup_mode=None)
-CONFIG_OPTION = typer.Option(None, "--config", "-c", metavar="FILE", help="Config file (as the root --config).")
 
 
 def next_runs(job: JobConfig, now: datetime, count: int) -> list[datetime]:
@@ -35,16 +34,13 @@ def next_runs(job: JobConfig, now: datetime, count: int) -> list[datetime]:
     return times
 
 
-@jobs_app.command("list")
+@command(jobs_app, "list")
 def list_jobs(
     ctx: typer.Context,
-    config: Optional[str] = CONFIG_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per job."),
 ) -> None:
     """Show each job's schedule, next run and last results (from the status file)."""
-    state = ctx.obj
-    state.use_config(config)
-    cfg = state.config
+    cfg = ctx.obj.config
     status = StatusStore(cfg.status_file).read()
     now = datetime.now(timezone.utc)
     records = []
@@ -75,11 +71,10 @@ def list_jobs(
         typer.echo("no jobs configured" + ("" if cfg.path else " (no config file found)"), err=True)
 
 
-@jobs_app.command("run")
+@command(jobs_app, "run")
 def run_now(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help="The job to run, as [jobs.NAME] in the config."),
-    config: Optional[str] = CONFIG_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the run's outcome as JSON; no progress bar."),
 ) -> None:
     """Run one job now, in the foreground: back up its volumes, then (if all went well) prune.
@@ -87,7 +82,6 @@ def run_now(
     The outcome is recorded in the status file and sent to the webhook like a scheduled run's.
     """
     state = ctx.obj
-    state.use_config(config)
     cfg = state.config
     job = cfg.jobs.get(name)
     if job is None:

@@ -8,6 +8,7 @@ import typer
 
 from backup.actions.listing import run_list
 from backup.cli.output import backup_record, print_backups, print_json
+from backup.cli.options import command
 from backup.config.locations import open_locations
 from backup.archive.naming import validate_volume_name
 from backup.cli.state import nonempty
@@ -15,7 +16,7 @@ from backup.cli.state import nonempty
 
 def list_backups(
     ctx: typer.Context,
-    volume: Optional[str] = typer.Argument(None, help="Only list backups of this volume."),
+    volume: Optional[str] = typer.Argument(None, metavar="VOLUME", help="Only list backups of this volume."),
     from_: Optional[List[str]] = typer.Option(
         None, "--from", metavar="BACKEND",
         help="Backend to read (repeatable): a name from the config, a path or a URL. "
@@ -39,4 +40,4 @@ def list_backups(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("list")(list_backups)
+    command(app, "list")(list_backups)

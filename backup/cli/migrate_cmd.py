@@ -10,6 +10,7 @@ import typer
 
 from backup.actions.migrate import MigrateOptions, MigrationResult, project_volumes, run_migrate
 from backup.cli.output import human_size, print_table
+from backup.cli.options import command
 from backup.docker.host import TlsOptions, connect
 from backup.errors import UsageError
 from backup.docker.helper_image import resolve_helper_image
@@ -152,4 +153,4 @@ def _record(result: MigrationResult, source_url: str, target_url: str) -> dict:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("migrate")(migrate)
+    command(app, "migrate")(migrate)

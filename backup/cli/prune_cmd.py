@@ -12,14 +12,14 @@ import typer
 
 from backup.actions.prune import run_prune
 from backup.cli.output import print_table
-from backup.errors import UsageError, VolsafeError
+from backup.cli.options import command
+from backup.errors import UsageError
 from backup.config.locations import open_locations
 from backup.archive.manifest import format_time
 from backup.archive.naming import validate_volume_name
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import timezone_of
 from backup.cli.state import nonempty
-from storage_backends import BackendError
 
 
 def _keep(flag: str, period: str) -> int:
@@ -28,7 +28,7 @@ def _keep(flag: str, period: str) -> int:
 
 def prune(
     ctx: typer.Context,
-    volume: Optional[str] = typer.Argument(None, help="Only prune backups of this volume [default: every volume]."),
+    volume: Optional[str] = typer.Argument(None, metavar="VOLUME", help="Only prune backups of this volume [default: every volume]."),
     from_: Optional[List[str]] = typer.Option(
         None, "--from", metavar="BACKEND",
         help="Backend to prune (repeatable): a name from the config, a path or a URL. "
@@ -60,12 +60,9 @@ def prune(
         tz = timezone_of(zone) if zone else tzlocal.get_localzone()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        results = run_prune(
-            open_locations(from_, configured), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
-        )
-    except BackendError as exc:
-        raise VolsafeError(str(exc)) from None
+    results = run_prune(
+        open_locations(from_, configured), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
+    )
 
     def action(r) -> str:
         if r.decision.keep:
@@ -98,4 +95,4 @@ def prune(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune")(prune)
+    command(app, "prune")(prune)

@@ -16,6 +16,7 @@ from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for
 from backup.cli.state import nonempty
+from backup.cli.options import command
 
 
 def restore(
@@ -27,6 +28,7 @@ def restore(
         None, "--from", metavar="BACKEND",
         help="Backend to restore from: a name from the config, a path or a URL. "
         "[default: the config's [backends] (the one with the newest backup), else ~/.local/share/volsafe/backups]",
+        callback=nonempty,
     ),
     to_volume: Optional[str] = typer.Option(
         None, "--to-volume", metavar="NAME", help="Restore into this volume instead of the original name.", callback=nonempty
@@ -100,4 +102,4 @@ def restore(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("restore")(restore)
+    command(app, "restore")(restore)

@@ -6,10 +6,10 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
-from typing import Optional
 
 import typer
 
+from backup.cli.options import command
 from backup.errors import UsageError
 
 _LOG_FORMATS = ("text", "json")
@@ -48,7 +48,6 @@ def _setup_logging(log_format: str, debug: bool) -> None:
 
 def run(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, "--config", "-c", metavar="FILE", help="Config file (as the root --config)."),
     log_format: str = typer.Option("text", "--log-format", metavar="FORMAT", help="Log format on stderr: text or json."),
 ) -> None:
     """Run the configured jobs on their schedules until SIGTERM or SIGINT (then exit 0).
@@ -60,7 +59,6 @@ def run(
     if log_format not in _LOG_FORMATS:
         raise UsageError(f"--log-format must be text or json, not {log_format!r}")
     state = ctx.obj
-    state.use_config(config)
     cfg = state.config
     _setup_logging(log_format, state.debug)
     if cfg.path is None:
@@ -71,4 +69,4 @@ def run(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run)
+    command(app, "run")(run)

@@ -1,4 +1,4 @@
-"""What the root command's options decide, shared by every command through ``ctx.obj``."""
+"""What the global options decide (before or after the command name), shared by every command through ``ctx.obj``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from backup.docker.helper_image import resolve_helper_image
 
 @dataclass
 class State:
-    host: str | None
-    helper_image_option: str | None
-    debug: bool
+    host: str | None = None
+    helper_image_option: str | None = None
+    debug: bool = False
     config_option: str | None = None
 
     def use_config(self, path: str | None) -> None:

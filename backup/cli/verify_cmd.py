@@ -9,6 +9,7 @@ import typer
 from backup.actions.verify import restore_test, run_verify
 from backup.cli.keys import identities_for
 from backup.cli.output import print_json, print_table
+from backup.cli.options import command
 from backup.errors import UsageError
 from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
@@ -77,4 +78,4 @@ def verify(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("verify")(verify)
+    command(app, "verify")(verify)

@@ -9,6 +9,7 @@ import typer
 
 from backup.actions.volumes import run_volumes
 from backup.cli.output import print_json
+from backup.cli.options import command
 from backup.errors import UsageError
 from backup.config.locations import open_locations
 from backup.actions.overview import human_age
@@ -69,4 +70,4 @@ def volumes(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("volumes")(volumes)
+    command(app, "volumes")(volumes)
