@@ -23,6 +23,7 @@ from pathlib import Path
 from backup.docker_host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
 from backup.helper import LABEL as HELPER_LABEL
+from backup.private_files import open_private, private_dirs
 
 log = logging.getLogger("volsafe.recovery")
 
@@ -113,8 +114,8 @@ class QuiesceRecord:
         }
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "w", encoding="utf-8") as out:
+            private_dirs(self.path.parent)  # records name containers to restart: others must not write them
+            with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as out:
                 json.dump(data, out)
                 out.flush()
                 os.fsync(out.fileno())
