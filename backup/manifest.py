@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from backup.bounds import MAX_DEPTH, json_depth_exceeds
 from backup.errors import ManifestError
 from backup.naming import BackupId, parse_backup_id
 
 FORMAT = "volsafe-manifest"
 FORMAT_VERSION = 1  # new optional fields (content_digest, encryption) keep version 1 readable both ways
 AGE_FORMAT = "age-encryption.org/v1"
+# Real manifests are about 1 KiB; ``load_manifest`` reads at most this much of one.
+MAX_MANIFEST_SIZE = 1 << 20
 _CONTENT_DIGEST = re.compile(r"^tree-sha256:[0-9a-f]{64}$")
 
 
@@ -202,11 +205,23 @@ def _excluded(data: Any) -> tuple[str, ...]:
 
 
 def parse_manifest(raw: bytes | str) -> Manifest:
-    """Return the Manifest in ``raw``; raise ManifestError naming the first problem found."""
+    """Return the Manifest in ``raw``; raise ManifestError naming the first problem found.
+
+    Bounded: a manifest larger than MAX_MANIFEST_SIZE, or nested deeper than ``bounds.MAX_DEPTH``,
+    is refused before it is parsed.
+    """
+    if len(raw) > MAX_MANIFEST_SIZE:
+        raise ManifestError(f"manifest is larger than {MAX_MANIFEST_SIZE} bytes")
     try:
-        data = json.loads(raw)
+        # As json.loads decodes bytes, so that the depth check sees the text it will parse.
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass") if isinstance(raw, (bytes, bytearray)) else raw
+        if json_depth_exceeds(text):
+            raise ManifestError(f"manifest nests arrays or objects more than {MAX_DEPTH} deep")
+        data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:  # not reached after the depth check; kept as a second line of defence
+        raise ManifestError(f"manifest nests arrays or objects more than {MAX_DEPTH} deep") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError("not a volsafe manifest")
     version = _get(data, "format_version", int)
