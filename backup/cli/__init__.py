@@ -20,6 +20,7 @@ from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, p
 from backup.cli import migrate_cmd
 from backup.cli import verify_cmd
 from backup.cli import volumes_cmd
+from backup.cli.logsafe import guard
 from backup.cli.state import State
 from backup.locations import use_named_backends
 from backup.errors import Cancelled, Interrupted, VolsafeError
@@ -101,6 +102,7 @@ def _configure_logging(debug: bool) -> None:
     if not debug:
         for noisy in ("botocore", "boto3", "urllib3", "docker", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    guard(handler, debug)  # no credentials in logs, even with --debug
 
 
 def _on_signal(signum, _frame) -> None:
