@@ -9,11 +9,11 @@ import tarfile
 
 import pytest
 
-from backup.catalog import list_backups, load_manifest
+from backup.catalog import list_backups, load_manifest, resolve_ref
 from backup.config import ConfigError, parse_config
 from backup.errors import ManifestError
 from backup.manifest import MAX_MANIFEST_SIZE, parse_manifest
-from backup.naming import BackupId, new_stamp
+from backup.naming import BackupId, Ref, new_stamp
 from storage_backends.local import LocalBackend
 from tests.archive_factory import SAMPLE, make_tar, store_backup
 
@@ -87,6 +87,14 @@ def test_a_deep_manifest_is_skipped_with_one_warning_naming_its_key(store, caplo
     assert [str(m.backup_id) for m in found] == [str(first.backup_id), str(second.backup_id), str(web.backup_id)]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and bad.manifest_key in warnings[0].getMessage()
+
+
+def test_restore_of_the_newest_resolves_past_a_deep_manifest(store):
+    # What ``restore db`` (and ``verify db``) resolve: the newest backup whose manifest reads.
+    backend, first, second, web, bad = store
+    assert resolve_ref(backend, Ref("db", None)).backup_id == second.backup_id
+    with pytest.raises(ManifestError, match="nests"):
+        resolve_ref(backend, Ref("db", bad))  # asked for by its exact id: one clear error
 
 
 def test_list_prune_verify_work_past_a_deep_manifest(store, run):
