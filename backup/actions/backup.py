@@ -180,6 +180,11 @@ def backup_volume(
         mount=mount.manifest_record() if mount is not None else None,
         excluded_paths=options.exclude,
     )
+    if options.recipients is not None and any(result.ok for result in results):
+        from backup.crypto.encryption import seal_metadata  # pyrage is loaded only when encrypting
+
+        # The plaintext's size, entry count and digest would link equal contents: stored sealed only.
+        manifest = seal_metadata(manifest, options.recipients)
     for result in results:
         if not result.ok:
             outcome.failures[result.backend.url] = _describe(result.error)

@@ -68,6 +68,11 @@ def run_prune(
             manifests = {str(m.backup_id): m for m in by_volume[volume]}
             for decision in decide(manifests.values(), policy, now, tz):
                 manifest = manifests[decision.id]
+                if not decision.counted:
+                    log.warning(
+                        "%s on %s claims to be created at %s, in the future: kept, but not counted by any keep rule",
+                        decision.id, backend.url, manifest.created.isoformat(),
+                    )
                 if decision.keep or dry_run:
                     results.append(Pruned(manifest, backend, decision))
                     continue

@@ -117,7 +117,7 @@ def run_restore(
             f"{manifest.backup_id} is a backup of a {kind} mount ({manifest.mount.get('destination')} in container "
             f"{manifest.mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
         )
-    require_keys(backend, manifest, identities)
+    manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
     if to_path is not None:
         return _restore_to_path(host, backend, manifest, to_path, helper_image, force, progress, identities)
     if to_container is not None:

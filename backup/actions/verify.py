@@ -96,7 +96,7 @@ def check_archive(backend: Backend, manifest: Manifest, identities: list | None,
         _hash_only(backend, manifest, progress)
         needed = "--passphrase-file or VOLSAFE_PASSPHRASE" if manifest.encryption_passphrase else "--identity"
         return ["size", "sha256", f"encrypted: contents not checked without {needed}"]
-    require_keys(backend, manifest, identities)
+    manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
     with backend.open(manifest.backup_id.archive_key) as stored, progress.task(
         f"verify {manifest.backup_id}", total=manifest.stored_size
     ) as advance:
@@ -121,10 +121,11 @@ def restore_test(
 
     scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
     try:
-        run_restore(
+        restored = run_restore(
             host, backend, Ref(manifest.volume, manifest.backup_id), helper_image=helper_image,
             to_volume=scratch, progress=progress, identities=identities, scratch=True,
         )
+        manifest = restored.manifest  # with an encrypted manifest's sealed fields opened
         with volume_tar(host, helper_image, scratch, role="verify") as tar_chunks:
             with contextlib.closing(read_ahead(tar_chunks)) as ahead:  # read while the last piece is scanned
                 digest, entries = tree_digest(ahead)

@@ -10,9 +10,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from backup.errors import ManifestError, NotFoundError
-from backup.archive.manifest import Manifest, parse_manifest
+from backup.archive.manifest import MAX_MANIFEST_SIZE, Manifest, parse_manifest
 from backup.archive.naming import BackupId, Ref, backup_id_from_manifest_key
-from storage_backends import Backend, NotFound
+from storage_backends import Backend, NotFound, PermanentError
 
 log = logging.getLogger(__name__)
 _PARALLEL_LOADS = 8  # manifests are small; on S3 the round trips dominate
@@ -22,7 +22,7 @@ def load_manifest(backend: Backend, backup_id: BackupId) -> Manifest:
     """Return the manifest of ``backup_id``. Raises NotFoundError or ManifestError."""
     try:
         with backend.open(backup_id.manifest_key) as f:
-            raw = f.read()
+            raw = f.read(MAX_MANIFEST_SIZE + 1)  # never all of a huge file: parse_manifest refuses it
     except NotFound:
         raise NotFoundError(f"no backup {backup_id} in {backend.url}") from None
     try:
@@ -37,7 +37,10 @@ def load_manifest(backend: Backend, backup_id: BackupId) -> Manifest:
 def list_backups(backend: Backend, volume: str | None = None) -> list[Manifest]:
     """Return the complete backups in ``backend`` (of ``volume`` only, if given), oldest first.
 
-    A manifest that cannot be read or parsed is skipped with a warning on the log.
+    A manifest that cannot be read or parsed is skipped with one warning on the log that names its
+    key (so is one that the backend refuses to read, e.g. a link in a local store): whoever can
+    write to the store must not be able to hide the other backups. Raises BackendError if the
+    listing fails, and for a transient failure that outlasted the retries.
     """
     prefix = f"{volume}/" if volume else ""
     ids = [bid for info in backend.list(prefix) if (bid := backup_id_from_manifest_key(info.key))]
@@ -47,8 +50,8 @@ def list_backups(backend: Backend, volume: str | None = None) -> list[Manifest]:
     def load(backup_id: BackupId) -> Manifest | None:
         try:
             return load_manifest(backend, backup_id)
-        except (ManifestError, NotFoundError) as exc:
-            log.warning("skipping %s: %s", backup_id, exc)
+        except (ManifestError, NotFoundError, PermanentError) as exc:
+            log.warning("skipping %s: %s", backup_id.manifest_key, exc)
             return None
 
     with ThreadPoolExecutor(max_workers=_PARALLEL_LOADS) as pool:

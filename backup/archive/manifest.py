@@ -11,12 +11,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from backup.bounds import MAX_DEPTH, json_depth_exceeds
 from backup.errors import ManifestError
 from backup.archive.naming import BackupId, parse_backup_id
 
 FORMAT = "volsafe-manifest"
 FORMAT_VERSION = 1  # new optional fields (content_digest, encryption) keep version 1 readable both ways
+# An encrypted backup's manifest keeps tar_size, entries and content_digest only sealed (age, to the
+# archive's own recipients or passphrase) in ``archive.encryption.metadata``. Such a manifest says
+# version 2: volsafe before 2 requires the clear fields, and so refuses it with "upgrade volsafe".
+SEALED_FORMAT_VERSION = 2
+MAX_SEALED_SIZE = 16 * 1024  # base64 characters; the sealed JSON is under 200 bytes
 AGE_FORMAT = "age-encryption.org/v1"
+# Real manifests are about 1 KiB; ``load_manifest`` reads at most this much of one.
+MAX_MANIFEST_SIZE = 1 << 20
 _CONTENT_DIGEST = re.compile(r"^tree-sha256:[0-9a-f]{64}\Z")  # \Z: "$" would accept a trailing newline
 
 
@@ -32,10 +40,11 @@ class Manifest:
     source_hostname: str
     source_docker_id: str
     volsafe_version: str
-    tar_size: int
+    # None in a manifest read from a store while its sealed metadata is not opened (``sealed``).
+    tar_size: int | None
     stored_size: int
     sha256: str
-    entries: int
+    entries: int | None
     compression: str = "zstd"
     compression_level: int = 3
     # Digest of the tar entries' metadata and data (``tree-sha256:…``); "" in manifests made before it.
@@ -50,6 +59,9 @@ class Manifest:
     # Path patterns left out of the archive (``--exclude PATTERN``); empty when nothing was.
     excluded_paths: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # Base64 of the age encryption of ``sealed_fields()`` JSON, for an encrypted backup; "" if the
+    # manifest keeps those fields in the clear (not encrypted, or made before volsafe sealed them).
+    sealed_metadata: str = ""
 
     @property
     def encrypted(self) -> bool:
@@ -59,11 +71,21 @@ class Manifest:
     def volume(self) -> str:
         return self.backup_id.volume
 
+    @property
+    def sealed(self) -> bool:
+        """True if tar_size, entries and content_digest are stored only encrypted."""
+        return bool(self.sealed_metadata)
+
+    def sealed_fields(self) -> bytes:
+        """Return the JSON of what an encrypted backup's manifest keeps sealed."""
+        return json.dumps({"tar_size": self.tar_size, "entries": self.entries, "content_digest": self.content_digest}).encode()
+
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest as the JSON-ready dict that is stored."""
+        clear = not self.sealed
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if clear else SEALED_FORMAT_VERSION,
             "id": str(self.backup_id),
             "created": format_time(self.created),
             "volsafe_version": self.volsafe_version,
@@ -79,11 +101,11 @@ class Manifest:
                 "format": "tar",
                 "compression": self.compression,
                 "compression_level": self.compression_level,
-                "tar_size": self.tar_size,
+                **({"tar_size": self.tar_size} if clear else {}),
                 "stored_size": self.stored_size,
                 "sha256": self.sha256,
-                "entries": self.entries,
-                **({"content_digest": self.content_digest} if self.content_digest else {}),
+                **({"entries": self.entries} if clear else {}),
+                **({"content_digest": self.content_digest} if self.content_digest and clear else {}),
                 **({"encryption": self._encryption_record()} if self.encrypted else {}),
             },
             **({"mount": dict(self.mount)} if self.mount is not None else {}),
@@ -100,6 +122,8 @@ class Manifest:
         record: dict[str, Any] = {"format": AGE_FORMAT, "recipients": list(self.encryption_recipients or ())}
         if self.encryption_passphrase:
             record["passphrase"] = True
+        if self.sealed:
+            record["metadata"] = self.sealed_metadata
         return record
 
     def to_json(self) -> bytes:
@@ -202,15 +226,27 @@ def _excluded(data: Any) -> tuple[str, ...]:
 
 
 def parse_manifest(raw: bytes | str) -> Manifest:
-    """Return the Manifest in ``raw``; raise ManifestError naming the first problem found."""
+    """Return the Manifest in ``raw``; raise ManifestError naming the first problem found.
+
+    Bounded: a manifest larger than MAX_MANIFEST_SIZE, or nested deeper than ``bounds.MAX_DEPTH``,
+    is refused before it is parsed.
+    """
+    if len(raw) > MAX_MANIFEST_SIZE:
+        raise ManifestError(f"manifest is larger than {MAX_MANIFEST_SIZE} bytes")
     try:
-        data = json.loads(raw)
+        # As json.loads decodes bytes, so that the depth check sees the text it will parse.
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass") if isinstance(raw, (bytes, bytearray)) else raw
+        if json_depth_exceeds(text):
+            raise ManifestError(f"manifest nests arrays or objects more than {MAX_DEPTH} deep")
+        data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:  # not reached after the depth check; kept as a second line of defence
+        raise ManifestError(f"manifest nests arrays or objects more than {MAX_DEPTH} deep") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError("not a volsafe manifest")
     version = _get(data, "format_version", int)
-    if version > FORMAT_VERSION:
+    if version > SEALED_FORMAT_VERSION:
         raise ManifestError(f"manifest format {version} is newer than this volsafe understands; upgrade volsafe")
     try:
         backup_id = parse_backup_id(_get(data, "id", str))
@@ -228,10 +264,17 @@ def parse_manifest(raw: bytes | str) -> Manifest:
     compression = _get(data, "archive.compression", str)
     if compression != "zstd":
         raise ManifestError(f"unsupported compression {compression!r}")
-    content_digest = _get(data, "archive.content_digest", str) if "content_digest" in data["archive"] else ""
-    if content_digest and not _CONTENT_DIGEST.match(content_digest):
-        raise ManifestError("manifest field 'archive.content_digest' is not a tree-sha256 digest")
     encryption_recipients, encryption_passphrase = _encryption(data)
+    sealed = _sealed_metadata(data)
+    if sealed:
+        for name in ("tar_size", "entries", "content_digest"):
+            if name in data["archive"]:
+                raise ManifestError(f"manifest keeps 'archive.{name}' both sealed and in the clear")
+        tar_size, entries, content_digest = None, None, ""
+    else:
+        tar_size, entries = _count(data, "archive.tar_size"), _count(data, "archive.entries")
+        content_digest = _get(data, "archive.content_digest", str) if "content_digest" in data["archive"] else ""
+        _check_digest(content_digest)
     known = {"format", "format_version", "id", "created", "volsafe_version", "volume", "source", "archive", "mount", "exclude"}
     return Manifest(
         backup_id=backup_id,
@@ -242,10 +285,10 @@ def parse_manifest(raw: bytes | str) -> Manifest:
         source_hostname=_get(data, "source.hostname", str),
         source_docker_id=_get(data, "source.docker_id", str),
         volsafe_version=_get(data, "volsafe_version", str),
-        tar_size=_count(data, "archive.tar_size"),
+        tar_size=tar_size,
         stored_size=_count(data, "archive.stored_size"),
         sha256=sha256,
-        entries=_count(data, "archive.entries"),
+        entries=entries,
         compression=compression,
         compression_level=_get(data, "archive.compression_level", int),
         content_digest=content_digest,
@@ -254,4 +297,41 @@ def parse_manifest(raw: bytes | str) -> Manifest:
         mount=_mount(data),
         excluded_paths=_excluded(data),
         extra={k: v for k, v in data.items() if k not in known},
+        sealed_metadata=sealed,
     )
+
+
+def _check_digest(content_digest: str) -> None:
+    if content_digest and not _CONTENT_DIGEST.match(content_digest):
+        raise ManifestError("manifest field 'archive.content_digest' is not a tree-sha256 digest")
+
+
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def _sealed_metadata(data: Any) -> str:
+    """Return the base64 text of ``archive.encryption.metadata`` ("" if there is none)."""
+    record = data["archive"].get("encryption")
+    if not isinstance(record, dict) or "metadata" not in record:
+        return ""
+    sealed = _get(data, "archive.encryption.metadata", str)
+    if len(sealed) > MAX_SEALED_SIZE or not _BASE64.match(sealed):
+        raise ManifestError("manifest field 'archive.encryption.metadata' is not base64 of a small sealed record")
+    return sealed
+
+
+def parse_sealed_fields(raw: bytes) -> tuple[int, int, str]:
+    """Return (tar_size, entries, content_digest) from the opened sealed metadata of a manifest.
+
+    Raises ManifestError if it is not the JSON object that ``Manifest.sealed_fields`` makes.
+    """
+    try:
+        data = json.loads(raw) if len(raw) <= MAX_SEALED_SIZE and not json_depth_exceeds(raw.decode("utf-8")) else None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise ManifestError("manifest's sealed metadata is not a JSON object")
+    wrapped = {"archive": data}
+    content_digest = _get(wrapped, "archive.content_digest", str)
+    _check_digest(content_digest)
+    return _count(wrapped, "archive.tar_size"), _count(wrapped, "archive.entries"), content_digest

@@ -21,6 +21,7 @@ try:  # typer 0.2x and later run on their own copy of Click
 except ImportError:  # older typer runs on Click itself
     from click import exceptions as click_exceptions
 
+from backup.cli.logsafe import guard
 from backup.cli.state import State
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,6 +76,7 @@ def configure_logging(debug: bool) -> None:
     if not debug:
         for noisy in ("botocore", "boto3", "urllib3", "docker", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    guard(handler, debug)  # no credentials in logs, even with --debug
 
 
 _GLOBAL_PARAMETERS = {  # keyword of apply_global_options -> (parameter name, annotation, option)

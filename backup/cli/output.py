@@ -13,7 +13,11 @@ from storage_backends import Backend
 
 
 def backup_record(manifest: Manifest, backend: Backend) -> dict[str, Any]:
-    """Return the JSON object that ``list --json`` and ``backup --json`` print for one backup."""
+    """Return the JSON object that ``list --json`` and ``backup --json`` print for one backup.
+
+    ``size`` (tar bytes) and ``entries`` are null for an encrypted backup read from a store: its
+    manifest keeps them sealed.
+    """
     return {
         "id": str(manifest.backup_id),
         "volume": manifest.volume,
@@ -28,6 +32,11 @@ def backup_record(manifest: Manifest, backend: Backend) -> dict[str, Any]:
         "source_docker_id": manifest.source_docker_id,
         "volsafe_version": manifest.volsafe_version,
     }
+
+
+def _size(size: int | None) -> str:
+    # An encrypted backup's tar size is sealed in its manifest: not known without the key.
+    return human_size(size) if size is not None else "-"
 
 
 def print_json(records: list[dict[str, Any]]) -> None:
@@ -45,7 +54,7 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 def print_backups(records: list[dict[str, Any]]) -> None:
     """Print backup records as the people-facing table of ``list`` and ``backup``."""
     rows = [
-        [r["id"], r["volume"], r["created"], human_size(r["size"]), human_size(r["stored_size"]), r["backend"]]
+        [r["id"], r["volume"], r["created"], _size(r["size"]), human_size(r["stored_size"]), r["backend"]]
         for r in records
     ]
     print_table(["ID", "VOLUME", "CREATED", "SIZE", "STORED", "BACKEND"], rows)

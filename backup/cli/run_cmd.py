@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import typer
 
 from backup.cli.options import command
+from backup.cli.logsafe import guard
 from backup.errors import UsageError
 
 _LOG_FORMATS = ("text", "json")
@@ -44,6 +45,7 @@ def _setup_logging(log_format: str, debug: bool) -> None:
     if not debug:
         for noisy in ("apscheduler", "botocore", "boto3", "urllib3", "docker", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.WARNING if noisy == "apscheduler" else logging.ERROR)
+    guard(handler, debug)  # no credentials in logs, even with --debug
 
 
 def run(

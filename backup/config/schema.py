@@ -37,6 +37,7 @@ from backup.config.converters import (
     volume_name,
 )
 from backup.errors import VolsafeError
+from backup.bounds import MAX_DEPTH, data_depth_exceeds
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import parse_schedule
 from backup.quiesce.hooks import DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT, ON_ERROR as HOOK_ON_ERROR
@@ -45,6 +46,7 @@ from storage_backends.settings import FLAG, TEXT, Invalid, Setting, Text, WholeN
 
 ENV_VAR = "VOLSAFE_CONFIG"
 LOCAL_NAME = "volsafe.toml"
+MAX_CONFIG_SIZE = 1 << 20  # a config is a few KiB; a larger file is refused before it is parsed
 
 
 class ConfigError(VolsafeError):
@@ -288,7 +290,11 @@ def load_config(option: str | None = None) -> Config:
     if path is None:
         return Config()
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_SIZE + 1)
+        if len(raw) > MAX_CONFIG_SIZE:
+            raise ConfigError(f"invalid config {path}: larger than {MAX_CONFIG_SIZE} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     config = parse_config(text, path)
@@ -345,12 +351,19 @@ _TOML_POSITION = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
 def parse_config(text: str, path: Path | str = "<config>", environ: dict[str, str] | None = None) -> Config:
     """Return the Config in TOML ``text``. Raises ConfigError listing every problem found."""
     name = str(path)
+    too_deep = f"invalid config {name}: tables or arrays nest more than {MAX_DEPTH} deep"
+    if len(text) > MAX_CONFIG_SIZE:
+        raise ConfigError(f"invalid config {name}: larger than {MAX_CONFIG_SIZE} bytes")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = _TOML_POSITION.match(str(exc))
         where = f"{name}:{found.group(2)}:{found.group(3)}" if found else name
         raise ConfigError(f"invalid config {name}:\n  {where}: TOML syntax error: {found.group(1) if found else exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(too_deep) from None
+    if data_depth_exceeds(data):  # dotted keys and headers nest without recursion; the checks below recurse
+        raise ConfigError(too_deep)
     checker = _Checker(name, _key_lines(text), os.environ if environ is None else environ)
     config = checker.check(data, Path(path) if not isinstance(path, Path) else path)
     if checker.errors:

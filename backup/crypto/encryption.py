@@ -478,18 +478,20 @@ def has_key_for(manifest, identities: list | None) -> bool:
     return bool(_age_identities(identities))
 
 
-def require_keys(backend, manifest, identities: list | None) -> None:
+def require_keys(backend, manifest, identities: list | None):
     """Check, before anything is created, that ``identities`` open the encrypted archive of ``manifest``.
 
-    Returns at once for an archive that is not encrypted. Raises EncryptionError (no key of the
-    right kind, or none that matches), PassphraseError (wrong passphrase), NotFoundError if the
-    archive is missing, IntegrityError if it is not an age file or not of the kind its manifest says.
+    Returns ``manifest``, with its sealed metadata (tar size, entries, content digest) opened if it
+    has any, so that it can be checked against the archive; at once for an archive that is not
+    encrypted. Raises EncryptionError (no key of the right kind, or none that matches),
+    PassphraseError (wrong passphrase), NotFoundError if the archive is missing, IntegrityError if
+    it is not an age file or not of the kind its manifest says, or if the sealed metadata does not open.
     """
     from backup.errors import NotFoundError
     from storage_backends import NotFound
 
     if not manifest.encrypted:
-        return
+        return manifest
     if not has_key_for(manifest, identities):
         needed = f" with a passphrase: {_NO_PASSPHRASE}" if manifest.encryption_passphrase else f": {_NO_IDENTITY}"
         raise EncryptionError(f"backup {manifest.backup_id} is encrypted{needed}")
@@ -501,6 +503,61 @@ def require_keys(backend, manifest, identities: list | None) -> None:
     if head.startswith(AGE_FORMAT.encode()) and age_scrypt.is_passphrase_header(head) != manifest.encryption_passphrase:
         raise IntegrityError("archive's age header does not match its manifest (passphrase or recipients)")
     check_identities(head, identities)
+    return unseal_metadata(manifest, identities)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sealed manifest metadata: what would link equal contents or confirm a guess (the plaintext's size,
+# entry count and content digest) is kept in the manifest only age-encrypted, to the same key as the
+# archive. It is small, so it is encrypted and decrypted in memory.
+
+
+def seal_metadata(manifest, key: Recipients | Passphrase):
+    """Return ``manifest`` with its tar size, entries and content digest sealed for ``key`` (the key
+    its archive is encrypted with), so that ``to_json`` keeps them only encrypted."""
+    import dataclasses
+
+    plain = manifest.sealed_fields()
+    if isinstance(key, Passphrase):
+        sealed = b"".join(age_scrypt.encrypt([plain], key))
+    else:
+        sealed = pyrage.encrypt(plain, list(key.keys))
+    return dataclasses.replace(manifest, sealed_metadata=base64.b64encode(sealed).decode())
+
+
+def unseal_metadata(manifest, identities: list | None):
+    """Return ``manifest`` with its sealed metadata opened with ``identities``; as it is if it has none.
+
+    Raises EncryptionError or PassphraseError if no key opens it, IntegrityError if it was tampered
+    with or is malformed.
+    """
+    import dataclasses
+
+    from backup.errors import ManifestError
+    from backup.archive.manifest import parse_sealed_fields
+
+    if not manifest.sealed:
+        return manifest
+    sealed = base64.b64decode(manifest.sealed_metadata)  # the manifest parser checked it is base64
+    try:
+        passphrase = _passphrase_in(identities)
+        if manifest.encryption_passphrase:
+            if passphrase is None:
+                raise EncryptionError(f"backup {manifest.backup_id} is encrypted with a passphrase: {_NO_PASSPHRASE}")
+            plain = age_scrypt.DecryptingReader(io.BytesIO(sealed), passphrase).read()
+        else:
+            plain = pyrage.decrypt(sealed, _age_identities(identities))
+        tar_size, entries, content_digest = parse_sealed_fields(plain)
+    except pyrage.DecryptError as exc:
+        error = decryption_error(exc)
+        if isinstance(error, IntegrityError):
+            error = IntegrityError("manifest's sealed metadata is corrupt or was tampered with (age decryption failed)")
+        raise error from None
+    except ManifestError as exc:
+        raise IntegrityError(str(exc)) from None
+    except IntegrityError:
+        raise IntegrityError("manifest's sealed metadata is corrupt or was tampered with (age decryption failed)") from None
+    return dataclasses.replace(manifest, tar_size=tar_size, entries=entries, content_digest=content_digest)
 
 
 def decryptor(manifest, identities: list | None):

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from backup.docker.host import DockerHost
 from backup.errors import VolsafeError
+from backup.private_files import open_private, private_dirs
 
 log = logging.getLogger("volsafe.locks")
 
@@ -92,8 +93,9 @@ def volume_locks(volumes: list[tuple[DockerHost, str]], *, action: str, wait: fl
 @contextlib.contextmanager
 def _held(path: Path, volume: str, action: str, wait: float) -> Iterator[None]:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        private_dirs(path.parent)
+        _check_owned(path.parent)
+        fd = open_private(path, os.O_RDWR)  # 0600; a link planted in its place is never followed
     except OSError as exc:
         raise VolsafeError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
     try:
@@ -108,6 +110,22 @@ def _held(path: Path, volume: str, action: str, wait: float) -> Iterator[None]:
                 os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _check_owned(directory: Path) -> None:
+    """Raise VolsafeError unless ``directory`` (and the link to it, if it is one) belongs to this
+    user or to root.
+
+    ``/tmp/volsafe-UID`` could have been made by someone else first; in their directory they could
+    swap our lock files or read who holds them.
+    """
+    trusted = {os.geteuid(), 0}
+    for owner in (os.lstat(directory).st_uid, os.stat(directory).st_uid):
+        if owner not in trusted:
+            raise VolsafeError(
+                f"lock directory {directory} belongs to another user (uid {owner}): "
+                f"remove it, or set {LOCK_DIR_ENV} to a directory of your own"
+            )
 
 
 def _acquire(fd: int, volume: str, action: str, wait: float) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from backup.archive.manifest import parse_time
+from backup.private_files import open_private, private_dirs, write_private
 
 log = logging.getLogger("volsafe.health")
 FORMAT = "volsafe-status"
@@ -81,8 +82,8 @@ class StatusStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         # ``volsafe run`` and ``volsafe jobs run`` may record at the same time.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+        private_dirs(self.path.parent)
+        with os.fdopen(open_private(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_APPEND), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -114,7 +115,7 @@ class StatusStore:
                 entry["last_failure"] = summary
                 entry["failures"] = int(entry.get("failures", 0)) + 1
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"format": FORMAT, "jobs": jobs}, indent=2) + "\n", encoding="utf-8")
+            write_private(tmp, (json.dumps({"format": FORMAT, "jobs": jobs}, indent=2) + "\n").encode())
             os.replace(tmp, self.path)  # readers see the old file or the new one, never half of one
             return entry
 

@@ -5,12 +5,17 @@ The semantics are restic's ``forget``: ``keep_last N`` keeps the N newest backup
 years, in the policy's time zone), and keeps the newest backup of each of the N most recent periods
 that *have* a backup (so gaps do not use up the count). A backup is kept if any rule keeps it. The
 newest backup is never removed, and a policy whose rules are all zero removes nothing.
+
+Times come from manifests, which whoever can write to a store can set. A backup created more than
+FUTURE_TOLERANCE after ``now`` (a year-9999 ``created``, or a host whose clock is far ahead) is kept
+but *not counted*: it takes no place in any rule, so it cannot push real backups out. One created
+after ``now`` but within the tolerance (clocks a little apart) counts as usual and is always kept.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Callable, Iterable, Sequence, Union
 
 from backup.archive.manifest import Manifest
@@ -46,6 +51,9 @@ class Policy:
 
 RULE_NAMES = tuple(f.name for f in fields(Policy))
 
+# How far ahead of ``now`` a backup's time may be and still count towards the keep rules.
+FUTURE_TOLERANCE = timedelta(hours=1)
+
 
 @dataclass(frozen=True)
 class Item:
@@ -63,6 +71,8 @@ class Decision:
     created: datetime
     keep: bool
     reasons: tuple[str, ...]
+    # False for a backup created beyond now + FUTURE_TOLERANCE: kept, but left out of every rule.
+    counted: bool = True
 
     @property
     def reason(self) -> str:
@@ -95,7 +105,8 @@ def decide(
 
     ``backups`` are Items, Manifests or ``(id, created)`` pairs with aware datetimes, all of one
     volume. Periods are computed in ``tz`` (default UTC). Backups created after ``now`` (a clock
-    that went backwards) are always kept. Raises ValueError for a naive datetime.
+    that went backwards) are always kept; those beyond ``now + FUTURE_TOLERANCE`` are not counted
+    by any rule (``Decision.counted`` is False). Raises ValueError for a naive datetime.
     """
     tz = tz or timezone.utc
     items = [_item(b) for b in backups]
@@ -103,20 +114,28 @@ def decide(
         raise ValueError("backup times must be timezone-aware")
     items.sort(key=lambda i: (i.created, i.id), reverse=True)
     reasons: dict[str, list[str]] = {i.id: [] for i in items}
+    horizon = now + FUTURE_TOLERANCE
+    future = {i.id for i in items if i.created > horizon}
+    counted = [i for i in items if i.id not in future]
 
     if policy.empty:
         for i in items:
             reasons[i.id].append("no keep rule set")
-    for n, i in enumerate(items[: policy.keep_last], start=1):
+    for n, i in enumerate(counted[: policy.keep_last], start=1):
         reasons[i.id].append(f"last {n}")
     for rule, (word, label_of) in _PERIODS.items():
-        _keep_periods(items, getattr(policy, rule), word, label_of, tz, reasons)
+        _keep_periods(counted, getattr(policy, rule), word, label_of, tz, reasons)
     for i in items:
-        if i.created > now:
+        if i.id in future:
+            reasons[i.id].append("created in the future (beyond now + clock skew): kept, not counted")
+        elif i.created > now:
             reasons[i.id].append("newer than now (clock skew)")
-    if items and not reasons[items[0].id]:
-        reasons[items[0].id].append("newest")  # unreachable with any rule > 0; a safety net
-    return [Decision(i.id, i.created, bool(reasons[i.id]), tuple(reasons[i.id]) or ("no keep rule matched",)) for i in items]
+    if counted and not reasons[counted[0].id]:
+        reasons[counted[0].id].append("newest")  # unreachable with any rule > 0; a safety net
+    return [
+        Decision(i.id, i.created, bool(reasons[i.id]), tuple(reasons[i.id]) or ("no keep rule matched",), i.id not in future)
+        for i in items
+    ]
 
 
 def _keep_periods(

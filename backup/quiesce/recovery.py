@@ -36,6 +36,7 @@ from backup.errors import NotFoundError, VolsafeError
 from backup.docker.helper import LABEL as HELPER_LABEL
 from backup.docker.helper import MOUNT_POINT
 from backup.docker.locks import VolumeBusy, volume_lock
+from backup.private_files import open_private, private_dirs
 
 log = logging.getLogger("volsafe.recovery")
 
@@ -140,8 +141,8 @@ def _write_durably(path: Path, data: dict) -> None:
     """Write ``data`` as JSON to ``path`` atomically and fsync it. Raises VolsafeError."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "w", encoding="utf-8") as out:
+        private_dirs(path.parent)  # records name containers to restart and volumes to remove: others must not write them
+        with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as out:
             json.dump(data, out)
             out.flush()
             os.fsync(out.fileno())

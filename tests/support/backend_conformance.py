@@ -288,6 +288,16 @@ class BackendConformance:
         with pytest.raises(NotFound):
             backend.remove("d/1")
 
+    @pytest.mark.parametrize("operation", ["open", "stat", "remove"])
+    def test_a_prefix_is_not_an_object(self, backend: Backend, operation: str) -> None:
+        # A "directory" (a prefix that other keys sit below) is no object of its own, in every backend.
+        backend.save("vol/sub/obj", [b"1"])
+        for key in ("vol", "vol/sub"):
+            with pytest.raises(NotFound):
+                getattr(backend, operation)(key)
+        assert read_all(backend, "vol/sub/obj") == b"1"
+        assert [info.key for info in backend.list()] == ["vol/sub/obj"]
+
     @pytest.mark.parametrize("fail_at", [0, 100, PART, 2 * PART + PART // 2], ids=["at-once", "first-part", "one-part", "later-parts"])
     def test_failed_save_leaves_nothing(self, backend: Backend, fail_at: int) -> None:
         data = payload(fail_at + 1, seed=5)

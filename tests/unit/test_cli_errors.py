@@ -160,17 +160,18 @@ def test_list_from_a_dead_s3_endpoint_is_one_plain_line(run, aws_env, monkeypatc
 def test_list_from_an_unreadable_directory_is_one_plain_line(run, tmp_path, monkeypatch):
     store = tmp_path / "store"
     (store / "db").mkdir(parents=True)
-    real_scandir = os.scandir
+    real_listdir = os.listdir
 
-    def scandir(path="."):  # what a directory without read permission does (the tests run as root)
-        if os.fspath(path).startswith(str(store)):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
-        return real_scandir(path)
+    def listdir(path="."):  # what a directory without read permission does (the tests run as root)
+        if isinstance(path, int) or os.fspath(path).startswith(str(store)):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_listdir(path)
 
-    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "listdir", listdir)
     code, out, err = run("list", "--from", str(store))
     assert (code, out) == (1, "")
-    assert assert_one_plain_line(err) == f"volsafe: error: {store.as_uri()}: cannot list the directory: Permission denied"
+    line = assert_one_plain_line(err)
+    assert line.startswith(f"volsafe: error: {store.as_uri()}: cannot list") and line.endswith("Permission denied"), line
 
 
 def test_every_command_that_reads_a_backend_reports_its_failure_as_one_plain_line(run, s3_http):
