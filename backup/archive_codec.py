@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
@@ -120,10 +121,14 @@ def checked_backup_tar(
     decrypt: Callable[[BinaryIO], BinaryIO] | None,
     metadata_sink: BinaryIO | None = None,
     progress: Progress = _no_progress,
+    canonical: bool = True,
 ) -> Iterator[bytes]:
     """Return ``verified_tar`` of a stored backup, checked against everything its manifest records.
 
-    Hostile entries are refused. Raises as ``verified_tar`` does.
+    Hostile entries are refused. With ``canonical`` (what an extractor must be given), the chunks
+    are the stream re-emitted from the entries the checks read (``TarScanner``), not the stored tar:
+    a header that tar readers could read differently never reaches the extractor. Without it (a
+    check only), the stored tar as it is. Raises as ``verified_tar`` does.
     """
     return verified_tar(
         stored,
@@ -133,6 +138,7 @@ def checked_backup_tar(
         expected_content_digest=manifest.content_digest,
         metadata_sink=metadata_sink,
         refuse_hostile=True,
+        canonical=canonical,
         decrypt=decrypt,
         progress=progress,
     )
@@ -187,6 +193,7 @@ def verified_tar(
     expected_content_digest: str | None = None,
     metadata_sink: BinaryIO | None = None,
     refuse_hostile: bool = False,
+    canonical: bool = False,
     decrypt: Callable[[BinaryIO], BinaryIO] | None = None,
     progress: Progress = _no_progress,
 ) -> Iterator[bytes]:
@@ -195,15 +202,21 @@ def verified_tar(
     The last chunk is yielded only after every check has passed; on any mismatch IntegrityError is
     raised instead, so a consumer that stops at an exception never commits a bad archive. With
     ``refuse_hostile`` an entry that would escape the target raises HostileArchiveError before the
-    chunk that holds it is yielded. ``decrypt``, for an encrypted archive, turns the stored stream
-    into a readable plaintext stream (closed here); the sha256 covers the stored bytes as they are.
+    chunk that holds it is yielded. With ``canonical``, the chunks yielded are
+    the scanner's re-emission of the entries it checked (``TarScanner(canonical=True)``), not the
+    decompressed bytes. ``decrypt``, for an encrypted archive, turns the stored stream into a
+    readable plaintext stream (closed here); the sha256 covers the stored bytes as they are.
     ``progress`` is called with the number of stored bytes read.
     """
     digest = hashlib.sha256()
-    scanner = TarScanner(metadata_sink, refuse_hostile=refuse_hostile)
-    held: bytes | None = None  # one chunk is held back until the whole archive has checked out
+    scanner = TarScanner(metadata_sink, refuse_hostile=refuse_hostile, canonical=canonical)
+    # What goes to the consumer, one item per chunk fed, in order. The newest is held back until the
+    # scanner has passed it, and the last one until the whole archive has checked out.
+    ready: deque = deque()
+    consume = (lambda chunk: ready.append(scanner.feed(chunk))) if canonical else scanner.feed
+    fed = given = 0
     # Hashing the stored bytes and scanning the tar run beside zstd, each in its own thread.
-    with BackgroundConsumer(digest.update, "sha256") as hasher, BackgroundConsumer(scanner.feed, "tar-scan") as scan:
+    with BackgroundConsumer(digest.update, "sha256") as hasher, BackgroundConsumer(consume, "tar-scan") as scan:
         reader = _HashingReader(stored, hasher, progress)
         plain = decrypt(reader) if decrypt is not None else reader
         decompressor = zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE, read_across_frames=True)
@@ -213,11 +226,16 @@ def verified_tar(
                 if not chunk:
                     break
                 scan.feed(chunk)
-                if held is not None:
-                    # Everything but the newest chunk has been scanned: ``held`` passed the entry checks.
-                    scan.wait(behind=1)
-                    yield held
-                held = chunk
+                fed += 1
+                if not canonical:
+                    ready.append(chunk)
+                # Everything but the newest chunk has been scanned: what it gave passed the entry checks.
+                scan.wait(behind=1)
+                while given < fed - 1:
+                    out = ready.popleft()
+                    given += 1
+                    if out:
+                        yield out
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"archive is corrupt: zstd cannot decompress it ({exc})") from None
         finally:
@@ -230,14 +248,15 @@ def verified_tar(
         raise IntegrityError(f"archive is {reader.size} bytes, but its manifest says {expected_size}")
     if digest.hexdigest() != expected_sha256:
         raise IntegrityError("archive checksum does not match its manifest (sha256 mismatch)")
-    scanner.finish()
+    tail = scanner.finish()
     if expected_entries is not None and scanner.entries != expected_entries:
         raise IntegrityError(f"archive holds {scanner.entries} entries, but its manifest says {expected_entries}")
     if expected_content_digest and expected_content_digest.startswith(DIGEST_PREFIX):
         if scanner.content_digest != expected_content_digest:
             raise IntegrityError("archive content digest does not match its manifest (entries or data differ)")
-    if held is not None:
-        yield held
+    last = b"".join([*ready, tail])
+    if last:
+        yield last
 
 
 def tree_digest(tar_chunks: Iterable[bytes]) -> tuple[str, int]:
