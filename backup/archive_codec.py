@@ -123,7 +123,8 @@ def checked_backup_tar(
     progress: Progress = _no_progress,
     canonical: bool = True,
 ) -> Iterator[bytes]:
-    """Return ``verified_tar`` of a stored backup, checked against everything its manifest records.
+    """Return ``verified_tar`` of a stored backup, checked against everything its manifest records
+    (its tar size included: decompression stops as soon as the tar grows past it).
 
     Hostile entries are refused. With ``canonical`` (what an extractor must be given), the chunks
     are the stream re-emitted from the entries the checks read (``TarScanner``), not the stored tar:
@@ -136,6 +137,7 @@ def checked_backup_tar(
         expected_size=manifest.stored_size,
         expected_entries=manifest.entries,
         expected_content_digest=manifest.content_digest,
+        expected_tar_size=manifest.tar_size,
         metadata_sink=metadata_sink,
         refuse_hostile=True,
         canonical=canonical,
@@ -191,6 +193,7 @@ def verified_tar(
     expected_size: int,
     expected_entries: int | None,
     expected_content_digest: str | None = None,
+    expected_tar_size: int | None = None,
     metadata_sink: BinaryIO | None = None,
     refuse_hostile: bool = False,
     canonical: bool = False,
@@ -202,7 +205,9 @@ def verified_tar(
     The last chunk is yielded only after every check has passed; on any mismatch IntegrityError is
     raised instead, so a consumer that stops at an exception never commits a bad archive. With
     ``refuse_hostile`` an entry that would escape the target raises HostileArchiveError before the
-    chunk that holds it is yielded. With ``canonical``, the chunks yielded are
+    chunk that holds it is yielded. With ``expected_tar_size``, IntegrityError is raised as soon as
+    the decompressed tar grows past it (before the chunk that does is scanned or yielded: a zstd
+    bomb stops there), and at the end if it is shorter. With ``canonical``, the chunks yielded are
     the scanner's re-emission of the entries it checked (``TarScanner(canonical=True)``), not the
     decompressed bytes. ``decrypt``, for an encrypted archive, turns the stored stream into a
     readable plaintext stream (closed here); the sha256 covers the stored bytes as they are.
@@ -214,7 +219,7 @@ def verified_tar(
     # scanner has passed it, and the last one until the whole archive has checked out.
     ready: deque = deque()
     consume = (lambda chunk: ready.append(scanner.feed(chunk))) if canonical else scanner.feed
-    fed = given = 0
+    fed = given = tar_size = 0
     # Hashing the stored bytes and scanning the tar run beside zstd, each in its own thread.
     with BackgroundConsumer(digest.update, "sha256") as hasher, BackgroundConsumer(consume, "tar-scan") as scan:
         reader = _HashingReader(stored, hasher, progress)
@@ -225,6 +230,12 @@ def verified_tar(
                 chunk = decompressor.read(READ_SIZE)
                 if not chunk:
                     break
+                tar_size += len(chunk)
+                if expected_tar_size is not None and tar_size > expected_tar_size:
+                    raise IntegrityError(
+                        f"archive decompresses to more than the {expected_tar_size} bytes of tar its manifest "
+                        "records: refused (stopped there, nothing past them was extracted)"
+                    )
                 scan.feed(chunk)
                 fed += 1
                 if not canonical:
@@ -248,6 +259,8 @@ def verified_tar(
         raise IntegrityError(f"archive is {reader.size} bytes, but its manifest says {expected_size}")
     if digest.hexdigest() != expected_sha256:
         raise IntegrityError("archive checksum does not match its manifest (sha256 mismatch)")
+    if expected_tar_size is not None and tar_size != expected_tar_size:
+        raise IntegrityError(f"archive holds a tar of {tar_size} bytes, but its manifest says {expected_tar_size}")
     tail = scanner.finish()
     if expected_entries is not None and scanner.entries != expected_entries:
         raise IntegrityError(f"archive holds {scanner.entries} entries, but its manifest says {expected_entries}")
