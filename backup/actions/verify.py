@@ -100,7 +100,8 @@ def check_archive(backend: Backend, manifest: Manifest, identities: list | None,
     with backend.open(manifest.backup_id.archive_key) as stored, progress.task(
         f"verify {manifest.backup_id}", total=manifest.stored_size
     ) as advance:
-        for _chunk in checked_backup_tar(stored, manifest, decrypt=decryptor(manifest, identities), progress=advance):
+        # The checks alone: restore re-emits the same decided entries, which cannot fail differently.
+        for _chunk in checked_backup_tar(stored, manifest, decrypt=decryptor(manifest, identities), progress=advance, canonical=False):
             pass
     checks = ["size", "sha256"] + (["age"] if manifest.encrypted else []) + ["zstd", f"tar ({manifest.entries} entries)"]
     return checks + (["content digest"] if manifest.content_digest else ["no content digest recorded"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
@@ -120,10 +121,15 @@ def checked_backup_tar(
     decrypt: Callable[[BinaryIO], BinaryIO] | None,
     metadata_sink: BinaryIO | None = None,
     progress: Progress = _no_progress,
+    canonical: bool = True,
 ) -> Iterator[bytes]:
-    """Return ``verified_tar`` of a stored backup, checked against everything its manifest records.
+    """Return ``verified_tar`` of a stored backup, checked against everything its manifest records
+    (its tar size included: decompression stops as soon as the tar grows past it).
 
-    Hostile entries are refused. Raises as ``verified_tar`` does.
+    Hostile entries are refused. With ``canonical`` (what an extractor must be given), the chunks
+    are the stream re-emitted from the entries the checks read (``TarScanner``), not the stored tar:
+    a header that tar readers could read differently never reaches the extractor. Without it (a
+    check only), the stored tar as it is. Raises as ``verified_tar`` does.
     """
     return verified_tar(
         stored,
@@ -131,8 +137,10 @@ def checked_backup_tar(
         expected_size=manifest.stored_size,
         expected_entries=manifest.entries,
         expected_content_digest=manifest.content_digest,
+        expected_tar_size=manifest.tar_size,
         metadata_sink=metadata_sink,
         refuse_hostile=True,
+        canonical=canonical,
         decrypt=decrypt,
         progress=progress,
     )
@@ -185,8 +193,10 @@ def verified_tar(
     expected_size: int,
     expected_entries: int | None,
     expected_content_digest: str | None = None,
+    expected_tar_size: int | None = None,
     metadata_sink: BinaryIO | None = None,
     refuse_hostile: bool = False,
+    canonical: bool = False,
     decrypt: Callable[[BinaryIO], BinaryIO] | None = None,
     progress: Progress = _no_progress,
 ) -> Iterator[bytes]:
@@ -195,15 +205,23 @@ def verified_tar(
     The last chunk is yielded only after every check has passed; on any mismatch IntegrityError is
     raised instead, so a consumer that stops at an exception never commits a bad archive. With
     ``refuse_hostile`` an entry that would escape the target raises HostileArchiveError before the
-    chunk that holds it is yielded. ``decrypt``, for an encrypted archive, turns the stored stream
-    into a readable plaintext stream (closed here); the sha256 covers the stored bytes as they are.
+    chunk that holds it is yielded. With ``expected_tar_size``, IntegrityError is raised as soon as
+    the decompressed tar grows past it (before the chunk that does is scanned or yielded: a zstd
+    bomb stops there), and at the end if it is shorter. With ``canonical``, the chunks yielded are
+    the scanner's re-emission of the entries it checked (``TarScanner(canonical=True)``), not the
+    decompressed bytes. ``decrypt``, for an encrypted archive, turns the stored stream into a
+    readable plaintext stream (closed here); the sha256 covers the stored bytes as they are.
     ``progress`` is called with the number of stored bytes read.
     """
     digest = hashlib.sha256()
-    scanner = TarScanner(metadata_sink, refuse_hostile=refuse_hostile)
-    held: bytes | None = None  # one chunk is held back until the whole archive has checked out
+    scanner = TarScanner(metadata_sink, refuse_hostile=refuse_hostile, canonical=canonical)
+    # What goes to the consumer, one item per chunk fed, in order. The newest is held back until the
+    # scanner has passed it, and the last one until the whole archive has checked out.
+    ready: deque = deque()
+    consume = (lambda chunk: ready.append(scanner.feed(chunk))) if canonical else scanner.feed
+    fed = given = tar_size = 0
     # Hashing the stored bytes and scanning the tar run beside zstd, each in its own thread.
-    with BackgroundConsumer(digest.update, "sha256") as hasher, BackgroundConsumer(scanner.feed, "tar-scan") as scan:
+    with BackgroundConsumer(digest.update, "sha256") as hasher, BackgroundConsumer(consume, "tar-scan") as scan:
         reader = _HashingReader(stored, hasher, progress)
         plain = decrypt(reader) if decrypt is not None else reader
         decompressor = zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE, read_across_frames=True)
@@ -212,12 +230,23 @@ def verified_tar(
                 chunk = decompressor.read(READ_SIZE)
                 if not chunk:
                     break
+                tar_size += len(chunk)
+                if expected_tar_size is not None and tar_size > expected_tar_size:
+                    raise IntegrityError(
+                        f"archive decompresses to more than the {expected_tar_size} bytes of tar its manifest "
+                        "records: refused (stopped there, nothing past them was extracted)"
+                    )
                 scan.feed(chunk)
-                if held is not None:
-                    # Everything but the newest chunk has been scanned: ``held`` passed the entry checks.
-                    scan.wait(behind=1)
-                    yield held
-                held = chunk
+                fed += 1
+                if not canonical:
+                    ready.append(chunk)
+                # Everything but the newest chunk has been scanned: what it gave passed the entry checks.
+                scan.wait(behind=1)
+                while given < fed - 1:
+                    out = ready.popleft()
+                    given += 1
+                    if out:
+                        yield out
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"archive is corrupt: zstd cannot decompress it ({exc})") from None
         finally:
@@ -230,14 +259,17 @@ def verified_tar(
         raise IntegrityError(f"archive is {reader.size} bytes, but its manifest says {expected_size}")
     if digest.hexdigest() != expected_sha256:
         raise IntegrityError("archive checksum does not match its manifest (sha256 mismatch)")
-    scanner.finish()
+    if expected_tar_size is not None and tar_size != expected_tar_size:
+        raise IntegrityError(f"archive holds a tar of {tar_size} bytes, but its manifest says {expected_tar_size}")
+    tail = scanner.finish()
     if expected_entries is not None and scanner.entries != expected_entries:
         raise IntegrityError(f"archive holds {scanner.entries} entries, but its manifest says {expected_entries}")
     if expected_content_digest and expected_content_digest.startswith(DIGEST_PREFIX):
         if scanner.content_digest != expected_content_digest:
             raise IntegrityError("archive content digest does not match its manifest (entries or data differ)")
-    if held is not None:
-        yield held
+    last = b"".join([*ready, tail])
+    if last:
+        yield last
 
 
 def tree_digest(tar_chunks: Iterable[bytes]) -> tuple[str, int]:
