@@ -1,7 +1,8 @@
 """``volsafe jobs run`` and each scheduled run: back up a job's volumes, then apply its retention.
 
 A job prunes only after a fully successful run: if any volume or backend failed, nothing is removed,
-so a broken backup never costs an older good one.
+so a broken backup never costs an older good one. It prunes only this host's backups: other hosts
+sharing the store apply their own retention to theirs.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ def _backup_and_prune(host, job, backends, options: BackupOptions, progress, out
         return  # a failed run prunes nothing
     try:
         outcome.pruned = run_prune(
-            backends, job.retention, volumes=outcome.volumes, now=datetime.now(timezone.utc), tz=job_timezone(job)
+            backends, job.retention, volumes=outcome.volumes, now=datetime.now(timezone.utc), tz=job_timezone(job),
+            hosts=(host.host_name,),  # other hosts sharing the store keep theirs: each prunes its own
         )
     except BackendError as exc:
         outcome.errors.append(f"prune: {exc}")

@@ -28,6 +28,7 @@ from backup.config.converters import (
     BackendTypeName,
     Duration,
     HostPort,
+    OptionalText,
     Retention,
     StrList,
     StrMap,
@@ -36,6 +37,7 @@ from backup.config.converters import (
     known_or_listed,
     volume_name,
 )
+from backup.archive.hosts import validate_host_name
 from backup.errors import VolsafeError
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import parse_schedule
@@ -196,6 +198,11 @@ class Config:
     )
     helper_image: str | None = key(
         TEXT, "helper image, used when neither --helper-image nor VOLSAFE_HELPER_IMAGE is set", section="docker"
+    )
+    host_name: str | None = key(
+        OptionalText(validate_host_name),
+        "name this host's backups are recorded under, used when VOLSAFE_HOST_NAME is not set [default: the Docker daemon's Name]",
+        section="docker",
     )
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     jobs: dict[str, JobConfig] = field(default_factory=dict)
