@@ -233,12 +233,13 @@ def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image:
     import time
     from datetime import datetime, timezone
 
-    from backup.actions.job import JobOutcome, select_volumes
+    from backup.actions.job import JobOutcome, host_name_of, select_volumes
 
     outcome = outcome or JobOutcome(job.name + VERIFY_SUFFIX, datetime.now(timezone.utc))
     clock = time.monotonic()
     outcome.backends = [b.url for b in backends]
     try:
+        outcome.host = host_name_of(host)
         outcome.volumes = select_volumes(host, job)
         for backend in backends:
             for volume in outcome.volumes:

@@ -205,3 +205,34 @@ def test_source_host_selects_and_an_exact_id_is_unchanged(run, store, on_host):
     assert code == 0 and [r["id"] for r in json.loads(out)] == [str(a.backup_id)]
     code, out, err = run("verify", "db", "--from", str(store.root), "--source-host", "nope")
     assert code == 1 and "no backups of volume 'db' from host nope" in err and "there are backups from a, b" in err
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def test_status_shows_one_row_per_host_and_volume_and_fails_when_stale(run, tmp_path, store):
+    other = LocalBackend(tmp_path / "other")
+    fake_backup(store, "db", "a", 0.1)
+    fake_backup(store, "db", "a", 0.5)
+    fake_backup(store, "db", "b", 3)  # b stopped backing up
+    fake_backup(other, "db", "a", 0.2)
+    fake_backup(store, "web", "", 0.1)
+    code, out, err = run("status", "--from", str(store.root), "--from", str(other.root), "--json")
+    assert code == 1, err
+    rows = {(r["source_host"], r["volume"]): r for r in json.loads(out)}
+    assert sorted(rows) == [("", "web"), ("a", "db"), ("b", "db")]
+    assert (rows[("a", "db")]["count"], rows[("a", "db")]["stored_bytes"], rows[("a", "db")]["stale"]) == (3, 30, False)
+    assert rows[("a", "db")]["backends"] == sorted([store.url, other.url])
+    assert rows[("b", "db")]["stale"] and 3 * 86400 - 60 < rows[("b", "db")]["age_seconds"] < 3 * 86400 + 60
+    assert "1 stale" in err
+    code, out, err = run("status", "--from", str(store.root), "--max-age", "4d")
+    assert code == 0, err
+    header, *lines = out.splitlines()
+    assert header.split() == ["HOST", "VOLUME", "NEWEST", "AGE", "BACKUPS", "STORED", "STATUS"]
+    assert [(line.split()[0], line.split()[1], line.split()[-1]) for line in lines] == [
+        ("(unrecorded)", "web", "ok"), ("a", "db", "ok"), ("b", "db", "ok")
+    ]
+    code, out, err = run("status", "--from", str(tmp_path / "empty"))
+    assert code == 1 and "no backups in" in err
+    code, out, err = run("status", "--from", str(store.root), "--max-age", "soon")
+    assert code == 2 and "invalid --max-age" in err
