@@ -224,8 +224,9 @@ VERIFY_SUFFIX = ":verify"  # a job's verify runs are recorded as "JOB:verify" ("
 
 
 def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image: str, identities: list | None, progress: Reporter, outcome=None):
-    """Verify every backup of a job's volumes on its backends; with ``verify_restore_test``, also
-    restore-test the newest backup of each volume on each backend.
+    """Verify every backup of a job's volumes on its backends (those of other hosts sharing the
+    store are theirs to verify); with ``verify_restore_test``, also restore-test the newest backup
+    of each volume on each backend.
 
     Returns a JobOutcome named ``JOB:verify`` (failures in ``errors``, never raised but Cancelled),
     which the scheduler records like a backup run: status file, /health, /metrics, webhook.
@@ -244,6 +245,9 @@ def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image:
         for backend in backends:
             for volume in outcome.volumes:
                 found = [bid for bid, _m, _a in find_backups(backend, volume)]
+                if outcome.host:  # other hosts sharing the store verify their own backups
+                    theirs = {m.backup_id for m in list_backups(backend, volume) if m.source_hostname not in ("", outcome.host)}
+                    found = [bid for bid in found if bid not in theirs]
                 for backup_id in found:
                     newest = backup_id == found[-1]
                     test = (lambda m, b=backend: restore_test(host, helper_image, b, m, identities, progress)) if (

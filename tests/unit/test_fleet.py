@@ -236,3 +236,24 @@ def test_status_shows_one_row_per_host_and_volume_and_fails_when_stale(run, tmp_
     assert code == 1 and "no backups in" in err
     code, out, err = run("status", "--from", str(store.root), "--max-age", "soon")
     assert code == 2 and "invalid --max-age" in err
+
+
+def test_a_scheduled_verify_checks_this_hosts_backups_only(tmp_path):
+    from backup.jobs.scheduler import Scheduler
+
+    config = parse_config(
+        f'[health]\nstatus_file = "{tmp_path}/status.json"\n[backends.here]\ntype = "local"\npath = "{tmp_path}/store"\n'
+        '[jobs.nightly]\nvolumes = ["db"]\nschedule = "@daily"\nverify = "@weekly"\nbackends = ["here"]\n',
+        environ={},
+    )
+    backend = LocalBackend(tmp_path / "store")
+    mine = hosted(backend, "db", "a", "0001")
+    broken = hosted(backend, "db", "b", "0002")
+    (tmp_path / "store" / broken.backup_id.archive_key).write_bytes(b"not an archive")  # b's to find, not a's
+    host = DockerHost(client=FakeClient({"Name": "a"}), url="unix:///x")
+    outcome = Scheduler(config, docker=lambda: host, helper_image=lambda: "unused").run_once("nightly:verify")
+    assert outcome.ok, outcome.errors
+    assert outcome.host == "a" and outcome.bytes == mine.stored_size
+    host.host_name_override = "b"
+    outcome = Scheduler(config, docker=lambda: host, helper_image=lambda: "unused").run_once("nightly:verify")
+    assert not outcome.ok and str(broken.backup_id) in outcome.errors[0]
