@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence, TypeVar
 
-from backup.errors import NotFoundError, UsageError
+from backup.errors import DockerUnavailable, NotFoundError, UsageError
 
 log = logging.getLogger("volsafe.hosts")  # shown on stderr: which host's backup a REF came to mean
 HOST_NAME_ENV = "VOLSAFE_HOST_NAME"
@@ -122,7 +122,13 @@ def host_filter(selected: Sequence[str], all_hosts: bool, this_host: Callable[[]
         return None
     if selected:
         return tuple(selected)
-    this = this_host()
+    try:
+        this = this_host()
+    except DockerUnavailable as exc:
+        raise DockerUnavailable(
+            f"{exc}; prune touches this host's backups only, and without the daemon its name is unknown: "
+            f"set ${HOST_NAME_ENV} or [docker] host_name, or give --source-host or --all-hosts"
+        ) from None
     if not this:
         raise UsageError(f"this host's Docker daemon reports no name: set ${HOST_NAME_ENV}, or give --source-host or --all-hosts")
     return (this,)

@@ -62,7 +62,16 @@ class State:
         if self.configured_host_name:
             return self.configured_host_name
         try:
-            return self.docker.host_name
+            if "docker" in self.__dict__:
+                return self.docker.host_name
+            host = self.host
+            if not host and not os.environ.get("DOCKER_HOST"):
+                host = self.config.docker_host
+            docker = connect(host)  # only to ask its name: no crash recovery for a command that needs no Docker
+            try:
+                return docker.host_name
+            finally:
+                docker.close()
         except VolsafeError as exc:
             logging.getLogger(__name__).debug("this host's name is unknown: %s", exc)
             return None

@@ -257,3 +257,20 @@ def test_a_scheduled_verify_checks_this_hosts_backups_only(tmp_path):
     host.host_name_override = "b"
     outcome = Scheduler(config, docker=lambda: host, helper_image=lambda: "unused").run_once("nightly:verify")
     assert not outcome.ok and str(broken.backup_id) in outcome.errors[0]
+
+
+def test_verify_needs_no_docker_to_pick_among_hosts(run, store, monkeypatch):
+    monkeypatch.delenv("VOLSAFE_HOST_NAME", raising=False)
+    monkeypatch.delenv("VOLSAFE_CONFIG", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/volsafe-test.sock")
+    only = hosted(store, "db", "a", "0001")
+    code, out, err = run("verify", "db", "--from", str(store.root), "--json")
+    assert code == 0, err
+    assert [r["id"] for r in json.loads(out)] == [str(only.backup_id)]
+    hosted(store, "db", "b", "0002")
+    code, out, err = run("verify", "db", "--from", str(store.root))
+    assert code == 2 and "this host (its name is unknown)" in err and "hosts a, b" in err
+    # prune cannot guess whose backups to remove: it says how to tell it.
+    code, out, err = run("prune", "--from", str(store.root), "--keep-last", "1")
+    assert code != 0 and "cannot reach the Docker daemon" in err and "set $VOLSAFE_HOST_NAME" in err and err.count("\n") == 1
+    assert len(ids(store)) == 2
