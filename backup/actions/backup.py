@@ -166,7 +166,7 @@ def backup_volume(
         volume_labels=info.get("Labels") or {},
         volume_driver=info.get("Driver") or "local",
         volume_driver_opts=info.get("Options") or {},
-        source_hostname=host.name,
+        source_hostname=host.host_name,
         source_docker_id=host.daemon_id,
         volsafe_version=__version__,
         tar_size=stats.tar_size,

@@ -1,7 +1,8 @@
 """``volsafe jobs run`` and each scheduled run: back up a job's volumes, then apply its retention.
 
 A job prunes only after a fully successful run: if any volume or backend failed, nothing is removed,
-so a broken backup never costs an older good one.
+so a broken backup never costs an older good one. It prunes only this host's backups: other hosts
+sharing the store apply their own retention to theirs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class JobOutcome:
     pruned: list[Pruned] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     aborted: bool = False
+    host: str = ""  # the name this host's backups are recorded under ("" if the daemon could not be asked)
 
     @property
     def result(self) -> str:
@@ -61,6 +63,7 @@ class JobOutcome:
         """Return the JSON-ready record kept in the status file and sent to the webhook."""
         return {
             "job": self.job,
+            "host": self.host,
             "result": self.result,
             "started": format_time(self.started),
             "finished": format_time(self.finished) if self.finished else None,
@@ -116,6 +119,15 @@ def job_backup_options(job: JobConfig, helper_image: str, encrypt_with=None) -> 
     )
 
 
+def host_name_of(host: DockerHost) -> str:
+    """Return the name ``host``'s backups are recorded under, or "" if the daemon cannot be asked
+    (the run then fails on its own, with the daemon's error)."""
+    try:
+        return host.host_name
+    except Exception:  # VolsafeError, or a daemon hiccup
+        return ""
+
+
 def job_timezone(job: JobConfig):
     """Return the zone of the job's schedule and retention periods: its own, or the local one."""
     return timezone_of(job.timezone) if job.timezone else tzlocal.get_localzone()
@@ -142,6 +154,7 @@ def run_job(
     clock = time.monotonic()
     outcome.backends = [b.url for b in backends]
     try:
+        outcome.host = host_name_of(host)
         _backup_and_prune(host, job, backends, job_backup_options(job, helper_image, encrypt_with), progress, outcome)
     finally:
         outcome.finished = datetime.now(timezone.utc)
@@ -174,7 +187,8 @@ def _backup_and_prune(host, job, backends, options: BackupOptions, progress, out
         return  # a failed run prunes nothing
     try:
         outcome.pruned = run_prune(
-            backends, job.retention, volumes=outcome.volumes, now=datetime.now(timezone.utc), tz=job_timezone(job)
+            backends, job.retention, volumes=outcome.volumes, now=datetime.now(timezone.utc), tz=job_timezone(job),
+            hosts=(host.host_name,),  # other hosts sharing the store keep theirs: each prunes its own
         )
     except BackendError as exc:
         outcome.errors.append(f"prune: {exc}")

@@ -17,7 +17,8 @@ class Listed:
     backend: Backend
 
 
-def run_list(backends: list[Backend], volume: str | None = None) -> list[Listed]:
-    """Return every complete backup (of ``volume``, if given) on each backend, oldest first."""
-    rows = [Listed(m, b) for b in backends for m in list_backups(b, volume)]
+def run_list(backends: list[Backend], volume: str | None = None, hosts: tuple[str, ...] = ()) -> list[Listed]:
+    """Return every complete backup (of ``volume``, if given; from ``hosts``, if any are given) on
+    each backend, oldest first."""
+    rows = [Listed(m, b) for b in backends for m in list_backups(b, volume) if not hosts or m.source_hostname in hosts]
     return sorted(rows, key=lambda r: (r.manifest.created, str(r.manifest.backup_id), r.backend.url))

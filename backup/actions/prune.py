@@ -52,18 +52,22 @@ def run_prune(
     now: datetime,
     tz: tzinfo | None = None,
     dry_run: bool = False,
+    hosts: tuple[str, ...] | None = None,
 ) -> list[Pruned]:
-    """Apply ``policy`` to each volume's backups (only ``volumes``, if given) on each backend.
+    """Apply ``policy`` to each host's backups of each volume (only ``volumes``, if given; only
+    those from ``hosts``, if given: None means every host, and backups that record none) on each
+    backend. One host's backups never count towards another's retention.
 
-    Returns one Pruned per backup seen, newest first per volume; removal failures are recorded in
-    ``error`` rather than raised. Lists with BackendError if a backend cannot be listed.
+    Returns one Pruned per backup seen, newest first per host and volume; removal failures are
+    recorded in ``error`` rather than raised. Lists with BackendError if a backend cannot be listed.
     """
     results: list[Pruned] = []
     for backend in backends:
-        by_volume: dict[str, list[Manifest]] = {}
+        by_volume: dict[tuple[str, str], list[Manifest]] = {}
         for volume in volumes or [None]:
             for manifest in list_backups(backend, volume):
-                by_volume.setdefault(manifest.volume, []).append(manifest)
+                if hosts is None or manifest.source_hostname in hosts:
+                    by_volume.setdefault((manifest.volume, manifest.source_hostname), []).append(manifest)
         for volume in sorted(by_volume):
             manifests = {str(m.backup_id): m for m in by_volume[volume]}
             for decision in decide(manifests.values(), policy, now, tz):

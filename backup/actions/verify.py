@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from backup.archive.codec import READ_SIZE, checked_backup_tar, tree_digest
-from backup.archive.catalog import load_manifest, resolve_ref
+from backup.archive.catalog import list_backups, load_manifest, resolve_ref
+from backup.archive.hosts import HostChoice
 from backup.docker.host import DockerHost
 from backup.crypto.encryption import decryptor, has_key_for, require_keys
 from backup.errors import IntegrityError, NotFoundError, VolsafeError
@@ -179,25 +180,35 @@ def run_verify(
     identities: list | None = None,
     progress: Reporter,
     restore_test_with: Callable[[Backend, Manifest], None] | None = None,
+    hosts: HostChoice | None = None,
 ) -> list[Verified]:
     """Verify the backups ``refs`` name on each backend, or (``refs`` None) every backup there.
 
     Returns one verdict per backup and backend. With every backup, an archive without a manifest
     and a manifest without an archive are failures too. Raises NotFoundError for a REF that names
     nothing, BackendError if a backend cannot be listed.
+
+    ``hosts``: a volume REF means this host's newest backup (``backup.archive.hosts``); with
+    ``--source-host`` names, every backup verified is from those hosts (with ``refs`` None, archives
+    without a manifest, whose host is unknown, are then left out).
     """
     verdicts = []
+    selected = hosts.selected if hosts is not None else ()
     for backend in backends:
         restore_with = (lambda m, b=backend: restore_test_with(b, m)) if restore_test_with else None
         if refs is None:
             targets = []
+            admitted = {m.backup_id for m in list_backups(backend) if m.source_hostname in selected} if selected else None
             for backup_id, has_manifest, has_archive in find_backups(backend):
-                if not has_manifest:
+                if admitted is not None:
+                    if backup_id in admitted:
+                        targets.append(backup_id)
+                elif not has_manifest:
                     verdicts.append(Verified(backup_id, backend, error="manifest is missing (the archive is there)"))
                 else:
                     targets.append(backup_id)
         else:
-            targets = [_resolve(backend, ref) for ref in refs]
+            targets = [_resolve(backend, ref, hosts) for ref in refs]
         verdicts += [
             verify_one(backend, backup_id, identities=identities, progress=progress, restore_with=restore_with)
             for backup_id in targets
@@ -205,18 +216,19 @@ def run_verify(
     return verdicts
 
 
-def _resolve(backend: Backend, ref: Ref) -> BackupId:
+def _resolve(backend: Backend, ref: Ref, hosts: HostChoice | None = None) -> BackupId:
     """Return the id ``ref`` names: an exact id as given (its manifest may be the thing missing),
-    else the newest backup of the volume. Raises NotFoundError."""
-    return ref.backup_id if ref.backup_id is not None else resolve_ref(backend, ref).backup_id
+    else the newest backup of the volume (among hosts as ``hosts`` says). Raises NotFoundError."""
+    return ref.backup_id if ref.backup_id is not None else resolve_ref(backend, ref, hosts).backup_id
 
 
 VERIFY_SUFFIX = ":verify"  # a job's verify runs are recorded as "JOB:verify" (":" is never in a job name)
 
 
 def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image: str, identities: list | None, progress: Reporter, outcome=None):
-    """Verify every backup of a job's volumes on its backends; with ``verify_restore_test``, also
-    restore-test the newest backup of each volume on each backend.
+    """Verify every backup of a job's volumes on its backends (those of other hosts sharing the
+    store are theirs to verify); with ``verify_restore_test``, also restore-test the newest backup
+    of each volume on each backend.
 
     Returns a JobOutcome named ``JOB:verify`` (failures in ``errors``, never raised but Cancelled),
     which the scheduler records like a backup run: status file, /health, /metrics, webhook.
@@ -224,16 +236,20 @@ def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image:
     import time
     from datetime import datetime, timezone
 
-    from backup.actions.job import JobOutcome, select_volumes
+    from backup.actions.job import JobOutcome, host_name_of, select_volumes
 
     outcome = outcome or JobOutcome(job.name + VERIFY_SUFFIX, datetime.now(timezone.utc))
     clock = time.monotonic()
     outcome.backends = [b.url for b in backends]
     try:
+        outcome.host = host_name_of(host)
         outcome.volumes = select_volumes(host, job)
         for backend in backends:
             for volume in outcome.volumes:
                 found = [bid for bid, _m, _a in find_backups(backend, volume)]
+                if outcome.host:  # other hosts sharing the store verify their own backups
+                    theirs = {m.backup_id for m in list_backups(backend, volume) if m.source_hostname not in ("", outcome.host)}
+                    found = [bid for bid in found if bid not in theirs]
                 for backup_id in found:
                     newest = backup_id == found[-1]
                     test = (lambda m, b=backend: restore_test(host, helper_image, b, m, identities, progress)) if (

@@ -10,6 +10,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from backup.errors import ManifestError, NotFoundError
+from backup.archive.hosts import HostChoice, choose_newest
 from backup.archive.manifest import MAX_MANIFEST_SIZE, Manifest, parse_manifest
 from backup.archive.naming import BackupId, Ref, backup_id_from_manifest_key
 from storage_backends import Backend, NotFound, PermanentError
@@ -59,8 +60,14 @@ def list_backups(backend: Backend, volume: str | None = None) -> list[Manifest]:
     return sorted(manifests, key=lambda m: (m.created, m.backup_id.stamp))
 
 
-def resolve_ref(backend: Backend, ref: Ref) -> Manifest:
-    """Return the manifest that ``ref`` names. Raises NotFoundError if there is none."""
+def resolve_ref(backend: Backend, ref: Ref, hosts: HostChoice | None = None) -> Manifest:
+    """Return the manifest that ``ref`` names. Raises NotFoundError if there is none.
+
+    With ``hosts``, a volume REF picks among hosts as ``backup.archive.hosts.choose_newest`` says
+    (UsageError when that is ambiguous), and an exact id must be from a ``--source-host`` if given.
+    """
+    if hosts is not None:
+        return locate_on_hosts([backend], ref, hosts)[2]
     if ref.backup_id is not None:
         return load_manifest(backend, ref.backup_id)
     backups = list_backups(backend, ref.volume)
@@ -106,3 +113,32 @@ def locate(backends: list[Backend], ref: Ref) -> tuple[Backend, Ref]:
         raise NotFoundError(f"no backup {ref.backup_id} in {where}" if ref.backup_id else f"no backups of volume {ref.volume!r} in {where}")
     manifest, backend = max(found, key=lambda f: (f[0].created, f[0].backup_id.stamp))  # max keeps the first of equals
     return backend, Ref(ref.volume, manifest.backup_id)
+
+
+def locate_on_hosts(backends: list[Backend], ref: Ref, hosts: HostChoice) -> tuple[Backend, Ref, Manifest]:
+    """Return where the backup ``ref`` means is (the backend), its exact ref, and its manifest.
+
+    A volume REF means this host's newest backup of the volume across ``backends``, or as
+    ``backup.archive.hosts.choose_newest`` says when this host has none (UsageError if that is
+    ambiguous); ``--source-host`` names (``hosts.selected``) restrict it to those hosts. An exact id
+    is looked up as ``locate`` does, and must be from a selected host if any are. Raises NotFoundError.
+    """
+    where = ", ".join(b.url for b in backends)
+    if ref.backup_id is not None:
+        found = []
+        for backend in backends:
+            try:
+                found.append((load_manifest(backend, ref.backup_id), backend))
+            except NotFoundError:
+                continue
+        if not found:
+            raise NotFoundError(f"no backup {ref.backup_id} in {where}")
+        manifest, backend = found[0]
+        if not hosts.admits(manifest.source_hostname):
+            raise NotFoundError(
+                f"backup {ref.backup_id} is from host {manifest.source_hostname or '(unrecorded)'}, not {', '.join(hosts.selected)}"
+            )
+        return backend, ref, manifest
+    found = [(m, b) for b in backends for m in list_backups(b, ref.volume)]
+    manifest, backend = choose_newest(found, ref.volume, hosts, where)
+    return backend, Ref(ref.volume, manifest.backup_id), manifest

@@ -12,6 +12,7 @@ from backup.cli.options import command
 from backup.config.locations import open_locations
 from backup.archive.naming import validate_volume_name
 from backup.cli.state import nonempty
+from backup.cli.hosts import source_host_option
 
 
 def list_backups(
@@ -24,12 +25,13 @@ def list_backups(
         callback=nonempty,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup."),
+    source_host: Optional[List[str]] = source_host_option("list"),
 ) -> None:
     """List complete backups, oldest first. Interrupted backups are never listed."""
     configured = ctx.obj.config.backends  # a config file given or found is read first: a broken one stops here
     if volume is not None:
         validate_volume_name(volume)
-    rows = run_list(open_locations(from_, configured), volume)
+    rows = run_list(open_locations(from_, configured), volume, tuple(source_host or ()))
     records = [backup_record(r.manifest, r.backend) for r in rows]
     if as_json:
         print_json(records)

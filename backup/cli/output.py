@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from backup.archive.hosts import shown
 from backup.archive.manifest import Manifest, format_time
 from backup.units import human_size
 from storage_backends import Backend
@@ -54,7 +55,7 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 def print_backups(records: list[dict[str, Any]]) -> None:
     """Print backup records as the people-facing table of ``list`` and ``backup``."""
     rows = [
-        [r["id"], r["volume"], r["created"], _size(r["size"]), human_size(r["stored_size"]), r["backend"]]
+        [r["id"], r["volume"], shown(r["source_host"]), r["created"], _size(r["size"]), human_size(r["stored_size"]), r["backend"]]
         for r in records
     ]
-    print_table(["ID", "VOLUME", "CREATED", "SIZE", "STORED", "BACKEND"], rows)
+    print_table(["ID", "VOLUME", "HOST", "CREATED", "SIZE", "STORED", "BACKEND"], rows)

@@ -20,6 +20,8 @@ from backup.archive.naming import validate_volume_name
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import timezone_of
 from backup.cli.state import nonempty
+from backup.cli.hosts import all_hosts_option, source_host_option
+from backup.archive.hosts import host_filter, shown
 
 
 def _keep(flag: str, period: str) -> int:
@@ -44,11 +46,15 @@ def prune(
     zone: Optional[str] = typer.Option(None, "--timezone", metavar="TZ", help="Time zone of the periods [default: local]."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show what would be kept and removed, and why."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup."),
+    source_host: Optional[List[str]] = source_host_option("prune"),
+    all_hosts: bool = all_hosts_option(),
 ) -> None:
-    """Remove the backups that no keep rule keeps, per volume and backend (restic's semantics).
+    """Remove the backups that no keep rule keeps, per host, volume and backend (restic's semantics).
 
     Each rule keeps the newest backup of each of its last N periods; a backup any rule keeps stays.
     The newest backup is never removed. The manifest goes first, so no half-removed backup is listed.
+    Only this host's backups are touched ($VOLSAFE_HOST_NAME, [docker] host_name, else the Docker
+    daemon's name) unless --source-host or --all-hosts says otherwise.
     """
     configured = ctx.obj.config.backends  # a config file given or found is read first: a broken one stops here
     if volume is not None:
@@ -60,8 +66,10 @@ def prune(
         tz = timezone_of(zone) if zone else tzlocal.get_localzone()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    backends = open_locations(from_, configured)
+    hosts = host_filter(source_host or (), all_hosts, ctx.obj.this_host)
     results = run_prune(
-        open_locations(from_, configured), policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run
+        backends, policy, volumes=[volume] if volume else None, now=datetime.now(timezone.utc), tz=tz, dry_run=dry_run, hosts=hosts
     )
 
     def action(r) -> str:
@@ -70,16 +78,19 @@ def prune(
         return "remove" if dry_run else ("removed" if r.removed else "failed")
 
     records = [
-        {"id": r.decision.id, "volume": r.manifest.volume, "created": format_time(r.manifest.created), "backend": r.backend.url,
+        {"id": r.decision.id, "volume": r.manifest.volume, "source_host": r.manifest.source_hostname, "created": format_time(r.manifest.created), "backend": r.backend.url,
          "action": action(r), "reason": r.decision.reason, **({"error": r.error} if r.error else {})}
         for r in results
     ]
     if as_json:
         typer.echo(json.dumps(records, indent=2))
     elif records:
-        print_table(["ACTION", "ID", "CREATED", "BACKEND", "REASON"], [[r["action"], r["id"], r["created"], r["backend"], r["reason"]] for r in records])
+        print_table(
+            ["ACTION", "ID", "HOST", "CREATED", "BACKEND", "REASON"],
+            [[r["action"], r["id"], shown(r["source_host"]), r["created"], r["backend"], r["reason"]] for r in records],
+        )
     else:
-        typer.echo("no backups found", err=True)
+        typer.echo("no backups found" + (f" from host {', '.join(hosts)}" if hosts else ""), err=True)
     kept = sum(1 for r in results if r.decision.keep)
     gone = len(results) - kept
     if dry_run:

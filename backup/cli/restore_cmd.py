@@ -11,7 +11,8 @@ from backup.actions.restore import check_to_path, parse_container_target, run_re
 from backup.errors import UsageError
 from backup.cli.output import backup_record, print_json
 from backup.config.locations import open_locations
-from backup.archive.catalog import locate
+from backup.archive.catalog import locate_on_hosts
+from backup.cli.hosts import host_choice, source_host_option
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for
@@ -22,7 +23,7 @@ from backup.cli.options import command
 def restore(
     ctx: typer.Context,
     ref: str = typer.Argument(
-        ..., metavar="REF", help="VOLUME or VOLUME@latest (the newest backup of VOLUME), or a backup id as 'list' prints it."
+        ..., metavar="REF", help="VOLUME or VOLUME@latest (this host's newest backup of VOLUME), or a backup id as 'list' prints it."
     ),
     from_: Optional[str] = typer.Option(
         None, "--from", metavar="BACKEND",
@@ -61,6 +62,7 @@ def restore(
         None, "--passphrase-file", metavar="FILE",
         help="Passphrase (FILE's first line) for a backup encrypted with one. [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
     ),
+    source_host: Optional[List[str]] = source_host_option("restore from"),
 ) -> None:
     """Restore a backup into a volume, creating it with its original labels (and, with --driver-opts, driver and options).
 
@@ -68,6 +70,9 @@ def restore(
     half-filled volume: a volume it created is removed, and an existing one keeps its old contents.
     A volume that keeps its data on a host path (a bind volume) is written only with --bind-device
     PATH, and never one that shares its data with another volume.
+
+    VOLUME means this host's newest backup of it; if this host has none and exactly one other host
+    sharing the store has some, that host's newest (said on stderr); --source-host picks the host.
     """
     state = ctx.obj
     configured = state.config.backends  # a config file given or found is read first: a broken one stops here
@@ -77,7 +82,9 @@ def restore(
     container_target = parse_container_target(to_container) if to_container is not None else None
     if to_path is not None:
         check_to_path(to_path)
-    backend, parsed = locate(open_locations([from_] if from_ else None, configured), parsed)
+    backend, parsed, _manifest = locate_on_hosts(
+        open_locations([from_] if from_ else None, configured), parsed, host_choice(state, source_host)
+    )
     outcome = run_restore(
         state.docker,
         backend,

@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from backup.archive.hosts import configured_host_name
 from backup.config.schema import Config, load_config
 from backup.docker.host import DockerHost, connect
 from backup.errors import UsageError, VolsafeError
@@ -41,8 +42,39 @@ class State:
         if not host and not os.environ.get("DOCKER_HOST"):
             host = self.config.docker_host
         docker = connect(host)
+        docker.host_name_override = self.configured_host_name
         _recover(docker)
         return docker
+
+    @functools.cached_property
+    def configured_host_name(self) -> str | None:
+        """Return the host name $VOLSAFE_HOST_NAME (wins) or [docker] host_name set, else None.
+        Raises UsageError for an invalid $VOLSAFE_HOST_NAME."""
+        return configured_host_name(self.config.host_name, os.environ)
+
+    def this_host(self) -> str:
+        """Return the name this host's backups are recorded under (asks the daemon only when no
+        name is configured). Raises DockerUnavailable if the daemon must be asked and cannot be."""
+        return self.configured_host_name or self.docker.host_name
+
+    def this_host_if_known(self) -> str | None:
+        """Return ``this_host()``, or None (with a note on the debug log) when the daemon cannot be asked."""
+        if self.configured_host_name:
+            return self.configured_host_name
+        try:
+            if "docker" in self.__dict__:
+                return self.docker.host_name
+            host = self.host
+            if not host and not os.environ.get("DOCKER_HOST"):
+                host = self.config.docker_host
+            docker = connect(host)  # only to ask its name: no crash recovery for a command that needs no Docker
+            try:
+                return docker.host_name
+            finally:
+                docker.close()
+        except VolsafeError as exc:
+            logging.getLogger(__name__).debug("this host's name is unknown: %s", exc)
+            return None
 
     @functools.cached_property
     def helper_image(self) -> str:

@@ -15,12 +15,13 @@ from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.state import nonempty
+from backup.cli.hosts import host_choice, source_host_option
 
 
 def verify(
     ctx: typer.Context,
     refs: Optional[List[str]] = typer.Argument(
-        None, metavar="REF", help="VOLUME or VOLUME@latest (its newest backup), or a backup id as 'list' prints it."
+        None, metavar="REF", help="VOLUME or VOLUME@latest (this host's newest backup of it), or a backup id as 'list' prints it."
     ),
     all_: bool = typer.Option(False, "--all", help="Verify every backup on the backends (also finds archives without manifests)."),
     from_: Optional[List[str]] = typer.Option(
@@ -40,6 +41,7 @@ def verify(
         help="Passphrase (FILE's first line) for backups encrypted with one. [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup; no progress bar."),
+    source_host: Optional[List[str]] = source_host_option("verify"),
 ) -> None:
     """Check stored backups against their manifests: size, sha256, zstd, tar, entry count, content digest.
 
@@ -57,7 +59,10 @@ def verify(
         tester = lambda backend, manifest: restore_test(  # noqa: E731
             state.docker, state.helper_image, backend, manifest, identities, progress
         )
-    verdicts = run_verify(open_locations(from_, configured), parsed, identities=identities, progress=progress, restore_test_with=tester)
+    verdicts = run_verify(
+        open_locations(from_, configured), parsed, identities=identities, progress=progress, restore_test_with=tester,
+        hosts=host_choice(state, source_host),
+    )
     if as_json:
         print_json(
             [

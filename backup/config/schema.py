@@ -28,6 +28,7 @@ from backup.config.converters import (
     BackendTypeName,
     Duration,
     HostPort,
+    OptionalText,
     Retention,
     StrList,
     StrMap,
@@ -36,6 +37,7 @@ from backup.config.converters import (
     known_or_listed,
     volume_name,
 )
+from backup.archive.hosts import validate_host_name
 from backup.errors import VolsafeError
 from backup.bounds import MAX_DEPTH, data_depth_exceeds
 from backup.jobs.retention import Policy
@@ -188,6 +190,36 @@ class JobConfig:
         return parse_schedule(self.schedule, self.timezone, self.jitter if jitter else None)
 
 
+NOTIFY_EVENTS = ("failure", "verify_failure", "stale", "success")
+
+
+def _notify_event(name: str) -> None:
+    if name not in NOTIFY_EVENTS:
+        raise ValueError(f"unknown event {name!r} (events: {', '.join(NOTIFY_EVENTS)})")
+
+
+def _apprise_url(url: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) or not rest:
+        raise ValueError(f"not an apprise URL (SCHEME://...): {url.split('://')[0]!r}...")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """One notification route: [notify.NAME]. apprise sends each event it takes to each of its URLs."""
+
+    name: str
+    urls: tuple[str, ...] = key(
+        StrList(_apprise_url),
+        "apprise URLs (mailto://, slack://, discord://, tgram://, ntfy://, gotify://, json://, ...); use ${VAR} for tokens",
+        required=True,
+    )
+    events: tuple[str, ...] = key(
+        StrList(_notify_event), f"events sent here: {', '.join(NOTIFY_EVENTS)}", ("failure", "verify_failure", "stale")
+    )
+    jobs: tuple[str, ...] = key(STR_LIST, "only the events of these jobs (stale is no job's: always sent) [default: every job's]", ())
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated config; ``Config()`` is the built-in default."""
@@ -199,8 +231,14 @@ class Config:
     helper_image: str | None = key(
         TEXT, "helper image, used when neither --helper-image nor VOLSAFE_HELPER_IMAGE is set", section="docker"
     )
+    host_name: str | None = key(
+        OptionalText(validate_host_name),
+        "name this host's backups are recorded under, used when VOLSAFE_HOST_NAME is not set [default: the Docker daemon's Name]",
+        section="docker",
+    )
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     jobs: dict[str, JobConfig] = field(default_factory=dict)
+    notify: dict[str, NotifyConfig] = field(default_factory=dict)
     misfire_grace_time: float = key(
         Duration(minimum=1), "a run missed by at most this much (downtime) still runs, once", 3600.0, section="scheduler"
     )
@@ -241,8 +279,10 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
     # [jobs.NAME]
     "jobs": keys_of(JobConfig),
     "encryption": keys_of(Config, "encryption"),
+    # [notify.NAME]
+    "notify": keys_of(NotifyConfig),
 }
-NAMED_SECTIONS = ("backends", "jobs")  # tables of named tables
+NAMED_SECTIONS = ("backends", "jobs", "notify")  # tables of named tables
 _CONFIG_FIELDS = _field_names(Config)  # (section, key) -> field of Config
 
 
@@ -457,7 +497,16 @@ class _Checker:
             job = self.job(name, raw, backends)
             if job is not None:
                 jobs[name] = job
-        return Config(path=path, backends={n: b for n, b in backends.items() if b is not None}, jobs=jobs, **given)
+        notify = {}
+        for name, raw in self.named(("notify",), get("notify")):
+            before = len(self.found)
+            values = self.table(("notify", name), raw, SCHEMA["notify"])
+            for job in values.get("jobs") or ():
+                if job not in jobs and ("jobs", job) not in self.lines:
+                    self.error(("notify", name, "jobs"), f"unknown job {job!r}{_suggest(job, list(jobs)) if jobs else ' (no [jobs.*] tables are defined)'}")
+            if len(self.found) == before:
+                notify[name] = NotifyConfig(name=name, **values)
+        return Config(path=path, backends={n: b for n, b in backends.items() if b is not None}, jobs=jobs, notify=notify, **given)
 
     def named(self, path: tuple[str, ...], tables: dict):
         """Yield (name, table) for each ``[SECTION.NAME]``; names must be simple identifiers."""

@@ -45,6 +45,9 @@ class DockerHost:
     client: docker.DockerClient
     url: str
     remote: bool = False  # reached over the network (tcp://, ssh://), not a local socket
+    # The host name backups are recorded under when it is not the daemon's Name ($VOLSAFE_HOST_NAME,
+    # [docker] host_name): set by whoever connects (backup.cli.state).
+    host_name_override: str | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -60,6 +63,12 @@ class DockerHost:
     def name(self) -> str:
         """Return the daemon host's name as Docker reports it."""
         return str(self.info.get("Name", ""))
+
+    @property
+    def host_name(self) -> str:
+        """Return the name this host's backups are recorded under: the override, else the daemon's
+        Name (the host's name, also when volsafe itself runs in a container)."""
+        return self.host_name_override or self.name
 
     @property
     def daemon_id(self) -> str:

@@ -15,6 +15,7 @@ one at a time in the main thread, which gives three guarantees without any locks
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -29,7 +30,8 @@ from backup.actions.verify import VERIFY_SUFFIX, run_verify_job
 from backup.crypto.encryption import configured_identities, configured_key
 from backup.config.schema import Config, JobConfig
 from backup.docker.host import DockerHost
-from backup.errors import Cancelled
+from backup.archive.hosts import configured_host_name
+from backup.errors import Cancelled, VolsafeError
 from backup.jobs.health import HealthServer, StatusStore, send_webhook
 from backup.config.locations import default_location, open_locations
 from backup.archive.manifest import parse_time
@@ -48,10 +50,16 @@ def job_backends(config: Config, job: JobConfig) -> list[Backend]:
 
 def finish_run(config: Config, outcome: JobOutcome, store: StatusStore | None = None, log_line: bool = True) -> dict:
     """Log the run's one outcome line (if ``log_line``), record it in the status file, call the webhook
-    (for a failure, and a success if ``webhook_on_success``; never for an interrupted run).
+    (for a failure, and a success if ``webhook_on_success``; never for an interrupted run), and send
+    the run's event to the [notify] routes that take it (``backup.jobs.notify``).
 
     Returns the summary. Never raises for a status file or webhook problem (it logs them).
     """
+    if not outcome.host:
+        try:  # the daemon could not be asked: the configured name, if any, still says which host failed
+            outcome.host = configured_host_name(config.host_name, os.environ) or ""
+        except VolsafeError:
+            pass
     summary = outcome.summary()
     line = (
         f"job {outcome.job}: {outcome.result}: {len(outcome.volumes)} volume(s) {','.join(outcome.volumes) or '-'}, "
@@ -72,6 +80,11 @@ def finish_run(config: Config, outcome: JobOutcome, store: StatusStore | None = 
     # An interrupted run (SIGTERM/SIGINT: volsafe was stopped, e.g. for an upgrade) is no failure.
     if config.webhook_url and not outcome.aborted and (not outcome.ok or config.webhook_on_success):
         send_webhook(config.webhook_url, summary, config.webhook_timeout)
+    if config.notify and not outcome.aborted:
+        from backup.jobs.notify import notify_run  # apprise is loaded only when something is sent
+
+        sizes = {b.volume: b.manifest.stored_size for b in outcome.backups if b.manifest is not None}
+        notify_run(config, summary, sizes)
     return summary
 
 

@@ -123,7 +123,8 @@ def test_prune_keeps_the_real_newest_and_warns_about_the_9999_one(store, caplog)
     )
 
 
-def test_prune_cli_dry_run_says_why(store, run):
+def test_prune_cli_dry_run_says_why(store, run, monkeypatch):
+    monkeypatch.setenv("VOLSAFE_HOST_NAME", "host")  # the host these backups record: prune touches its backups
     backend, real, bogus = store
     code, out, err = run("prune", "--from", str(backend.root), "--keep-last", "1", "--dry-run", "--json")
     assert code == 0, err

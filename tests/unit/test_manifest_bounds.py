@@ -97,7 +97,8 @@ def test_restore_of_the_newest_resolves_past_a_deep_manifest(store):
         resolve_ref(backend, Ref("db", bad))  # asked for by its exact id: one clear error
 
 
-def test_list_prune_verify_work_past_a_deep_manifest(store, run):
+def test_list_prune_verify_work_past_a_deep_manifest(store, run, monkeypatch):
+    monkeypatch.setenv("VOLSAFE_HOST_NAME", "test")  # the host store_backup records: prune touches its backups
     backend, first, second, web, bad = store
     root = str(backend.root)
     code, out, err = run("list", "--from", root, "--json")

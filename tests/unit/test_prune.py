@@ -72,12 +72,13 @@ def cli(capsys, *args):
     return code, out.out, out.err
 
 
-def test_cli_dry_run_lists_decisions_with_reasons_and_removes_nothing(backend, capsys):
+def test_cli_dry_run_lists_decisions_with_reasons_and_removes_nothing(backend, capsys, monkeypatch):
+    monkeypatch.setenv("VOLSAFE_HOST_NAME", "host")  # prune touches this host's backups only
     made = [fake_backup(backend, "db", NOW - timedelta(days=d)) for d in (2, 1, 0)]
     code, out, err = cli(capsys, "prune", "db", "--from", str(backend.root), "--keep-last", "2", "--dry-run", "--timezone", "UTC")
     assert code == 0, err
     header, *rows = out.splitlines()
-    assert header.split() == ["ACTION", "ID", "CREATED", "BACKEND", "REASON"]
+    assert header.split() == ["ACTION", "ID", "HOST", "CREATED", "BACKEND", "REASON"]
     assert [r.split()[:2] for r in rows] == [["keep", str(made[2].backup_id)], ["keep", str(made[1].backup_id)], ["remove", str(made[0].backup_id)]]
     assert rows[0].endswith("last 1") and rows[2].endswith("no keep rule matched")
     assert "dry run: would keep 2 and remove 1" in err
