@@ -3,9 +3,12 @@
 ``backup``: read-ahead -> compress_tar -> fan-out to two backends that only count (the threads
 and hand-offs of a plain backup). ``encrypted``: the same with age encryption (recipients, through
 pyrage) between compressing and the fan-out, then the restore direction: verified_tar decrypting
-with DecryptingReader. The tar (``--size-mb``, a third each of random, hex-text and repetitive
+with DecryptingReader. ``handoffs``: the thread hand-offs alone, without zstd: one 1 MiB chunk
+``--size-mb`` times through read-ahead, two BackgroundConsumers (sha256, sha1) and the fan-out to two
+counting backends. The tar (``--size-mb``, a third each of random, hex-text and repetitive
 data, in files of 4 MiB) is built in memory first and handed over in 1 MiB chunks; building it is
-not timed. Prints one JSON line. Compare two trees by putting each first on PYTHONPATH in turn:
+not timed; ``--threads`` is passed to compress_tar. Prints one JSON line. Compare two trees by
+putting each first on PYTHONPATH in turn:
 
     for i in 1 2 3; do for tree in /tmp/old /tmp/new; do
         PYTHONPATH=$tree python3 bench/pipelines.py encrypted; done; done
@@ -14,6 +17,7 @@ not timed. Prints one JSON line. Compare two trees by putting each first on PYTH
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import random
@@ -23,6 +27,7 @@ import time
 
 import backup
 from backup.archive.codec import ArchiveStats, compress_tar, encrypted_stored, verified_tar
+from backup.streams.background import BackgroundConsumer
 from backup.streams.concurrency import cancellable
 from backup.streams.fanout import save_to_all
 from backup.streams.read_ahead import read_ahead
@@ -66,11 +71,37 @@ def make_tar(size: int, seed: int = 1) -> bytes:
     return buf.getvalue()
 
 
+def handoffs(count: int) -> None:
+    chunk = bytes(range(256)) * (CHUNK // 256)
+
+    def stream():
+        first, second = hashlib.sha256(), hashlib.sha1()
+        with BackgroundConsumer(first.update, "sha256") as one, BackgroundConsumer(second.update, "sha1") as two:
+            for piece in read_ahead(iter([chunk] * count)):
+                one.feed(piece)
+                two.feed(piece)
+                yield piece
+            one.wait()
+            two.wait()
+
+    start, cpu = time.perf_counter(), time.process_time()
+    outcomes = save_to_all([CountingBackend("a"), CountingBackend("b")], "v/x", stream())
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert all(o.ok and o.stored == count * CHUNK for o in outcomes), outcomes
+    tree = backup.__file__.rsplit("/backup/", 1)[0]
+    result = {"scenario": "handoffs", "tree": tree, "chunks": count, "handoffs_s": round(wall, 3), "handoffs_cpu_s": round(cpu, 3)}
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("scenario", choices=["backup", "encrypted"])
+    parser.add_argument("scenario", choices=["backup", "encrypted", "handoffs"])
     parser.add_argument("--size-mb", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=None, help="zstd worker threads (default: one per CPU; 0: none)")
     args = parser.parse_args()
+    if args.scenario == "handoffs":
+        handoffs(args.size_mb)
+        return
 
     tar = make_tar(args.size_mb * MB)
     chunks = [tar[i : i + CHUNK] for i in range(0, len(tar), CHUNK)]
@@ -80,7 +111,7 @@ def main() -> None:
     if args.scenario == "backup":
         backends = [CountingBackend("a"), CountingBackend("b")]
         start, cpu = time.perf_counter(), time.process_time()
-        outcomes = save_to_all(backends, "v/x", compress_tar(cancellable(read_ahead(iter(chunks))), stats))
+        outcomes = save_to_all(backends, "v/x", compress_tar(cancellable(read_ahead(iter(chunks))), stats, threads=args.threads))
         result["backup_s"] = round(time.perf_counter() - start, 3)
         result["backup_cpu_s"] = round(time.process_time() - cpu, 3)
         assert all(o.ok and o.stored == stats.stored_size for o in outcomes), outcomes
@@ -94,7 +125,8 @@ def main() -> None:
         recipients = parse_recipients([str(identity.to_public())])
         keeper = CountingBackend("kept", keep=True)
         start, cpu = time.perf_counter(), time.process_time()
-        stored_chunks = encrypted_stored(compress_tar(cancellable(read_ahead(iter(chunks))), stats), recipients, stats)
+        compressed = compress_tar(cancellable(read_ahead(iter(chunks))), stats, threads=args.threads)
+        stored_chunks = encrypted_stored(compressed, recipients, stats)
         outcomes = save_to_all([keeper, CountingBackend("b")], "v/x", stored_chunks)
         result["encrypt_s"] = round(time.perf_counter() - start, 3)
         result["encrypt_cpu_s"] = round(time.process_time() - cpu, 3)
