@@ -2,7 +2,7 @@
 
 pyrage (Python bindings of rage, the Rust age implementation) encrypts and decrypts between two
 file-like objects with bounded memory (measured: 15 MiB RSS for 1 GB, about 480 MB/s). Its calls
-block, so each runs in a worker thread that is fed, or drained, through small bounded queues: the
+block, so each runs in a worker thread that is fed, or drained, through small bounded channels: the
 rest of volsafe keeps working with iterators of chunks and readable streams.
 
 Keys: recipients are age X25519 public keys (``age1…``) or SSH public keys (``ssh-ed25519``,
@@ -16,11 +16,9 @@ manifest: recipients are recorded only by fingerprint, a passphrase only as "a p
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import io
 import os
-import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +29,11 @@ import pyrage
 from backup.crypto import age_scrypt
 from backup.crypto.age_scrypt import PassphraseError  # noqa: F401 - re-exported beside EncryptionError
 from backup.errors import IntegrityError, VolsafeError
+from backup.streams.channel import Channel, ChannelReader, ChannelWriter, Stopped
 
 AGE_FORMAT = "age-encryption.org/v1"
 HEAD_SIZE = 256 * 1024  # enough for the header and the first payload chunk: the key check reads this
 _QUEUE_DEPTH = 8
-_POLL = 0.1  # seconds between checks for a stop request while a queue is full or empty
 PASSPHRASE_ENV = "VOLSAFE_PASSPHRASE"
 
 
@@ -227,72 +225,6 @@ def read_identities(files: Iterable[str]) -> list:
 # Streaming in a worker thread.
 
 
-class _Stopped(Exception):
-    """Raised inside the worker's reader or writer when the consumer has gone away."""
-
-
-class _Failed:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-_END = object()
-
-
-def _put(items: queue.Queue, item: object, stop: threading.Event) -> None:
-    """Put ``item``, waiting while the queue is full; raise _Stopped once ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            items.put(item, timeout=_POLL)
-            return
-        except queue.Full:
-            continue
-    raise _Stopped()
-
-
-class _QueueReader(io.RawIOBase):
-    """What pyrage reads from in the worker: the chunks the consumer puts on ``items``."""
-
-    def __init__(self, items: queue.Queue, stop: threading.Event):
-        self.items, self.stop = items, stop
-        self.buffer = memoryview(b"")
-        self.done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self.buffer and not self.done:
-            if self.stop.is_set():
-                raise _Stopped()
-            try:
-                item = self.items.get(timeout=_POLL)
-            except queue.Empty:
-                continue
-            if item is _END:
-                self.done = True
-            else:
-                self.buffer = memoryview(item)
-        n = min(len(target), len(self.buffer))
-        target[:n] = self.buffer[:n]
-        self.buffer = self.buffer[n:]
-        return n
-
-
-class _QueueWriter(io.RawIOBase):
-    """What pyrage writes to in the worker: each write goes on ``items`` for the consumer."""
-
-    def __init__(self, items: queue.Queue, stop: threading.Event):
-        self.items, self.stop = items, stop
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        _put(self.items, bytes(data), self.stop)
-        return len(data)
-
-
 def _start(target, name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
@@ -312,52 +244,40 @@ def encrypt_chunks(chunks: Iterable[bytes], key: Recipients | Passphrase) -> Ite
 def _encrypt_for_recipients(chunks: Iterable[bytes], recipients: Recipients) -> Iterator[bytes]:
     """Yield the age encryption of the concatenated ``chunks`` for ``recipients``, through pyrage.
 
-    Memory is bounded by a few chunks: input waits in a queue of depth 8, output is drained after
+    Memory is bounded by a few chunks: input waits in a channel of depth 8, output is drained after
     every input chunk. An exception while iterating ``chunks`` propagates and stops the worker.
     """
-    inputs: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-    outputs: queue.Queue = queue.Queue()  # bounded in practice by the input queue's depth
-    stop = threading.Event()
+    inputs = Channel(_QUEUE_DEPTH, "age-encrypt input")
+    outputs = Channel(None, "age-encrypt output")  # bounded in practice by the input channel's depth
 
     def work() -> None:
+        # Held here, not as call arguments: dropping the reader closes it, which stops ``inputs``
+        # without the failure below.
+        reader, writer = ChannelReader(inputs), ChannelWriter(outputs)
         try:
-            pyrage.encrypt_io(_QueueReader(inputs, stop), _QueueWriter(outputs, stop), list(recipients.keys))
-            outputs.put(_END)
+            pyrage.encrypt_io(reader, writer, list(recipients.keys))
+            outputs.close()
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            outputs.put(_Failed(exc))
-
-    def drain(block: bool) -> Iterator[bytes]:
-        while True:
-            try:
-                item = outputs.get(block=block, timeout=_POLL if block else None)
-            except queue.Empty:
-                if block:
-                    continue
-                return
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise EncryptionError(f"age encryption failed: {type(item.error).__name__}") from None
-            yield item
+            failure = EncryptionError(f"age encryption failed: {type(exc).__name__}")
+            outputs.fail(failure)
+            inputs.stop(failure)  # a put waiting for room raises it
+        finally:
+            inputs.stop()  # pyrage read to the end (or failed): a later put must not wait for it
 
     thread = _start(work, "age-encrypt")
     try:
         for chunk in chunks:
-            while True:
-                try:
-                    inputs.put(chunk, timeout=_POLL)
-                    break
-                except queue.Full:
-                    yield from drain(block=False)
-            yield from drain(block=False)
-        _put(inputs, _END, stop)
-        yield from drain(block=True)
+            inputs.put(chunk)
+            yield from outputs.ready()
+        inputs.close()
+        yield from outputs
     finally:
-        stop.set()
+        outputs.stop()  # the worker's next write raises Stopped
+        inputs.fail(Stopped("age-encrypt: the consumer went away"))  # and its next read (after a close: nothing)
         thread.join(timeout=5)
 
 
-class DecryptingReader(io.RawIOBase):
+class DecryptingReader(ChannelReader):
     """A readable stream of the plaintext of an age-encrypted stream, decrypted in a worker thread.
 
     Raises EncryptionError when no identity matches, IntegrityError when the ciphertext was changed
@@ -365,46 +285,23 @@ class DecryptingReader(io.RawIOBase):
     """
 
     def __init__(self, stored: BinaryIO, identities: list):
-        self._items: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-        self._stop = threading.Event()
-        self._buffer = memoryview(b"")
-        self._done = False
+        super().__init__(Channel(_QUEUE_DEPTH, "age-decrypt"))
+        items = self.channel
 
         def work() -> None:
             try:
-                pyrage.decrypt_io(stored, _QueueWriter(self._items, self._stop), identities)
-                _put(self._items, _END, self._stop)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                if not self._stop.is_set():
-                    with contextlib.suppress(_Stopped):
-                        _put(self._items, _Failed(exc), self._stop)
+                pyrage.decrypt_io(stored, ChannelWriter(items), identities)
+                items.close()
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer (nothing, once it stopped)
+                items.fail(decryption_error(exc))
 
         self._thread = _start(work, "age-decrypt")
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._buffer and not self._done:
-            item = self._items.get()
-            if item is _END:
-                self._done = True
-            elif isinstance(item, _Failed):
-                self._done = True
-                raise decryption_error(item.error)
-            else:
-                self._buffer = memoryview(item)
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
-
     def close(self) -> None:
-        self._stop.set()
-        # The worker stops at its next write; wait for it (bounded: it may be inside a slow read),
-        # so that it does not go on reading a stream its owner is about to close.
+        super().close()  # stops the channel: the worker stops at its next write
+        # Wait for it (bounded: it may be inside a slow read), so that it does not go on reading a
+        # stream its owner is about to close.
         self._thread.join(timeout=5)
-        super().close()
 
 
 def decryption_error(exc: BaseException) -> VolsafeError:

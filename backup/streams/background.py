@@ -8,15 +8,11 @@ the other core instead of after one another. The counterpart for producers is ``
 
 from __future__ import annotations
 
-import queue
 import threading
 from typing import Callable
 
-_END = object()
-
-
-class ClosedError(RuntimeError):
-    """Raised by ``BackgroundConsumer.feed`` after ``close``."""
+from backup.streams.channel import Channel
+from backup.streams.channel import Closed as ClosedError  # noqa: F401 - raised by feed after close
 
 
 class BackgroundConsumer:
@@ -31,48 +27,38 @@ class BackgroundConsumer:
 
     def __init__(self, consume: Callable[[bytes], object], name: str, depth: int = 4):
         self._consume = consume
-        self._queue: queue.Queue = queue.Queue(depth)
+        self._chunks = Channel(depth, name)
         self._done = threading.Condition()
         self._fed = 0
         self._consumed = 0
         self._error: BaseException | None = None
-        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _END:
-                return
-            if self._error is None:
-                try:
-                    self._consume(item)
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the feeding thread
-                    self._error = exc
+        try:
+            for chunk in self._chunks:
+                self._consume(chunk)
+                with self._done:
+                    self._consumed += 1
+                    self._done.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the feeding thread
             with self._done:
-                self._consumed += 1
+                self._error = exc
                 self._done.notify_all()
+            self._chunks.stop(exc)  # the queued chunks are dropped; feed raises ``exc``
 
     def feed(self, chunk: bytes) -> None:
         """Queue ``chunk``; block while ``depth`` chunks wait. Raises what ``consume`` raised so far,
         and ClosedError once ``close`` was called (nothing would take the chunk any more)."""
-        while True:
-            self._raise_error()
-            if self._closed.is_set():
-                raise ClosedError(f"{self._thread.name}: fed after close")
-            try:
-                self._queue.put(chunk, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        self._chunks.put(chunk)
         with self._done:
             self._fed += 1
 
     def wait(self, behind: int = 0) -> None:
         """Block until at most ``behind`` fed chunks are still unconsumed; raise what ``consume`` raised."""
         with self._done:
-            self._done.wait_for(lambda: self._consumed >= self._fed - behind)
+            self._done.wait_for(lambda: self._error is not None or self._consumed >= self._fed - behind)
         self._raise_error()
 
     def _raise_error(self) -> None:
@@ -81,10 +67,8 @@ class BackgroundConsumer:
 
     def close(self) -> None:
         """Stop the thread once the queued chunks are handled (or dropped, after an error)."""
-        self._closed.set()
-        if self._thread.is_alive():
-            self._queue.put(_END)
-            self._thread.join()
+        self._chunks.close()
+        self._thread.join()
 
     def __enter__(self) -> BackgroundConsumer:
         return self

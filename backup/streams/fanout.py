@@ -8,15 +8,14 @@ Docker stream, Ctrl-C), every ``save`` sees the failure from its chunk iterator 
 
 from __future__ import annotations
 
-import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable
 
+from backup.streams.channel import Channel, Stopped
 from storage_backends import Backend
 
 QUEUE_DEPTH = 4
-_END = object()
 
 
 class SourceFailed(Exception):
@@ -26,35 +25,26 @@ class SourceFailed(Exception):
 @dataclass
 class _Writer:
     backend: Backend
-    chunks: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_DEPTH))
+    chunks: Channel = field(default_factory=lambda: Channel(QUEUE_DEPTH, "fan-out"))
     thread: threading.Thread | None = None
     stored: int | None = None
     error: BaseException | None = None
 
-    def feed(self) -> Iterator[bytes]:
-        while True:
-            item = self.chunks.get()
-            if item is _END:
-                return
-            if isinstance(item, SourceFailed):
-                raise item
-            yield item
-
     def run(self, key: str) -> None:
         try:
-            self.stored = self.backend.save(key, self.feed())
+            self.stored = self.backend.save(key, iter(self.chunks))
         except BaseException as exc:  # noqa: BLE001 - reported per backend by save_to_all
             self.error = exc
+        finally:
+            self.chunks.stop()  # a put waiting on this backend returns (False) instead of waiting for ever
 
-    def put(self, item: object) -> bool:
-        """Queue ``item`` unless this writer has died; return whether it is still alive."""
-        while self.thread is not None and self.thread.is_alive():
-            try:
-                self.chunks.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def put(self, chunk: bytes) -> bool:
+        """Queue ``chunk`` unless this writer has died; return whether it is still alive."""
+        try:
+            self.chunks.put(chunk)
+            return True
+        except Stopped:
+            return False
 
 
 @dataclass(frozen=True)
@@ -86,10 +76,10 @@ def save_to_all(backends: list[Backend], key: str, chunks: Iterable[bytes]) -> l
             if not any(alive):
                 break  # every backend failed: stop reading the source
         for writer in writers:
-            writer.put(_END)
+            writer.chunks.close()
     except BaseException as exc:
         for writer in writers:
-            writer.put(SourceFailed(f"source stream failed: {exc!r}"))
+            writer.chunks.fail(SourceFailed(f"source stream failed: {exc!r}"))
         _join(writers)
         raise
     _join(writers)

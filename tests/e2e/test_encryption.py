@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import subprocess
+import threading
 
 import pyrage
 import pytest
 
 from backup.crypto.encryption import DecryptingReader, EncryptionError, encrypt_chunks, parse_recipients, read_identities
+from backup.errors import IntegrityError
 from storage_backends.local import LocalBackend
 from tests.support.archive_factory import SAMPLE, make_tar, store_backup
+from tests.support.threads import DEADLINE, Running, blocked
 from tests.support.volume_tree import fill_tricky, snapshot
 
 
@@ -104,3 +108,95 @@ def test_encrypted_backup_restores_with_volsafe_and_by_hand(docker_host, helper_
     subprocess.run(f"age -d -i '{key_path}' '{archive}' | zstd -d | tar -x -C '{out}'", shell=True, check=True)
     assert (out / "dir" / "sub" / "file.txt").read_text() == "hello\n"
     assert (out / "dir" / "blob.bin").stat().st_size == before["dir/blob.bin"].size
+
+
+# The worker threads: every way one side leaves must end the other, never leave it waiting. Whatever
+# waits on a worker runs in a helper thread joined with a deadline (``Running``), so a hang fails fast.
+
+
+def _recipients_and_identities():
+    identity = pyrage.x25519.Identity.generate()
+    return parse_recipients([str(identity.to_public())]), [identity]
+
+
+def _endless(read: list):
+    for n in itertools.count():
+        read.append(n)
+        yield bytes([n % 256]) * 100_000
+
+
+def _worker(before: set, name: str) -> threading.Thread:
+    (thread,) = [t for t in threading.enumerate() if t not in before and t.name == name]
+    return thread
+
+
+def test_closing_the_encryption_early_ends_its_worker_and_stops_reading_the_source():
+    recipients, _ = _recipients_and_identities()
+    before, read = set(threading.enumerate()), []
+    encrypted = encrypt_chunks(_endless(read), recipients)
+    assert Running(lambda: next(encrypted)).finish().startswith(b"age-encryption.org/v1\n")
+    worker = _worker(before, "age-encrypt")
+    encrypted.close()
+    worker.join(DEADLINE)
+    assert not worker.is_alive()
+    assert len(read) < 20  # the input channel's 8, what pyrage and the output held, and no more
+
+
+def test_a_failing_source_propagates_and_ends_the_worker():
+    recipients, _ = _recipients_and_identities()
+    before = set(threading.enumerate())
+
+    def source():
+        yield b"a" * 100_000
+        raise RuntimeError("docker stream broke")
+
+    with pytest.raises(RuntimeError, match="docker stream broke"):
+        Running(lambda: list(encrypt_chunks(source(), recipients))).finish()
+    assert not [t for t in threading.enumerate() if t not in before and t.name == "age-encrypt"]  # joined on the way out
+
+
+def test_a_failing_worker_reaches_a_producer_waiting_on_the_full_input(monkeypatch):
+    recipients, _ = _recipients_and_identities()
+    saw = []
+
+    def failing_encrypt_io(reader, writer, keys):
+        reader.read(10)
+        blocked(reader.channel._writable)  # the consumer's next put waits for room
+        saw.append(len(reader.channel))
+        raise ValueError("rage gave up")
+
+    monkeypatch.setattr(pyrage, "encrypt_io", failing_encrypt_io)
+    run = Running(lambda: list(encrypt_chunks(_endless([]), recipients)))
+    with pytest.raises(EncryptionError, match="age encryption failed: ValueError"):
+        run.finish()
+    assert saw == [8]  # the input channel was full: the producer was waiting when the worker failed
+
+
+def test_closing_a_decrypting_reader_early_ends_a_worker_waiting_on_the_full_channel():
+    recipients, identities = _recipients_and_identities()
+    plain = [bytes([i]) * 1_000_000 for i in range(20)]
+    stored = b"".join(Running(lambda: list(encrypt_chunks(iter(plain), recipients))).finish())
+    reader = DecryptingReader(io.BytesIO(stored), identities)
+    assert Running(lambda: reader.read(10)).finish() == b"\0" * 10
+    blocked(reader.channel._writable)  # the worker decrypted ahead until the channel filled up
+    reader.close()
+    assert not reader._thread.is_alive()
+
+
+def test_a_cut_short_ciphertext_is_an_integrity_error_and_ends_the_worker():
+    recipients, identities = _recipients_and_identities()
+    stored = b"".join(Running(lambda: list(encrypt_chunks(iter([b"z" * 300_000]), recipients))).finish())
+    reader = DecryptingReader(io.BytesIO(stored[:-100]), identities)
+    with pytest.raises(IntegrityError, match="truncated"):
+        Running(reader.read).finish()
+    reader._thread.join(DEADLINE)
+    assert not reader._thread.is_alive()
+    reader.close()
+
+
+def test_a_wrong_identity_is_one_clear_error():
+    recipients, _ = _recipients_and_identities()
+    _, others = _recipients_and_identities()
+    stored = b"".join(Running(lambda: list(encrypt_chunks(iter([b"z" * 1000]), recipients))).finish())
+    with DecryptingReader(io.BytesIO(stored), others) as reader, pytest.raises(EncryptionError, match="none of the given identities"):
+        Running(reader.read).finish()

@@ -1,10 +1,12 @@
+import threading
 from typing import Iterable
 
 import pytest
 
-from backup.streams.fanout import save_to_all
+from backup.streams.fanout import QUEUE_DEPTH, save_to_all
 from storage_backends import PermanentError
 from storage_backends.local import LocalBackend
+from tests.support.threads import Running
 
 
 class FailingBackend(LocalBackend):
@@ -56,3 +58,24 @@ def test_failing_source_aborts_every_backend(tmp_path):
     with pytest.raises(RuntimeError, match="docker stream broke"):
         save_to_all(backends, "v/x", source())
     assert _files(tmp_path) == []
+
+
+def test_a_backend_that_dies_without_reading_releases_a_source_waiting_on_it(tmp_path):
+    release = threading.Event()
+
+    class StuckBackend(LocalBackend):
+        def save(self, key, chunks):
+            release.wait(10)  # takes nothing until the source has filled its channel
+            raise PermanentError(f"{self.url}: hung up")
+
+    def source():
+        for i in range(50):
+            if i == QUEUE_DEPTH:
+                release.set()  # this chunk finds the stuck backend's channel full
+            yield b"z" * 100
+
+    good, stuck = LocalBackend(tmp_path / "good"), StuckBackend(tmp_path / "stuck")
+    outcomes = Running(lambda: save_to_all([good, stuck], "v/x", source())).finish()
+    by_url = {o.backend.url: o for o in outcomes}
+    assert by_url[good.url].ok and by_url[good.url].stored == 5000
+    assert "hung up" in str(by_url[stuck.url].error)
