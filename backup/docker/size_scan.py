@@ -4,14 +4,17 @@ First choice is the volume's previous backup (its manifest's ``tar_size`` and ``
 at once, for one listing and one small read. Without one, a read-only helper walks the volume once
 (``find`` and ``stat``) and prints an estimate of the tar stream's size and its number of entries:
 512 bytes of header per entry plus each regular file's data rounded up to 512 bytes, as tar stores
-them. Measured on a loaded 2-core machine, that walk takes about 1 s for 1 GB in 16 files (the
-total is known 1.4-1.8 s into a 20 s backup) but 2-3 s for 50,000 small files, about as long as
-the backup itself, which is why the previous backup comes first. Either is an estimate (a volume
-changes; a second hard link or a long name's extra header is not counted); the bar's total grows
-when the stream outruns it.
+them. Measured with ``bench/size_scan.py`` on a loaded 2-core machine (load average ~11, so
++-30%): a helper costs 0.5-1 s to start and remove; the walk itself 0.2-0.3 s for 1 GB in 16 files
+but 1.5-3.3 s for 50,000 small files, about as long as backing them up (4-8 s), which is why the
+previous backup comes first. Either is an estimate (a volume changes; a second hard link or a long
+name's extra header is not counted); the bar's total grows when the stream outruns it.
 
 It all runs in a thread while the tar stream already flows, and only when a progress bar is drawn;
-a look-up that fails or is still running when the backup ends just leaves the bar without a total.
+the scan starts only once the backup has run for SCAN_DELAY seconds, so a short backup pays
+nothing for it (measured: a first backup of the 50,000 files took 6.4-6.8 s with it, 6.7-8.2 s
+without; the total of a 1 GB first backup was known 4 s into its 13-14 s). A look-up that fails
+or is still running when the backup ends just leaves the bar without a total.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ SCAN_SCRIPT = (
 )
 _RESULT = re.compile(r"^volsafe-size (\d+) (\d+)$", re.MULTILINE)
 JOIN_TIMEOUT = 10.0  # seconds to wait for a cancelled scan's helper to be gone
+#: Seconds a backup must have run before a scan starts: a short backup needs no ETA, and a scan
+#: would cost it a helper container (about 0.5-1 s here) and a walk that competes with tar.
+SCAN_DELAY = 2.0
 
 
 def parse_scan(output: str) -> tuple[int, int] | None:
@@ -62,6 +68,7 @@ class SizeScan(threading.Thread):
         self._lock = threading.Lock()
         self._container: str | None = None
         self._cancelled = False
+        self._ended = threading.Event()
 
     def run(self) -> None:
         try:
@@ -70,6 +77,8 @@ class SizeScan(threading.Thread):
                 if not self._cancelled:
                     self.on_result(*known)
                 return
+            if self._ended.wait(SCAN_DELAY):
+                return  # the backup ended first: no helper at all
             with helper_session(
                 self.host, self.image, self.source, role="size", writable=False, mount_type=self.mount_type, reads_all=True
             ) as helper:
@@ -91,6 +100,7 @@ class SizeScan(threading.Thread):
         """Stop the scan (its helper is removed, which ends the command) and wait for the thread."""
         with self._lock:
             self._cancelled = True
+            self._ended.set()
             container = self._container
         if container is not None and self.is_alive():
             with contextlib.suppress(VolsafeError):

@@ -25,7 +25,7 @@ from storage_backends.local import LocalBackend
 real_save = LocalBackend.save
 def slow(chunks):
     for chunk in chunks:
-        time.sleep(0.1)
+        time.sleep(0.2)
         yield chunk
 LocalBackend.save = lambda self, key, chunks: real_save(self, key, slow(chunks) if key.endswith(".tar.zst") else chunks)
 from backup.cli import main
