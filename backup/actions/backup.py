@@ -19,10 +19,13 @@ from backup.docker.container_tar import container_tar
 from backup.quiesce.hooks import HookSpec
 from backup.docker.locks import DEFAULT_WAIT, volume_lock
 from backup.archive.manifest import Manifest
-from backup.archive.naming import BackupId, new_stamp, validate_volume_name
-from backup.progress import Reporter
+from backup.archive.naming import BackupId, backup_id_from_manifest_key, new_stamp, validate_volume_name
+from backup.archive.catalog import load_manifest
+from backup.progress import Reporter, Task
 from backup.streams.read_ahead import read_ahead
 from backup.archive.tar.exclude import FilterStats, exclude_paths
+from backup.archive.tar.scanner import TarScanner
+from backup.docker.size_scan import size_scan
 from backup.docker.volume_tar import volume_tar
 from storage_backends import Backend, BackendError
 
@@ -112,6 +115,39 @@ def _tar_of(host: DockerHost, volume: str, mount: MountSource | None, options: B
         yield chunks
 
 
+@contextlib.contextmanager
+def _size_scanned(
+    host: DockerHost, volume: str, mount: MountSource | None, backends: list[Backend], options: BackupOptions, progress: Reporter,
+    task: Task,
+) -> Iterator[None]:
+    """Give the progress bar a total, from the volume's previous backup on ``backends`` or else a size
+    scan, beside the backup (``backup.docker.size_scan``), only when a bar is drawn. Not with
+    --exclude (the total would count what is left out) nor for a tmpfs mount."""
+    if not progress.wants_totals or options.exclude or (mount is not None and mount.kind == "tmpfs"):
+        yield
+        return
+    source, mount_type = (mount.source, "bind") if mount is not None and mount.kind == "bind" else (volume, "volume")
+    with size_scan(
+        host, options.helper_image, source, task.set_total, mount_type=mount_type, previous=lambda: _previous_totals(backends, volume)
+    ):
+        yield
+
+
+def _previous_totals(backends: list[Backend], volume: str) -> tuple[int, int] | None:
+    """Return (tar_size, entries) of the newest backup of ``volume`` on the first backend that has
+    one (one listing and one manifest read), or None."""
+    for backend in backends:
+        try:
+            ids = [bid for info in backend.list(f"{volume}/") if (bid := backup_id_from_manifest_key(info.key))]
+            ids = [bid for bid in ids if bid.volume == volume]
+            if ids:
+                manifest = load_manifest(backend, max(ids, key=lambda bid: bid.stamp))
+                return manifest.tar_size, manifest.entries
+        except VolsafeError as exc:  # BackendError, ManifestError: then the scan it is
+            log.debug("no previous size of %s from %s: %s", volume, backend.url, exc)
+    return None
+
+
 def backup_volume(
     host: DockerHost,
     volume: str,
@@ -142,13 +178,18 @@ def backup_volume(
 
     with volume_lock(host, volume, action="backup", wait=options.lock_wait), quiesced(
         host, volume, mode=options.quiesce_mode if plain else "none", hooks=options.hooks if plain else ()
-    ) as quiesce, _tar_of(host, volume, mount, options) as tar_chunks, progress.task(f"backup {volume}") as advance:
+    ) as quiesce, _tar_of(host, volume, mount, options) as tar_chunks, progress.task(f"backup {volume}") as advance, _size_scanned(
+        host, volume, mount, backends, options, progress, advance
+    ):
         # The volume is fully read when Docker's stream ends: bring the application back then,
         # while the upload's tail is still being written.
         tar = cancellable(_then(read_ahead(tar_chunks), quiesce.finish))
         if options.exclude:
             tar = exclude_paths(tar, options.exclude, filtered)
-        stored = compress_tar(tar, stats, level=options.level, threads=options.threads, progress=advance)
+        scanner = TarScanner()  # its running count of entries goes to the progress bar
+        stored = compress_tar(
+            tar, stats, level=options.level, threads=options.threads, progress=lambda n: advance(n, scanner.entries), scanner=scanner
+        )
         if options.recipients is not None:
             stored = encrypted_stored(stored, options.recipients, stats)
         results = save_to_all(backends, backup_id.archive_key, stored)

@@ -63,6 +63,7 @@ from storage_backends import Backend
 
 log = logging.getLogger(__name__)
 told = logging.getLogger("volsafe.volumes")  # shown on stderr: how a volume is created
+warned = logging.getLogger("volsafe.quiesce")  # as backup's warning about containers left writing
 
 WIRE_GZIP_LEVEL = 1  # fast: the point is fewer bytes on a network link, not the smallest size
 DIGEST_MARKER = "volsafe-md5"
@@ -284,6 +285,18 @@ def _source_quiesced(host: DockerHost, volumes: list[str], options: MigrateOptio
     result.restart_problems = stopped.problems
 
 
+def _warn_live_writers(host: DockerHost, volumes: list[str]) -> None:
+    """Warn, as ``backup`` does, about each volume that running containers mount read-write: what
+    arrives is only crash-consistent. Raises VolsafeError if the daemon cannot be asked."""
+    for volume in volumes:
+        writing = plan_quiesce(containers_using(host, volume), "none").left_writing
+        if writing:
+            warned.warning(
+                "volume %s is mounted read-write by running container(s) %s: the migrated copy is only crash-consistent "
+                "(use --stop)", volume, ", ".join(c.name for c in writing),
+            )
+
+
 def run_migrate(
     source: DockerHost,
     target: DockerHost,
@@ -319,6 +332,8 @@ def run_migrate(
             for src, dst in pairs:
                 _check_target_location(target, src, dst, infos[src], options.bind_devices)
         exists = {dst: check_target(target, options.target_image, dst, force=options.force) for _, dst in pairs}
+        if via is None and not options.stop:  # via mode: its backup warns, as every backup does
+            _warn_live_writers(source, [src for src, _ in pairs])
         with _source_quiesced(source, [src for src, _ in pairs], options, result):
             if via is not None:
                 result.volumes = [_via(source, target, src, dst, via, options, progress, infos[src]) for src, dst in pairs]

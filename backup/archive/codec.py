@@ -74,13 +74,16 @@ def compress_tar(
     level: int = DEFAULT_LEVEL,
     threads: int | None = None,
     progress: Progress = _no_progress,
+    scanner: TarScanner | None = None,
 ) -> Iterator[bytes]:
     """Yield the zstd-compressed form of ``tar_chunks``; fill ``stats`` once exhausted.
 
-    ``progress`` is called with the number of tar bytes consumed. Raises IntegrityError if the tar
-    stream is malformed or cut short, so a broken read never becomes a stored backup.
+    ``progress`` is called with the number of tar bytes consumed. A ``scanner`` given (a fresh
+    TarScanner) is the one used, so that the caller can read its ``entries`` as they are counted.
+    Raises IntegrityError if the tar stream is malformed or cut short, so a broken read never
+    becomes a stored backup.
     """
-    scanner = TarScanner()
+    scanner = scanner if scanner is not None else TarScanner()
     digest = hashlib.sha256()
     stored = 0
     # write_checksum adds zstd's frame checksum, so a plain `zstd -d` also detects corruption.

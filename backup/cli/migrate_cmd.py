@@ -83,7 +83,10 @@ def migrate(
     try:
         options = MigrateOptions(
             source_image=state.helper_image,
-            target_image=resolve_helper_image(target, state.helper_image_option or state.config.helper_image),
+            # A target without a helper image gets the source's, through the Docker API (no registry).
+            target_image=resolve_helper_image(
+                target, state.helper_image_option or state.config.helper_image, ship_from=(source, state.helper_image)
+            ),
             force=force,
             stop=stop,
             restart=not no_restart,

@@ -71,7 +71,7 @@ def configure_logging(debug: bool) -> None:
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(logging.DEBUG if debug else logging.WARNING)
     # Hook output, containers stopped and restarted, crash recovery: what a user wants to see happen.
-    for told in ("volsafe.hooks", "volsafe.quiesce", "volsafe.recovery", "volsafe.volumes", "volsafe.hosts"):
+    for told in ("volsafe.hooks", "volsafe.quiesce", "volsafe.recovery", "volsafe.volumes", "volsafe.hosts", "volsafe.images"):
         logging.getLogger(told).setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
         for noisy in ("botocore", "boto3", "urllib3", "docker", "s3transfer"):

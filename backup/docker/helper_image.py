@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import re
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 from backup.docker.host import DockerHost, docker_errors
 from backup.errors import HelperImageMissing, NotFoundError, VolsafeError
 from backup.docker.volume_tar import GNU_TAR_LABEL
+
+told = logging.getLogger("volsafe.images")  # shown on stderr: an image copied to another daemon
 
 #: What ``volsafe helper-image build`` produces, and what is used first when present.
 LOCAL_IMAGE = "volsafe-helper:latest"
@@ -31,29 +36,65 @@ def _present(host: DockerHost, image: str) -> bool:
     return True
 
 
-def resolve_helper_image(host: DockerHost, requested: str | None) -> str:
-    """Return the image to run helpers from, pulling it if needed.
+def resolve_helper_image(host: DockerHost, requested: str | None, *, ship_from: tuple[DockerHost, str] | None = None) -> str:
+    """Return the image to run helpers from, copying or pulling it if needed.
 
     ``requested`` (from --helper-image or VOLSAFE_HELPER_IMAGE) wins; otherwise a locally built
-    ``volsafe-helper:latest`` if present, else ``busybox:stable``. Raises HelperImageMissing, with
-    instructions, when the image is absent and cannot be pulled.
+    ``volsafe-helper:latest`` if present, else ``busybox:stable``. When none is present and
+    ``ship_from`` is (another daemon, its helper image), that image is copied from there through
+    the Docker API (``copy_image``: no registry needed); otherwise, or if that fails, it is pulled.
+    Raises HelperImageMissing, with instructions, when the image is absent and can be neither
+    copied nor pulled.
     """
     candidates = [requested] if requested else [LOCAL_IMAGE, PUBLIC_IMAGE]
     for image in candidates:
         if _present(host, image):
             return image
     image = candidates[-1]
+    shipped = ""
+    if ship_from is not None:
+        source, image = ship_from
+        try:
+            copy_image(source, host, image)
+            return image
+        except VolsafeError as exc:
+            shipped = f"could not be copied from {source.url} ({exc}), "
     try:
         with docker_errors(host):
             host.client.images.pull(image)
         return image
     except VolsafeError as exc:
         raise HelperImageMissing(
-            f"helper image {image!r} is not on {host.url} and could not be pulled ({exc}); "
+            f"helper image {image!r} is not on {host.url}, {shipped}and could not be pulled ({exc}); "
             f"pull or load an image that has busybox tar, or build one offline with "
             f"'volsafe helper-image build' (needs a static busybox, e.g. Debian's busybox-static), "
             f"or pass --helper-image / set VOLSAFE_HELPER_IMAGE"
         ) from None
+
+
+def copy_image(source: DockerHost, target: DockerHost, image: str) -> None:
+    """Copy ``image`` (with its tag) from ``source`` to ``target``: ``docker save`` there, ``docker load``
+    here, through each daemon's API (so over ssh:// and tcp:// too; no registry). Logs one line.
+
+    The saved image goes through a temporary file, so the upload has a length and needs no
+    chunked request (which not every transport passes on). Raises VolsafeError if the source
+    lacks the image or the target refuses it.
+    """
+    started = time.monotonic()
+    told.info("copying helper image %s from %s to %s (the target does not have it)", image, source.url, target.url)
+    with tempfile.TemporaryFile(prefix="volsafe-image-") as saved:
+        with docker_errors(source):
+            for chunk in source.api.get_image(image):
+                saved.write(chunk)
+        size = saved.tell()
+        saved.seek(0)
+        with docker_errors(target):
+            for message in target.api.load_image(saved):
+                if isinstance(message, dict) and message.get("error"):
+                    raise VolsafeError(f"{target.url} refused image {image!r}: {message['error']}")
+    if not _present(target, image):
+        raise VolsafeError(f"{target.url} loaded the saved image but has no {image!r} afterwards")
+    told.info("copied helper image %s to %s (%.1f MB, %.1f s)", image, target.url, size / 1e6, time.monotonic() - started)
 
 
 def busybox_rootfs(busybox: Path, applets: list[str], extra_files: dict[str, Path] | None = None) -> bytes:
