@@ -50,13 +50,14 @@ class QuiesceSession:
     """The quiesce of the applications using ``volumes`` for one ``action`` ("backup", "restore", "migration").
 
     ``mode`` is "none", "stop" or "pause" (see ``backup.quiesce.plan`` for what each takes down);
-    ``hooks`` run besides those declared by container labels; ``advice`` ends the crash-consistency
-    warning (CLI flags or a job's keys). Problems bringing things back are in ``problems``.
+    ``hooks`` run besides those declared by container labels (with ``label_hooks``); ``advice`` ends
+    the crash-consistency warning (CLI flags or a job's keys). Problems bringing things back are in
+    ``problems``.
     """
 
     def __init__(
         self, host: DockerHost, volumes: Iterable[str], *, mode: str = "none", hooks: Iterable[HookSpec] = (),
-        action: str = "backup", advice: str = CLI_ADVICE,
+        action: str = "backup", advice: str = CLI_ADVICE, label_hooks: bool = True,
     ):
         self.host = host
         self.volumes = tuple(dict.fromkeys(volumes))
@@ -64,6 +65,7 @@ class QuiesceSession:
         self.extra_hooks = tuple(hooks)
         self.action = action
         self.advice = advice
+        self.label_hooks = label_hooks  # run the hooks that containers declare with labels (backups only)
         self.quiescer: Quiescer | None = None
         self.hooks: HookRun | None = None
         self.problems: list[str] = []  # containers not brought back, failed post-hooks
@@ -82,7 +84,7 @@ class QuiesceSession:
         users = containers_using(self.host, self.volumes)
         plan = plan_quiesce(users, self.mode)
         specs = list(self.extra_hooks)
-        for container in sorted(users, key=lambda c: c.name):
+        for container in sorted(users, key=lambda c: c.name) if self.label_hooks else ():
             if container.running:
                 spec = hooks_from_labels(container.name, container.labels)
                 if spec is not None:

@@ -35,7 +35,7 @@ def assert_one_plain_line(err: str) -> str:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["backup", "--dry-run", "db"], "No such option: --dry-run (see 'volsafe backup --help')"),
+        (["backup", "--no-such", "db"], "No such option: --no-such (see 'volsafe backup --help')"),
         (["bogus"], "No such command 'bogus'. (see 'volsafe --help')"),
         (["restore"], "Missing argument 'REF'. (see 'volsafe restore --help')"),
         (["list", "--from"], "Option '--from' requires an argument. (see 'volsafe list --help')"),
