@@ -23,7 +23,7 @@ from backup.cli.options import click_exceptions, command
 def restore(
     ctx: typer.Context,
     refs: Optional[List[str]] = typer.Argument(
-        None, metavar="REF...",
+        None, metavar="REF",
         help="VOLUME or VOLUME@latest (the newest backup of VOLUME), or a backup id as 'list' prints it. Several: "
         "each into its own volume name, under one --stop/--pause.",
     ),
