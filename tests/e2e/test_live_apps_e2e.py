@@ -4,10 +4,12 @@ project, and ``backup --dry-run``. Docker's own events are the witness of what w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
 
+import docker
 import pytest
 
 from tests.e2e.test_consistency_e2e import app, archive_names, events, private_state, small_volume, state_of  # noqa: F401 (fixtures)
@@ -37,7 +39,8 @@ def shop(docker_host, helper_image, volumes, app):  # noqa: F811
     try:
         yield type("Shop", (), {"project": project, "db_volume": db_volume, "files_volume": files_volume, "db": db, "api": api})
     finally:
-        docker_host.api.remove_container(api.id, force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_host.api.remove_container(api.id, force=True)
 
 
 def small_volume_data(host, image, volume, text) -> None:
@@ -119,3 +122,112 @@ backends = ["here"]
     assert plain.code == 0, plain.err
     assert "only crash-consistent" in plain.err
     assert "stop_containers or pause_containers" in plain.err and "--stop" not in plain.err
+
+
+def marker(host, image, volume) -> str:
+    """Return /data/marker of ``volume`` ("" when absent), read by a throwaway container."""
+    out = host.client.containers.run(
+        image, ["sh", "-c", "cat /v/marker 2>/dev/null; true"], volumes={volume: {"bind": "/v", "mode": "ro"}}, network_mode="none", remove=True
+    )
+    return out.decode().strip()
+
+
+def test_restore_into_a_volume_in_use_is_refused_and_stop_quiesces_it(docker_host, helper_image, shop, volsafe, tmp_path, private_state):  # noqa: F811
+    from tests.support.volume_tree import run_in_volume
+
+    store = str(tmp_path / "b")
+    assert volsafe("backup", shop.db_volume, "--to", store).code == 0
+    run_in_volume(docker_host, helper_image, shop.db_volume, "echo after-backup > /v/marker")
+
+    since = time.time()
+    refused = volsafe("restore", shop.db_volume, "--force", "--from", store)
+    assert refused.code == 1
+    (line,) = [l for l in refused.err.splitlines() if l.startswith("volsafe: error:")]
+    assert shop.db.name in line and shop.api.name in line and "--stop" in line and "--pause" in line
+    assert marker(docker_host, helper_image, shop.db_volume) == "after-backup"  # untouched
+    assert events(docker_host, since, [shop.db, shop.api]) == []
+
+    # A failing restore (corrupt archive) with --stop still brings the app back, and leaves no record.
+    (archive,) = (tmp_path / "b" / shop.db_volume).glob("*.tar.zst")
+    good = archive.read_bytes()
+    archive.write_bytes(good[: len(good) // 2])
+    since = time.time()
+    failed = volsafe("restore", shop.db_volume, "--force", "--stop", "--from", store)
+    assert failed.code != 0
+    assert [state_of(docker_host, c) for c in (shop.db, shop.api)] == ["running", "running"]
+    assert [a for a, _ in events(docker_host, since, [shop.db, shop.api])] == ["stop", "stop", "start", "start"]
+    assert marker(docker_host, helper_image, shop.db_volume) == "after-backup"
+    archive.write_bytes(good)
+
+    since = time.time()
+    done = volsafe("restore", shop.db_volume, "--force", "--stop", "--from", store)
+    assert done.code == 0, done.err
+    assert events(docker_host, since, [shop.db, shop.api]) == [
+        ("stop", shop.api.name), ("stop", shop.db.name), ("start", shop.db.name), ("start", shop.api.name)
+    ]
+    assert marker(docker_host, helper_image, shop.db_volume) == ""  # the backup's contents
+    assert [state_of(docker_host, c) for c in (shop.db, shop.api)] == ["running", "running"]
+    assert not [p for p in private_state.rglob("*.json")]  # the crash record is gone
+
+    since = time.time()
+    paused = volsafe("restore", shop.db_volume, "--force", "--pause", "--from", store)
+    assert paused.code == 0, paused.err
+    assert sorted(a for a, _ in events(docker_host, since, [shop.db, shop.api])) == ["pause", "pause", "unpause", "unpause"]
+
+
+def test_a_renamed_copy_does_not_join_the_compose_project(docker_host, shop, volumes, volsafe, tmp_path):
+    store = str(tmp_path / "b")
+    assert volsafe("backup", shop.db_volume, "--to", store).code == 0
+    copy, kept, moved = volumes("copy"), volumes("kept"), volumes("moved")
+    assert volsafe("restore", shop.db_volume, "--to-volume", copy, "--from", store).code == 0
+    labels = docker_host.api.inspect_volume(copy)["Labels"] or {}
+    assert not [k for k in labels if k.startswith("com.docker.compose.")], labels
+    # The project's next selection does not pick it up.
+    listed = volsafe("backup", "--project", shop.project, "--dry-run", "--to", store)
+    assert copy not in listed.out
+    assert volsafe("restore", shop.db_volume, "--to-volume", kept, "--keep-compose-labels", "--from", store).code == 0
+    assert docker_host.api.inspect_volume(kept)["Labels"]["com.docker.compose.project"] == shop.project
+
+    migrated = volsafe("migrate", shop.db_volume, "--to-host", docker_host.url, "--to-volume", moved)
+    assert migrated.code == 0, migrated.err
+    labels = docker_host.api.inspect_volume(moved)["Labels"] or {}
+    assert not [k for k in labels if k.startswith("com.docker.compose.")], labels
+
+
+def test_restore_a_whole_project_after_down_v(docker_host, helper_image, shop, volsafe, tmp_path):
+    store = str(tmp_path / "b")
+    assert volsafe("backup", "--project", shop.project, "--stop", "--to", store).code == 0
+    before = {v: docker_host.api.inspect_volume(v)["Labels"] for v in (shop.db_volume, shop.files_volume)}
+
+    # Several REFs into the live app: one quiesce for both, one summary.
+    since = time.time()
+    both = volsafe("restore", shop.db_volume, f"{shop.files_volume}@latest", "--force", "--stop", "--from", store)
+    assert both.code == 0, both.err
+    assert events(docker_host, since, [shop.db, shop.api]) == [
+        ("stop", shop.api.name), ("stop", shop.db.name), ("start", shop.db.name), ("start", shop.api.name)
+    ]
+    assert "restored 2 of 2 volume(s)" in both.err
+
+    # docker compose down -v: containers and volumes gone.
+    for container in (shop.api, shop.db):
+        docker_host.api.remove_container(container.id, force=True)
+    for volume in before:
+        docker_host.api.remove_volume(volume)
+    result = volsafe("restore", "--project", shop.project, "--from", store, "--json")
+    assert result.code == 0, result.err
+    restored = json.loads(result.out)
+    assert sorted(r["restored_to"] for r in restored) == sorted(before)
+    assert all(r["created_volume"] for r in restored)
+    # What docker compose up checks before it adopts an existing volume: its project and volume labels.
+    for volume, labels in before.items():
+        assert docker_host.api.inspect_volume(volume)["Labels"] == labels
+    assert marker_file(docker_host, helper_image, shop.db_volume) == "db"
+    assert marker_file(docker_host, helper_image, shop.files_volume) == "files"
+
+    nothing = volsafe("restore", "--project", "no-such-project", "--from", store)
+    assert nothing.code == 1 and "no backups of Compose project 'no-such-project'" in nothing.err
+
+
+def marker_file(host, image, volume) -> str:
+    out = host.client.containers.run(image, ["cat", "/v/file"], volumes={volume: {"bind": "/v", "mode": "ro"}}, network_mode="none", remove=True)
+    return out.decode().strip()
