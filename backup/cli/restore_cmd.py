@@ -82,6 +82,9 @@ def restore(
 ) -> None:
     """Restore a backup into a volume, creating it with its original labels (and, with --driver-opts, driver and options).
 
+    Under another name (--to-volume), the com.docker.compose.* labels are left out unless
+    --keep-compose-labels, so that the copy does not join the Compose project.
+
     The archive's checksum is verified while it streams. A failed or interrupted restore leaves no
     half-filled volume: a volume it created is removed, and an existing one keeps its old contents.
     A volume that keeps its data on a host path (a bind volume) is written only with --bind-device
@@ -99,6 +102,8 @@ def restore(
     if stop and pause:
         raise UsageError("give --stop or --pause, not both")
     quiesce = "pause" if pause else ("stop" if stop else "none")
+    if quiesce != "none" and (to_path is not None or to_container is not None):
+        raise UsageError("--stop and --pause hold the containers of a target volume still; not with --to-path or --to-container")
     if project is not None or len(refs) > 1:
         if project is not None and refs:
             raise UsageError("give REFs or --project, not both")

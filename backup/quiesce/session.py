@@ -175,11 +175,6 @@ class QuiesceSession:
             log.error("%s", problem)
 
 
-def quiesced(host: DockerHost, volume: str, *, mode: str, hooks: Iterable[HookSpec] = (), advice: str = CLI_ADVICE) -> QuiesceSession:
-    """Return the session of one volume's backup (``--quiesce-each``), to be used with ``with``."""
-    return QuiesceSession(host, [volume], mode=mode, hooks=hooks, advice=advice)
-
-
 def label_hooks_among(host: DockerHost, volumes: Iterable[str]) -> list[str]:
     """Return the names of running containers, mounting any of ``volumes``, that declare hooks with
     labels (volsafe.hook.pre / .post). Raises VolsafeError if the daemon cannot be asked."""
