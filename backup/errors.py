@@ -40,6 +40,10 @@ class TargetNotEmpty(VolsafeError):
     """A restore target exists with data in it and ``--force`` was not given."""
 
 
+class TargetInUse(VolsafeError):
+    """A restore target is mounted by a running container and neither --stop nor --pause was given."""
+
+
 class UnsafeTarget(VolsafeError):
     """Writing into a target would write somewhere else too: another volume's data, or a host path
     (a bind device) that the user did not name on the command line."""

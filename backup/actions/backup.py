@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 from backup import __version__
 from backup.archive.codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
 from backup.streams.concurrency import cancellable, run_concurrently
-from backup.quiesce.session import label_hooks_among, quiesced
+from backup.quiesce.session import CLI_ADVICE, QuiesceSession, label_hooks_among
 from backup.docker.host import DockerHost
 from backup.errors import VolsafeError
 from backup.streams.fanout import save_to_all
@@ -45,6 +45,8 @@ class BackupOptions:
     hooks: tuple[HookSpec, ...] = ()  # besides those declared by container labels
     lock_wait: float = DEFAULT_WAIT  # seconds to wait for another volsafe using the volume
     exclude: tuple[str, ...] = ()  # path patterns left out of the archive (backup.selectors.path_excluded)
+    quiesce_each: bool = False  # quiesce (and run hooks) around each volume, not once for the whole run
+    advice: str = CLI_ADVICE  # how the crash-consistency warning says to quiesce (CLI flags, or a job's keys)
 
     @property
     def quiesce_mode(self) -> str:
@@ -52,10 +54,14 @@ class BackupOptions:
         return "pause" if self.pause_containers else ("stop" if self.stop_containers else "none")
 
     def volumes_at_once(self, limit: int) -> int:
-        """Return how many volumes may be backed up at once: ``limit``, or 1 when containers are
-        stopped or paused or the options' hooks run, since several volumes may share those
-        containers. (Hooks declared by container labels are checked by ``run_backup``.)"""
-        return 1 if self.quiesce_mode != "none" or self.hooks else limit
+        """Return how many volumes may be backed up at once: ``limit``; with ``quiesce_each``, 1 when
+        containers are stopped or paused or the options' hooks run, since several volumes may share
+        those containers. (Hooks declared by container labels are checked by ``run_backup``.)"""
+        return 1 if self.quiesce_each and (self.quiesce_mode != "none" or self.hooks) else limit
+
+    def session(self, host: DockerHost, volumes: Iterable[str]) -> QuiesceSession:
+        """Return the quiesce session of a backup of ``volumes`` with these options."""
+        return QuiesceSession(host, volumes, mode=self.quiesce_mode, hooks=self.hooks, advice=self.advice)
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ def backup_volume(
     options: BackupOptions,
     progress: Reporter,
     mount: MountSource | None = None,
+    session: QuiesceSession | None = None,
 ) -> VolumeBackup:
     """Back up one volume to every backend in a single read.
 
@@ -166,7 +173,32 @@ def backup_volume(
 
     With ``mount`` (a bind or tmpfs mount of a container), ``volume`` is its storage name; such
     mounts are never quiesced (stopping a container would lose its tmpfs data).
+
+    ``session``: the run's quiesce, already started (``run_backup``); the volume is marked done in
+    it once read, or failed. Without it the volume gets a session of its own.
     """
+    if session is None:
+        plain = mount is None or mount.kind == "volume"
+        # A bind or tmpfs mount is never quiesced: an empty session, which only tracks the read.
+        session = options.session(host, [volume]) if plain else QuiesceSession(host, [volume], mode="none")
+        with session:
+            outcome = _backup_volume(host, volume, backends, options, progress, mount, session)
+    else:
+        try:
+            outcome = _backup_volume(host, volume, backends, options, progress, mount, session)
+        finally:
+            session.volume_done(volume)
+    problems = session.claim_problems()
+    if problems:
+        # The archive may well be stored; the run still fails, so that someone looks at the app.
+        outcome.failures["volume"] = "after reading the volume: " + "; ".join(problems)
+    return outcome
+
+
+def _backup_volume(
+    host: DockerHost, volume: str, backends: list[Backend], options: BackupOptions, progress: Reporter,
+    mount: MountSource | None, quiesce: QuiesceSession,
+) -> VolumeBackup:
     validate_volume_name(volume)
     plain = mount is None or mount.kind == "volume"
     info = host.volume(volume) if plain else {}
@@ -176,14 +208,14 @@ def backup_volume(
     outcome = VolumeBackup(volume)
     filtered = FilterStats()
 
-    with volume_lock(host, volume, action="backup", wait=options.lock_wait), quiesced(
-        host, volume, mode=options.quiesce_mode if plain else "none", hooks=options.hooks if plain else ()
-    ) as quiesce, _tar_of(host, volume, mount, options) as tar_chunks, progress.task(f"backup {volume}") as advance, _size_scanned(
+    with volume_lock(host, volume, action="backup", wait=options.lock_wait), _tar_of(
+        host, volume, mount, options
+    ) as tar_chunks, progress.task(f"backup {volume}") as advance, _size_scanned(
         host, volume, mount, backends, options, progress, advance
     ):
-        # The volume is fully read when Docker's stream ends: bring the application back then,
-        # while the upload's tail is still being written.
-        tar = cancellable(_then(read_ahead(tar_chunks), quiesce.finish))
+        # The volume is fully read when Docker's stream ends: bring the application back then (once
+        # every volume of the session is), while the upload's tail is still being written.
+        tar = cancellable(_then(read_ahead(tar_chunks), lambda: quiesce.volume_done(volume)))
         if options.exclude:
             tar = exclude_paths(tar, options.exclude, filtered)
         scanner = TarScanner()  # its running count of entries goes to the progress bar
@@ -197,9 +229,6 @@ def backup_volume(
         log.warning(
             "%s: left out %d hard link(s) to excluded files (their data went with the excluded name)", volume, filtered.links_dropped
         )
-    if quiesce.problems:
-        # The archive may well be stored; the run still fails, so that someone looks at the app.
-        outcome.failures["volume"] = "after reading the volume: " + "; ".join(quiesce.problems)
 
     manifest = Manifest(
         backup_id=backup_id,
@@ -271,6 +300,8 @@ def run_backup(
     every backup in flight; each cleans up after itself before Cancelled propagates.
     """
     work = [(volume, None) for volume in volumes] + [(m.storage_name, m) for m in mounts]
+    if not options.quiesce_each and volumes:
+        return _run_in_one_session(host, work, backends, options, progress, concurrency, on_done)
 
     def one(item: tuple[str, MountSource | None]) -> VolumeBackup:
         volume, mount = item
@@ -290,3 +321,62 @@ def run_backup(
             log.info("one volume at a time: container(s) %s declare backup hooks", ", ".join(hooked))
             limit = 1
     return run_concurrently(work, one, limit, on_done)
+
+
+def backup_plan(
+    host: DockerHost, volumes: list[str], mounts: Iterable[MountSource], backends: list[Backend], options: BackupOptions
+) -> dict:
+    """Return what ``run_backup`` would do (``backup --dry-run``), asking Docker only read-only questions:
+    the volumes, where each would go, and per quiesce session the containers stopped or paused (in
+    order), those left writing, and the hooks. Nothing is written and no container is touched."""
+    mounts = list(mounts)
+    groups = [[v] for v in volumes] if options.quiesce_each else ([list(volumes)] if volumes else [])
+    sessions = []
+    for group in groups:
+        survey = options.session(host, group).survey()
+        sessions.append({
+            "volumes": group,
+            "mode": survey.plan.mode,
+            "quiesce": [c.name for c in survey.plan.order],
+            "left_writing": [c.name for c in survey.plan.left_writing],
+            "hooks": [{"container": h.container, "pre": h.pre, "post": h.post, "source": h.source} for h in survey.hooks],
+        })
+    return {
+        "volumes": list(volumes) + [m.storage_name for m in mounts],
+        "to": [b.url for b in backends],
+        "sessions": sessions,
+    }
+
+
+def _run_in_one_session(host, work, backends, options: BackupOptions, progress, concurrency: int, on_done) -> list[VolumeBackup]:
+    """Back up ``work`` inside one quiesce of every volume's containers: each stops (or pauses) once,
+    in Compose order, and comes back once the last volume is read. Hooks run once per container."""
+    session = options.session(host, [volume for volume, mount in work if mount is None])
+    try:
+        session.__enter__()
+    except VolsafeError as exc:  # a pre-hook failed, or a container could not be stopped: nothing is read
+        outcomes = [VolumeBackup(volume, failures={"volume": str(exc)}) for volume, _ in work]
+        for outcome in outcomes:
+            if on_done is not None:
+                on_done(outcome)
+        return outcomes
+
+    def one(item: tuple[str, MountSource | None]) -> VolumeBackup:
+        volume, mount = item
+        try:
+            return backup_volume(host, volume, backends, options, progress, mount=mount, session=session if mount is None else None)
+        except VolsafeError as exc:
+            return VolumeBackup(volume, failures={"volume": str(exc)})
+
+    try:
+        outcomes = run_concurrently(work, one, concurrency, on_done)
+    except BaseException as exc:
+        session.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    session.__exit__(None, None, None)
+    late = session.claim_problems()
+    if late:  # not seen by any volume's outcome (possible only when every volume failed before the end)
+        for problem in late:
+            log.error("%s", problem)
+        outcomes[0].failures["volume"] = "; ".join(late)
+    return outcomes

@@ -20,6 +20,7 @@ from backup.actions.select import resolve_volumes
 from backup.config.schema import JobConfig
 from backup.docker.host import DockerHost
 from backup.quiesce.hooks import HookSpec
+from backup.quiesce.session import job_advice
 from backup.archive.manifest import format_time
 from backup.progress import Reporter
 from backup.jobs.schedule import timezone_of
@@ -111,6 +112,8 @@ def job_backup_options(job: JobConfig, helper_image: str, encrypt_with=None) -> 
         helper_image=helper_image,
         stop_containers=job.stop_containers,
         pause_containers=job.pause_containers,
+        quiesce_each=job.quiesce_each,
+        advice=job_advice(job.name),
         hooks=hooks,
         exclude=tuple(job.exclude),
         level=job.compression_level,

@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from backup.actions.backup import BackupOptions, run_backup
-from backup.actions.restore import run_restore
-from backup.quiesce.containers import Quiescer, containers_using
+from backup.actions.restore import COMPOSE_LABEL_PREFIX, run_restore
 from backup.archive.codec import coalesce
 from backup.streams.background import BackgroundConsumer
 from backup.docker.host import DockerHost, docker_errors
@@ -42,7 +41,8 @@ from backup.docker.helper import MOUNT_POINT
 from backup.docker.locks import DEFAULT_WAIT, volume_locks
 from backup.archive.naming import parse_ref, validate_volume_name
 from backup.progress import Reporter
-from backup.quiesce.plan import PROJECT_LABEL, plan_quiesce
+from backup.quiesce.plan import PROJECT_LABEL
+from backup.quiesce.session import QuiesceSession
 from backup.streams.read_ahead import read_ahead
 from backup.docker.staging import (
     DEFAULT_DRIVER,
@@ -100,6 +100,7 @@ class MigrateOptions:
     restart: bool = True  # start them again afterwards (False: a cut-over)
     lock_wait: float = DEFAULT_WAIT  # seconds to wait for another volsafe using a source or target volume
     bind_devices: tuple[str, ...] = ()  # host devices (--bind-device) that target volumes may keep their data on
+    keep_compose_labels: bool = False  # a renamed target keeps the source's com.docker.compose.* labels too
 
 
 @dataclass
@@ -233,63 +234,26 @@ def _transfer(
         )
 
 
-class _Stopped:
-    """The source containers stopped for the migration; brought back on exit unless it is a cut-over."""
-
-    def __init__(self, host: DockerHost):
-        self.host = host
-        self.quiescers: list[Quiescer] = []
-        self.problems: list[str] = []
-
-    def stop(self, volume: str) -> None:
-        """Stop the running containers that mount ``volume`` (dependents first). Raises VolsafeError."""
-        quiescer = Quiescer(self.host, volume, plan_quiesce(containers_using(self.host, volume), "stop"))
-        self.quiescers.append(quiescer)
-        quiescer.quiesce()
-
-    def names(self) -> list[str]:
-        return [c.name for q in self.quiescers for c in q.down]
-
-    def release(self, restart: bool) -> list[str]:
-        """Restart what was stopped (last first), or with ``restart`` False keep it stopped; return
-        the names left stopped."""
-        left = [] if restart else self.names()
-        for quiescer in reversed(self.quiescers):
-            if not restart:
-                # A cut-over: nothing to bring back. resume() then only drops the crash-recovery record.
-                quiescer.down.clear()
-            self.problems += quiescer.resume()
-        self.quiescers.clear()
-        return left
-
-
 @contextlib.contextmanager
 def _source_quiesced(host: DockerHost, volumes: list[str], options: MigrateOptions, result: MigrationResult) -> Iterator[None]:
-    """Keep the source containers of ``volumes`` stopped (with --stop) for the block.
+    """Keep the source containers of ``volumes`` stopped (with --stop) for the block: one quiesce
+    for all volumes, so each container stops once.
 
     After a failure they are always started again: a failed migration changes nothing. After
     success they are started again unless ``options.restart`` is False.
     """
-    stopped = _Stopped(host)
-    try:
-        if options.stop:
-            for volume in volumes:
-                stopped.stop(volume)
+    session = QuiesceSession(host, volumes if options.stop else [], mode="stop", action="migration", label_hooks=False)
+    with session:
         yield
-    except BaseException:
-        stopped.release(restart=True)
-        for problem in stopped.problems:
-            log.error("%s", problem)
-        raise
-    result.left_stopped = stopped.release(restart=options.restart)
-    result.restart_problems = stopped.problems
+        result.left_stopped = session.finish(restart=options.restart)
+    result.restart_problems = session.problems
 
 
 def _warn_live_writers(host: DockerHost, volumes: list[str]) -> None:
     """Warn, as ``backup`` does, about each volume that running containers mount read-write: what
     arrives is only crash-consistent. Raises VolsafeError if the daemon cannot be asked."""
     for volume in volumes:
-        writing = plan_quiesce(containers_using(host, volume), "none").left_writing
+        writing = QuiesceSession(host, [volume], action="migration", label_hooks=False).survey().plan.left_writing
         if writing:
             warned.warning(
                 "volume %s is mounted read-write by running container(s) %s: the migrated copy is only crash-consistent "
@@ -384,7 +348,10 @@ def _direct(
                 driver, driver_opts = _driver_of(info)
                 if (driver, driver_opts) != (DEFAULT_DRIVER, {}):
                     told.info("creating volume %s on %s with %s (as the source volume)", dst, target.url, describe_driver(driver, driver_opts))
-                create_volume(target, dst, driver=driver, driver_opts=driver_opts, labels=info.get("Labels") or {}, record=record)
+                labels = dict(info.get("Labels") or {})
+                if dst != src and not options.keep_compose_labels:  # a renamed copy must not join the Compose project
+                    labels = {k: v for k, v in labels.items() if not k.startswith(COMPOSE_LABEL_PREFIX)}
+                create_volume(target, dst, driver=driver, driver_opts=driver_opts, labels=labels, record=record)
                 try:  # where the daemon put it (a volume plugin decides that itself)
                     check_write_location(target, dst, bind_devices=options.bind_devices)
                 except BaseException:
@@ -424,6 +391,7 @@ def _via(
     restored = run_restore(
         target, backend, parse_ref(str(manifest.backup_id)), helper_image=options.target_image, to_volume=dst,
         force=options.force, progress=progress, create_as=_driver_of(info), bind_devices=options.bind_devices,
+        keep_compose_labels=options.keep_compose_labels,
     )
     # The restore streamed the archive through its sha256, size and entry checks against the manifest
     # that the backup wrote from what it read: both digests are of the stored archive.

@@ -8,6 +8,7 @@ removed, and an existing volume (``--force``) keeps its old contents.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 import re
@@ -20,11 +21,13 @@ from backup.docker.host import DockerHost
 from backup.crypto.encryption import decryptor, require_keys
 from backup.docker.container_tar import ContainerSession
 from backup.docker.host import docker_errors
-from backup.errors import NotFoundError, TargetNotEmpty, UsageError, VolsafeError
+from backup.errors import NotFoundError, TargetInUse, TargetNotEmpty, UsageError, VolsafeError
 from backup.docker.locks import volume_lock
 from backup.archive.manifest import Manifest
 from backup.archive.naming import Ref, validate_volume_name
 from backup.progress import Reporter
+from backup.quiesce.containers import containers_using
+from backup.quiesce.session import QuiesceSession
 from backup.streams.read_ahead import read_ahead
 from backup.docker.staging import (
     DEFAULT_DRIVER,
@@ -91,6 +94,9 @@ def run_restore(
     bind_devices: tuple[str, ...] | list[str] = (),
     create_as: tuple[str, dict] | None = None,
     scratch: bool = False,
+    quiesce: str = "none",
+    session: QuiesceSession | None = None,
+    keep_compose_labels: bool = False,
 ) -> RestoreOutcome:
     """Restore the backup ``ref`` names into ``to_volume`` (default: its own volume name).
 
@@ -109,6 +115,14 @@ def run_restore(
     volume that would keep its data on a host device (``o=bind``, ``device=``) needs that device in
     ``bind_devices`` (--bind-device), and no volume is written where another keeps its data:
     UnsafeTarget otherwise, before anything is created or written.
+
+    An existing volume that a running container mounts is written only while ``quiesce`` ("stop"
+    or "pause") holds those containers still (brought back on every path, with a crash record), or
+    inside ``session``, a caller's started QuiesceSession covering it: TargetInUse otherwise.
+
+    A new volume gets the backup's labels, except that Compose's (``com.docker.compose.*``) are
+    left out when the name differs from the backed-up volume's, unless ``keep_compose_labels``:
+    a renamed copy must not join the project.
     """
     manifest = resolve_ref(backend, ref)
     kind = (manifest.mount or {}).get("type", "volume")
@@ -128,25 +142,60 @@ def run_restore(
     # Never while another volsafe backs up or restores the same volume on this daemon.
     with volume_lock(host, volume, action="restore"):
         exists = host.volume_exists(volume)
+        creation = None
         if exists:
             check_write_location(host, volume, bind_devices=bind_devices)
             check_target(host, helper_image, volume, force=force)
         else:
             driver, options, labels = _creation(host, manifest, volume, driver_opts, bind_devices, create_as, scratch)
-        with write_record(host, volume, action="restore", image=helper_image) as record:
-            if not exists:
-                create_volume(host, volume, driver=driver, driver_opts=options, labels=labels, record=record)
-                try:  # where the daemon put it (a volume plugin decides that itself)
-                    check_write_location(host, volume, bind_devices=bind_devices)
-                except BaseException:
-                    remove_volume(host, volume)
-                    raise
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
-                host, helper_image, volume, created=not exists, role="restore", action="restore", record=record
-            ) as target:
-                _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
-                target.commit(raw_headers)
+            if volume != manifest.volume and not keep_compose_labels:
+                labels = {k: v for k, v in labels.items() if not k.startswith(COMPOSE_LABEL_PREFIX)}
+            creation = (driver, options, labels)
+        own = None
+        if exists and session is None and quiesce != "none":
+            own = QuiesceSession(host, [volume], mode=quiesce, action="restore", label_hooks=False)
+        with own if own is not None else contextlib.nullcontext():
+            if exists:
+                refuse_if_in_use(host, volume)
+            _write_volume(host, backend, manifest, volume, creation, helper_image, bind_devices, progress, identities)
+        if own is not None and own.problems:
+            raise VolsafeError(f"restored {volume}, but " + "; ".join(own.problems))
     return RestoreOutcome(manifest, volume, created_volume=not exists, backend=backend)
+
+
+COMPOSE_LABEL_PREFIX = "com.docker.compose."
+
+
+def refuse_if_in_use(host: DockerHost, volume: str) -> None:
+    """Raise TargetInUse if a running container mounts ``volume`` (one line: the containers and the flags)."""
+    running = sorted(c.name for c in containers_using(host, volume) if c.running)
+    if running:
+        raise TargetInUse(
+            f"volume {volume} is used by running container(s) {', '.join(running)}: restoring would change its files "
+            "under them; use --stop or --pause to hold them still during the restore (or stop them yourself)"
+        )
+
+
+def _write_volume(
+    host: DockerHost, backend: Backend, manifest: Manifest, volume: str, creation: tuple[str, dict, dict] | None,
+    helper_image: str, bind_devices, progress: Reporter, identities: list | None,
+) -> None:
+    """Create ``volume`` (when ``creation``, its driver, options and labels, is given), then stage the
+    archive into it and swap it in, all or nothing."""
+    with write_record(host, volume, action="restore", image=helper_image) as record:
+        if creation is not None:
+            driver, options, labels = creation
+            create_volume(host, volume, driver=driver, driver_opts=options, labels=labels, record=record)
+            try:  # where the daemon put it (a volume plugin decides that itself)
+                check_write_location(host, volume, bind_devices=bind_devices)
+            except BaseException:
+                remove_volume(host, volume)
+                raise
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
+            host, helper_image, volume, created=creation is not None, role="restore", action="restore", record=record
+        ) as target:
+            _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
+            target.commit(raw_headers)
 
 
 def _creation(

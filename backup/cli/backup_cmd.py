@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from backup.actions.backup import BackupOptions, run_backup
+from backup.actions.backup import BackupOptions, backup_plan, run_backup
 from backup.actions.select import container_mounts, merge_mounts, resolve_volumes
 from backup.cli.output import backup_record, human_size, print_backups, print_json
 from backup.errors import UsageError
@@ -66,12 +66,22 @@ def backup(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="zstd worker threads per volume [default: one per CPU]."),
     concurrency: int = typer.Option(
         _CONCURRENCY.default, "--concurrency", "-j", min=_CONCURRENCY.convert.minimum, max=_CONCURRENCY.convert.maximum, metavar="N",
-        help="Volumes backed up at once (always 1 with --stop or --pause).",
+        help="Volumes backed up at once (1 with --quiesce-each and --stop, --pause or hooks).",
     ),
     stop: bool = typer.Option(
-        False, "--stop", help="Stop the running containers that mount the volume during the backup; they are restarted as soon as it is read."
+        False, "--stop",
+        help="Stop the running containers that mount any of the volumes, once for the whole run (Compose order); "
+        "they are restarted as soon as every volume is read.",
     ),
     pause: bool = typer.Option(False, "--pause", help="Pause those containers instead of stopping them."),
+    quiesce_each: bool = typer.Option(
+        False, "--quiesce-each", help="Stop or pause (and run hooks) around each volume's backup instead of once for the run."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run",
+        help="Print what would be backed up, which containers would be stopped or paused, which hooks would run and "
+        "where it would go; write nothing, touch no container.",
+    ),
     lock_wait: float = typer.Option(
         DEFAULT_WAIT, "--lock-wait", min=0, metavar="SECONDS", help="How long to wait for another volsafe backing up or restoring the same volume."
     ),
@@ -98,9 +108,10 @@ def backup(
     stream is compressed and written to every backend at once. A backup is listed only once its
     archive and manifest are both stored.
 
-    With --stop or --pause, the running containers that mount a volume are stopped (or paused) for
-    its backup, and brought back on every path, in reverse order (Compose dependencies respected).
-    Containers opt in or out with the label volsafe.stop=true or volsafe.stop=false.
+    With --stop or --pause, the running containers that mount any selected volume are stopped (or
+    paused) once, in Compose dependency order, every volume is read, and they are brought back once
+    (on every path, in reverse order); --quiesce-each does it around each volume instead. Containers
+    opt in or out with the label volsafe.stop=true or volsafe.stop=false.
     """
     state = ctx.obj
     configured = state.config.backends  # a config file given or found is read first: a broken one stops here
@@ -117,20 +128,25 @@ def backup(
     if selector.empty and not container:
         raise UsageError("name volumes, or select them with --all, --label, --project or --container")
     backends = open_locations(to, configured)
-    if not to and not as_json:
+    if not to and not as_json and not dry_run:
         where = ", ".join(b.url for b in backends)
         print(f"volsafe: backing up to {'the configured backends' if configured else 'the default location'} {where}", file=sys.stderr)
     recipients = recipients_for(state, recipient, recipients_file, passphrase_file)  # before any work: a bad key stops here
     options = BackupOptions(
         recipients=recipients,
         exclude=path_excludes,
-        helper_image=state.helper_image, level=level, threads=threads, stop_containers=stop, pause_containers=pause, lock_wait=lock_wait
+        helper_image=state.helper_image, level=level, threads=threads, stop_containers=stop, pause_containers=pause, lock_wait=lock_wait,
+        quiesce_each=quiesce_each,
     )
     picked = resolve_volumes(state.docker, selector)
     mounts = [m for name in container or () for m in container_mounts(state.docker, name)]
     picked, mounts = merge_mounts(picked, mounts, volume_excludes)
     if not picked and not mounts:
         raise UsageError("no volume matches the selection")
+    if dry_run:
+        plan = backup_plan(state.docker, picked, mounts, backends, options)
+        print_json(plan) if as_json else print_backup_plan(plan)
+        return
     if not as_json and (selector.needs_listing or mounts):
         print(f"volsafe: selected {', '.join(picked + [m.storage_name for m in mounts])}", file=sys.stderr)
     outcomes = run_backup(
@@ -160,6 +176,26 @@ def backup(
         print_backups(records)
     if not all(o.ok for o in outcomes):
         raise typer.Exit(1)
+
+
+def print_backup_plan(plan: dict) -> None:
+    """Print ``backup --dry-run``'s plan, one line per fact."""
+    print("volsafe: dry run: nothing is written and no container is touched", file=sys.stderr)
+    print(f"would back up: {', '.join(plan['volumes'])}")
+    print(f"to: {', '.join(plan['to'])}")
+    for session in plan["sessions"]:
+        scope = f" for {', '.join(session['volumes'])}" if len(plan["sessions"]) > 1 else ""
+        if session["quiesce"]:
+            back = "unpause" if session["mode"] == "pause" else "start"
+            print(f"would {session['mode']}{scope}, in this order: {', '.join(session['quiesce'])}; then {back} them in reverse order")
+        else:
+            print(f"would stop or pause no container{scope}")
+        for hook in session["hooks"]:
+            for phase in ("pre", "post"):
+                if hook[phase]:
+                    print(f"would run {phase}-hook in {hook['container']} ({hook['source']}): {hook[phase]}")
+        if session["left_writing"]:
+            print(f"left running with read-write mounts (crash-consistent only): {', '.join(session['left_writing'])}")
 
 
 def register(app: typer.Typer) -> None:

@@ -50,6 +50,10 @@ def migrate(
         "(a bind volume: o=bind, device=PATH), as the source's options create it or as it exists (repeatable).",
         callback=nonempty,
     ),
+    keep_compose_labels: bool = typer.Option(
+        False, "--keep-compose-labels",
+        help="Give a target with another name (--to-volume) the source's com.docker.compose.* labels too (left out by default).",
+    ),
     to_tlsverify: bool = typer.Option(False, "--to-tlsverify", help="Use TLS to the target and verify its certificate."),
     to_tlscacert: Optional[str] = typer.Option(None, "--to-tlscacert", metavar="FILE", help="CA certificate for the target."),
     to_tlscert: Optional[str] = typer.Option(None, "--to-tlscert", metavar="FILE", help="Client certificate for the target."),
@@ -92,6 +96,7 @@ def migrate(
             restart=not no_restart,
             lock_wait=lock_wait,
             bind_devices=tuple(bind_device or ()),
+            keep_compose_labels=keep_compose_labels,
         )
         result = run_migrate(
             source, target, names, options=options, to_volume=to_volume, via=backend, progress=reporter_for(quiet=as_json)

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from backup.actions.restore import check_to_path, parse_container_target, run_restore
+from backup.actions.restore_set import locate_refs, project_refs, run_restore_set
 from backup.errors import UsageError
 from backup.cli.output import backup_record, print_json
 from backup.config.locations import open_locations
@@ -17,13 +18,30 @@ from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for
 from backup.cli.state import nonempty
-from backup.cli.options import command
+from backup.cli.options import click_exceptions, command
 
 
 def restore(
     ctx: typer.Context,
-    ref: str = typer.Argument(
-        ..., metavar="REF", help="VOLUME or VOLUME@latest (this host's newest backup of VOLUME), or a backup id as 'list' prints it."
+    refs: Optional[List[str]] = typer.Argument(
+        None, metavar="REF",
+        help="VOLUME or VOLUME@latest (this host's newest backup of VOLUME), or a backup id as 'list' prints it. Several: "
+        "each into its own volume name, under one --stop/--pause.",
+    ),
+    project: Optional[str] = typer.Option(
+        None, "--project", metavar="NAME",
+        help="Restore every volume whose backups carry this Compose project (label com.docker.compose.project), "
+        "each from its newest backup, into its own name (created if missing, with its Compose labels).",
+        callback=nonempty,
+    ),
+    stop: bool = typer.Option(
+        False, "--stop", help="Stop the running containers that use a target volume during the restore (once for all), then start them."
+    ),
+    pause: bool = typer.Option(False, "--pause", help="Pause those containers instead of stopping them."),
+    keep_compose_labels: bool = typer.Option(
+        False, "--keep-compose-labels",
+        help="Give a new volume with another name the backup's com.docker.compose.* labels too (left out by default, "
+        "so that a renamed copy does not join the Compose project).",
     ),
     from_: Optional[str] = typer.Option(
         None, "--from", metavar="BACKEND",
@@ -66,6 +84,9 @@ def restore(
 ) -> None:
     """Restore a backup into a volume, creating it with its original labels (and, with --driver-opts, driver and options).
 
+    Under another name (--to-volume), the com.docker.compose.* labels are left out unless
+    --keep-compose-labels, so that the copy does not join the Compose project.
+
     The archive's checksum is verified while it streams. A failed or interrupted restore leaves no
     half-filled volume: a volume it created is removed, and an existing one keeps its old contents.
     A volume that keeps its data on a host path (a bind volume) is written only with --bind-device
@@ -73,10 +94,34 @@ def restore(
 
     VOLUME means this host's newest backup of it; if this host has none and exactly one other host
     sharing the store has some, that host's newest (said on stderr); --source-host picks the host.
+
+    A volume that a running container uses is not written unless --stop or --pause holds the
+    container still (it is brought back on every path). Several REFs, or --project NAME, restore a
+    set of volumes under one quiesce, with one summary.
     """
     state = ctx.obj
     configured = state.config.backends  # a config file given or found is read first: a broken one stops here
-    parsed = parse_ref(ref)
+    refs = list(refs or [])
+    if not refs and project is None:
+        raise click_exceptions.UsageError("Missing argument 'REF'.", ctx=ctx)
+    if stop and pause:
+        raise UsageError("give --stop or --pause, not both")
+    quiesce = "pause" if pause else ("stop" if stop else "none")
+    if quiesce != "none" and (to_path is not None or to_container is not None):
+        raise UsageError("--stop and --pause hold the containers of a target volume still; not with --to-path or --to-container")
+    if project is not None or len(refs) > 1:
+        if project is not None and refs:
+            raise UsageError("give REFs or --project, not both")
+        if any(x is not None for x in (to_volume, to_path, to_container)):
+            raise UsageError("--to-volume, --to-path and --to-container restore one REF; each of several goes into its own name")
+        if source_host:
+            raise UsageError("--source-host picks the host of one REF; give an exact id for each of several")
+        _restore_set(
+            state, configured, from_, refs, project, quiesce=quiesce, force=force, as_json=as_json, identity=identity,
+            passphrase_file=passphrase_file, driver_opts=driver_opts, bind_device=bind_device, keep_compose_labels=keep_compose_labels,
+        )
+        return
+    parsed = parse_ref(refs[0])
     if sum(x is not None for x in (to_volume, to_path, to_container)) > 1:
         raise UsageError("give one of --to-volume, --to-path and --to-container")
     container_target = parse_container_target(to_container) if to_container is not None else None
@@ -98,6 +143,8 @@ def restore(
         to_container=container_target,
         driver_opts=driver_opts,
         bind_devices=(bind_device,) if bind_device else (),
+        quiesce=quiesce,
+        keep_compose_labels=keep_compose_labels,
     )
     if as_json:
         record = backup_record(outcome.manifest, outcome.backend)
@@ -106,6 +153,38 @@ def restore(
         where = {"volume": "volume ", "path": "directory ", "container": "container path "}[outcome.target_kind]
         print(f"volsafe: restored {outcome.manifest.backup_id} into {where}{outcome.volume}", file=sys.stderr)
         typer.echo(outcome.volume)
+
+
+def _restore_set(
+    state, configured, from_, refs, project, *, quiesce, force, as_json, identity, passphrase_file, driver_opts, bind_device,
+    keep_compose_labels,
+) -> None:
+    """Restore several REFs, or a Compose project, under one quiesce; print one summary."""
+    backends = open_locations([from_] if from_ else None, configured)
+    wanted = project_refs(backends, project) if project is not None else locate_refs(backends, refs)
+    if project is not None and not as_json:
+        print(f"volsafe: project {project}: {', '.join(ref.volume for _, ref in wanted)}", file=sys.stderr)
+    result = run_restore_set(
+        state.docker, wanted, helper_image=state.helper_image, force=force, quiesce=quiesce,
+        progress=reporter_for(quiet=as_json), identities=identities_for(state, identity, passphrase_file),
+        driver_opts=driver_opts, bind_devices=(bind_device,) if bind_device else (), keep_compose_labels=keep_compose_labels,
+    )
+    if as_json:
+        print_json([
+            {**backup_record(o.manifest, o.backend), "restored_to": o.volume, "created_volume": o.created_volume}
+            for o in result.restored
+        ])
+    else:
+        for o in result.restored:
+            print(f"volsafe: restored {o.manifest.backup_id} into volume {o.volume}{' (created)' if o.created_volume else ''}", file=sys.stderr)
+        for o in result.restored:
+            typer.echo(o.volume)
+    for what, reason in result.failures.items():
+        print(f"volsafe: error: {what}: {reason}", file=sys.stderr)
+    if not as_json:
+        print(f"volsafe: restored {len(result.restored)} of {len(wanted)} volume(s)", file=sys.stderr)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -155,9 +155,14 @@ class JobConfig:
     backends: tuple[str, ...] = key(STR_LIST, "names of [backends.*] tables to write to [default: the default directory]", ())
     stop_containers: bool = key(FLAG, "stop the running containers that mount a volume during its backup", False)
     pause_containers: bool = key(FLAG, "pause those containers instead of stopping them", False)
-    pre_hook: str | None = key(OPTIONAL_TEXT, "command (sh -c) run in hook_container before each volume's backup")
+    quiesce_each: bool = key(
+        FLAG, "stop or pause (and run hooks) around each volume's backup, instead of once for the whole run", False
+    )
+    pre_hook: str | None = key(
+        OPTIONAL_TEXT, "command (sh -c) run in hook_container before the run's backup (each volume's with quiesce_each)"
+    )
     post_hook: str | None = key(
-        OPTIONAL_TEXT, "command (sh -c) run in hook_container after each volume's backup, always once pre_hook ran"
+        OPTIONAL_TEXT, "command (sh -c) run in hook_container after the run's backup, always once pre_hook ran"
     )
     hook_container: str | None = key(OPTIONAL_TEXT, "name of the running container the hooks run in")
     hook_timeout: float = key(Duration(minimum=1), "how long each hook may run", DEFAULT_HOOK_TIMEOUT)
@@ -171,7 +176,7 @@ class JobConfig:
     verify_restore_test: bool = key(FLAG, "the scheduled verify also restores each backup into a scratch volume", False)
     concurrency: int = key(
         WholeNumber(1, 32),
-        "volumes backed up at once (one at a time when the job stops or pauses containers or runs hooks)",
+        "volumes backed up at once (one at a time with quiesce_each when the job stops or pauses containers or runs hooks)",
         2,
     )
     compression_level: int = key(

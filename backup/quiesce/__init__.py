@@ -1,6 +1,8 @@
-"""Quiescing: making a volume consistent while it is read, and putting its applications back.
+"""Quiescing: holding applications still while their volumes are read or written, and putting them back.
 
-``plan`` decides which containers stop or pause and in what order (pure); ``containers`` carries it
-out; ``hooks`` runs the exec hooks from container labels; ``session`` wraps one backup in hooks and
-quiescing on every path; ``recovery`` is the crash record and the resume after a killed run.
+Callers (backup, restore, migrate, jobs) use one object: ``session.QuiesceSession``, one per run,
+over all the run's volumes. It owns its parts, which no caller touches: ``plan`` decides which
+containers stop or pause and in what order (pure); ``containers`` lists them and carries the plan
+out; ``hooks`` runs the exec hooks from container labels or a job; ``recovery`` is the crash record
+written before anything goes down, and the resume after a killed run.
 """

@@ -7,6 +7,7 @@ out, recording it first for crash recovery (``backup.quiesce.recovery``).
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
@@ -17,15 +18,19 @@ from backup.quiesce.recovery import QuiesceRecord
 log = logging.getLogger("volsafe.quiesce")
 
 
-def containers_using(host: DockerHost, volume: str) -> list[AppContainer]:
-    """Return the containers (any state, helpers excluded) that mount ``volume``. Raises VolsafeError."""
+def containers_using(host: DockerHost, volume: str | Iterable[str]) -> list[AppContainer]:
+    """Return the containers (any state, helpers excluded) that mount ``volume`` (or any of several
+    volumes: each container once). Raises VolsafeError."""
+    names = [volume] if isinstance(volume, str) else sorted(set(volume))
+    if not names:
+        return []
     with docker_errors(host):
-        listing = host.api.containers(all=True, filters={"volume": volume})
+        listing = host.api.containers(all=True, filters={"volume": names})  # several values: any of them
     found = []
     for entry in listing:
         if (entry.get("Labels") or {}).get(HELPER_LABEL) == "true":
             continue
-        container = from_listing(entry, volume)
+        container = from_listing(entry, names)
         if container is not None:
             found.append(container)
     return found
@@ -38,9 +43,10 @@ class Quiescer:
     the containers that went down.
     """
 
-    def __init__(self, host: DockerHost, volume: str, plan: Plan):
+    def __init__(self, host: DockerHost, volume: str, plan: Plan, action: str = "backup"):
         self.host = host
-        self.volume = volume
+        self.volume = volume  # the volume, or several as "a, b": for messages and the record
+        self.action = action
         self.plan = plan
         self.down: list[AppContainer] = []  # in the order they went down
         self.record = QuiesceRecord.new(host, volume)
@@ -51,7 +57,7 @@ class Quiescer:
         if self.plan.mode == "none" or not self.plan.order:
             return
         # Written (and fsync'd) before anything goes down: a crash from here on is recoverable.
-        self.record.write(self.volume, self.plan.mode, [(c.id, c.name) for c in self.plan.resume_order])
+        self.record.write(self.volume, self.plan.mode, [(c.id, c.name) for c in self.plan.resume_order], action=self.action)
         self.recorded = True
         for container in self.plan.order:
             # Counted as down before the call: a stop cut short by Ctrl-C may still take effect.
@@ -61,7 +67,9 @@ class Quiescer:
                     self.host.api.pause(container.id)
                 else:
                     self.host.api.stop(container.id)  # the container's own stop timeout applies
-            log.info("%s container %s for the backup of %s", "paused" if self.plan.mode == "pause" else "stopped", container.name, self.volume)
+            log.info(
+                "%s container %s for the %s of %s", "paused" if self.plan.mode == "pause" else "stopped", container.name, self.action, self.volume
+            )
 
     def resume(self) -> list[str]:
         """Start or unpause what ``quiesce`` took down, last one first; return one line per failure."""

@@ -88,6 +88,7 @@ class HookRun:
         self.specs = list(specs)
         self.volume = volume
         self.attempted: list[HookSpec] = []  # whose post must run
+        self.succeeded: list[HookSpec] = []  # whose pre command ran and exited 0
         self.posted = False
 
     def pre(self) -> None:
@@ -102,6 +103,8 @@ class HookRun:
                 if spec.on_error != "continue":
                     raise
                 log.warning("%s (on_error = continue: the backup goes on)", exc)
+                continue
+            self.succeeded.append(spec)
 
     def post(self) -> list[str]:
         """Run the post-hooks of every spec whose pre phase was reached, once; return one line per failure."""

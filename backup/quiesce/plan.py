@@ -65,9 +65,11 @@ class AppContainer:
         return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(value)
 
 
-def from_listing(entry: Mapping, volume: str) -> AppContainer | None:
-    """Return the AppContainer of one item of Docker's container list, or None if it does not mount ``volume``."""
-    mounts = [m for m in entry.get("Mounts") or () if m.get("Type") == "volume" and m.get("Name") == volume]
+def from_listing(entry: Mapping, volume: str | Iterable[str]) -> AppContainer | None:
+    """Return the AppContainer of one item of Docker's container list, or None if it mounts none of
+    ``volume`` (one name, or several: ``writable`` then means it writes any of them)."""
+    wanted = {volume} if isinstance(volume, str) else set(volume)
+    mounts = [m for m in entry.get("Mounts") or () if m.get("Type") == "volume" and m.get("Name") in wanted]
     if not mounts:
         return None
     names = entry.get("Names") or []

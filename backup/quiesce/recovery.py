@@ -112,7 +112,7 @@ class QuiesceRecord:
         name = f"{os.getpid()}-{secrets.token_hex(4)}.json"
         return cls(state_dir() / _daemon_key(host) / name)
 
-    def write(self, volume: str, mode: str, containers: list[tuple[str, str]]) -> None:
+    def write(self, volume: str, mode: str, containers: list[tuple[str, str]], action: str = "backup") -> None:
         """Durably record that ``containers`` ([(id, name)], in resume order) are about to be put in ``mode``.
 
         Raises VolsafeError if the file cannot be written: volsafe must not stop anything it could
@@ -122,6 +122,7 @@ class QuiesceRecord:
             "pid": os.getpid(),
             "process_start": process_start_time(os.getpid()),
             "volume": volume,
+            "action": action,
             "mode": mode,
             "containers": [{"id": cid, "name": name} for cid, name in containers],
         }
@@ -266,7 +267,7 @@ def _resume_abandoned(host: DockerHost) -> list[str]:
 
 def _resume_one(host: DockerHost, container_id: str, name: str, record: dict) -> str | None:
     """Restart or unpause one recorded container if it is still down; return what was done, or None."""
-    why = f"volsafe (pid {record.get('pid')}) {'stopped' if record.get('mode') == 'stop' else 'paused'} it to back up volume {record.get('volume')!r} and did not finish"
+    why = f"volsafe (pid {record.get('pid')}) {'stopped' if record.get('mode') == 'stop' else 'paused'} it for the {record.get('action') or 'backup'} of {record.get('volume')!r} and did not finish"
     try:
         with docker_errors(host):
             state = host.api.inspect_container(container_id)["State"]

@@ -116,9 +116,9 @@ def test_restore_creates_volume_with_labels_driver_and_options(docker_host, help
     # A tmpfs-backed volume holds data only while mounted, so this backup is of an empty tree;
     # what matters here is that the new volume gets the same labels, driver and options.
     _backup(volsafe, volume, tmp_path)
-    assert volsafe("restore", volume, "--from", str(tmp_path), "--to-volume", target, "--driver-opts").code == 0
+    assert volsafe("restore", volume, "--from", str(tmp_path), "--to-volume", target, "--driver-opts", "--keep-compose-labels").code == 0
     info = docker_host.api.inspect_volume(target)
-    assert info["Labels"] == {"com.docker.compose.project": "shop", "tier": "db"}
+    assert info["Labels"] == {"com.docker.compose.project": "shop", "tier": "db"}  # (without the flag: "tier" only)
     assert info["Driver"] == "local" and info["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=16m"}
 
 
