@@ -42,6 +42,9 @@ from backup.docker.staging import (
     staged_target,
     write_record,
 )
+from backup.restic import is_repository
+from backup.restic.actions import extract_into_staging as restic_extract
+from backup.restic.helper import restic_mounts
 from storage_backends import Backend, NotFound
 
 log = logging.getLogger(__name__)
@@ -110,14 +113,19 @@ def run_restore(
     ``bind_devices`` (--bind-device), and no volume is written where another keeps its data:
     UnsafeTarget otherwise, before anything is created or written.
     """
-    manifest = resolve_ref(backend, ref)
+    repository = is_repository(backend)  # a restic repository: restic restores into the staging directory
+    manifest = backend.resolve(ref) if repository else resolve_ref(backend, ref)
     kind = (manifest.mount or {}).get("type", "volume")
     if kind != "volume" and not (to_volume or to_path or to_container):
         raise UsageError(
             f"{manifest.backup_id} is a backup of a {kind} mount ({manifest.mount.get('destination')} in container "
             f"{manifest.mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
         )
-    require_keys(backend, manifest, identities)
+    if repository and (to_path is not None or to_container is not None):
+        raise UsageError(f"{backend.url}: a restic snapshot is restored into a volume (--to-volume), not --to-path or --to-container")
+    extra_mounts = restic_mounts(host, backend) if repository else ()
+    if not repository:
+        require_keys(backend, manifest, identities)
     if to_path is not None:
         return _restore_to_path(host, backend, manifest, to_path, helper_image, force, progress, identities)
     if to_container is not None:
@@ -142,9 +150,13 @@ def run_restore(
                     remove_volume(host, volume)
                     raise
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
-                host, helper_image, volume, created=not exists, role="restore", action="restore", record=record
+                host, helper_image, volume, created=not exists, role="restore", action="restore", record=record,
+                extra_mounts=extra_mounts,
             ) as target:
-                _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
+                if repository:
+                    restic_extract(target, backend, manifest, raw_headers, progress)
+                else:
+                    _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
                 target.commit(raw_headers)
     return RestoreOutcome(manifest, volume, created_volume=not exists, backend=backend)
 

@@ -346,13 +346,14 @@ def helper_session(
     writable: bool,
     mount_type: str = "volume",
     extra_mounts: tuple[Mount, ...] = (),
+    reads_all: bool = False,
 ) -> Iterator[HelperSession]:
     """Yield a started helper with ``volume`` at /volsafe/target (and ``extra_mounts``); it is
-    removed on exit, on every path."""
+    removed on exit, on every path. ``reads_all``: see ``_create``."""
     # busybox sleep takes seconds as a number; the container is force-removed long before this ends.
     container_id = _create(
         host, image, volume, role=role, writable=writable, command=["sleep", "2147483647"], mount_type=mount_type,
-        extra_mounts=extra_mounts,
+        extra_mounts=extra_mounts, reads_all=reads_all,
     )
     try:
         with docker_errors(host):
