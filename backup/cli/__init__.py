@@ -18,6 +18,7 @@ from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, p
 from backup.cli import migrate_cmd
 from backup.cli import verify_cmd
 from backup.cli import volumes_cmd
+from backup.cli import repo_cmd
 from backup.cli.options import (
     apply_global_options,
     click_exceptions,
@@ -74,6 +75,7 @@ helper_cmd.register(app)
 migrate_cmd.register(app)
 verify_cmd.register(app)
 volumes_cmd.register(app)
+repo_cmd.register(app)
 
 
 def _on_signal(signum, _frame) -> None:

@@ -143,3 +143,62 @@ def extract_into_staging(target, repo: ResticRepository, manifest: Manifest, raw
     info = tarfile.TarInfo(".")
     info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, mode & 0o7777, uid, gid, mtime
     raw_headers.write(info.tobuf(tarfile.PAX_FORMAT))
+
+
+def verify_repository(repo: ResticRepository, refs, progress: Reporter, restore_with=None) -> list:
+    """Return a verdict (``backup.actions.verify.Verified``) for each snapshot ``refs`` name, or
+    for every volsafe snapshot: ``restic check`` of the repository, the snapshot's presence, and
+    with ``restore_with`` a restore test. Raises NotFoundError for a REF that names nothing."""
+    from backup.actions.verify import Verified
+
+    manifests = repo.manifests() if refs is None else [repo.resolve(ref) for ref in refs]
+    if not manifests:
+        return []
+    with progress.task(f"restic check {repo.url}") as advance:
+        try:
+            repo.check()
+            problem = None
+        except VolsafeError as exc:
+            problem = str(exc)
+        advance(0)
+    verdicts = []
+    for manifest in manifests:
+        verdict = Verified(manifest.backup_id, repo, manifest=manifest)
+        if problem is not None:
+            verdict.error = problem
+        else:
+            verdict.checks = ["restic check", f"snapshot {manifest.extra.get('restic_snapshot', '')[:8]}"]
+            if restore_with is not None:
+                try:
+                    restore_with(manifest)
+                    verdict.checks.append("restore test")
+                except VolsafeError as exc:
+                    verdict.error = str(exc) or type(exc).__name__
+        verdicts.append(verdict)
+    return verdicts
+
+
+def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_run: bool) -> list:
+    """Apply ``policy`` to each (host, volume)'s volsafe snapshots in ``repo``: ``restic forget``
+    of those it drops, then one ``restic prune``. Returns a ``backup.actions.prune.Pruned`` each."""
+    from backup.actions.prune import Pruned
+    from backup.jobs.retention import decide
+
+    groups: dict[tuple[str, str], list[Manifest]] = {}
+    for volume in volumes or [None]:
+        for manifest in repo.manifests(volume):
+            groups.setdefault((manifest.volume, manifest.source_hostname), []).append(manifest)
+    kept, dropped = [], []
+    for key in sorted(groups):
+        manifests = {str(m.backup_id): m for m in groups[key]}
+        for decision in decide(manifests.values(), policy, now, tz):
+            (kept if decision.keep or dry_run else dropped).append((manifests[decision.id], decision))
+    results = [Pruned(m, repo, d) for m, d in kept]
+    if dropped:
+        try:
+            repo.forget([m.extra["restic_snapshot"] for m, _ in dropped])
+            repo.prune()
+        except VolsafeError as exc:
+            log.warning("could not forget and prune snapshots in %s: %s", repo.url, exc)
+            return results + [Pruned(m, repo, d, error=str(exc)) for m, d in dropped]
+    return results + [Pruned(m, repo, d, removed=True) for m, d in dropped]

@@ -171,9 +171,10 @@ class ResticRepository:
         """Create the repository. Raises ResticError (e.g. one is there already)."""
         self.run(["init"], what="init")
 
-    def unlock(self) -> None:
-        """Remove stale locks (restic's own rule: only locks whose process is gone or which are old)."""
-        self.run(["unlock"], what="unlock")
+    def unlock(self, *, remove_all: bool = False) -> None:
+        """Remove stale locks (restic's rule: a lock whose process on this host is gone, or older
+        than 30 minutes); with ``remove_all``, every lock."""
+        self.run(["unlock", *(["--remove-all"] if remove_all else [])], what="unlock")
 
     def check(self, *, read_data: bool = False) -> None:
         """Run ``restic check``. Raises ResticError if the repository has errors."""
