@@ -30,7 +30,7 @@ BIN = "/volsafe/bin/restic"
 REPO = "/volsafe/repo"
 CACHE = "/volsafe/cache"
 DATA = "/volsafe/data"
-CACHE_VOLUME = "volsafe-restic-cache"
+CACHE_VOLUME = "volsafe-restic-cache"  # $VOLSAFE_RESTIC_CACHE_VOLUME names another
 CACHE_LABEL = "io.volsafe.restic-cache"
 
 
@@ -69,12 +69,11 @@ def require_local(host: DockerHost, repo: ResticRepository) -> str:
 
 def ensure_cache(host: DockerHost) -> str:
     """Return the name of the persistent restic cache volume, created on first use."""
-    with docker_errors(host):
-        try:
-            host.api.inspect_volume(CACHE_VOLUME)
-        except Exception:  # noqa: BLE001 - docker_errors maps NotFound; create on any miss
-            host.api.create_volume(CACHE_VOLUME, labels={CACHE_LABEL: "true"})
-    return CACHE_VOLUME
+    name = os.environ.get("VOLSAFE_RESTIC_CACHE_VOLUME") or CACHE_VOLUME
+    if not host.volume_exists(name):
+        with docker_errors(host):
+            host.api.create_volume(name, labels={CACHE_LABEL: "true"})
+    return name
 
 
 def restic_mounts(host: DockerHost, repo: ResticRepository) -> tuple[Mount, ...]:
