@@ -1,7 +1,8 @@
 """Backup into, and restore out of, a restic repository (``backup.restic.helper``'s containers).
 
-Backup runs ``restic backup data`` in a read-only helper, with the parent snapshot of the same host
-and volume and the persistent cache: a repeat backup reads only what changed. Restore runs
+Backup runs ``restic backup VOLUME`` in a read-only helper, with the persistent cache; restic takes
+the last snapshot of the same host and path (the same volume) as the parent: a repeat backup reads
+only what changed. Restore runs
 ``restic restore`` into the staging directory of ``backup.docker.staging`` and the caller commits
 it with the same swap as every other restore.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from docker.types import Mount
@@ -24,7 +26,7 @@ from backup.docker.locks import volume_lock
 from backup.errors import VolsafeError
 from backup.progress import Reporter
 from backup.quiesce.session import quiesced
-from backup.restic.helper import DATA, restic_command, restic_mounts
+from backup.restic.helper import VOLUMES, restic_command, restic_mounts
 from backup.restic.repository import TAG, ResticRepository, encode_meta
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,14 @@ def _json_lines(output: str) -> list[dict]:
     return found
 
 
+def _sizes(summary: dict) -> tuple[int, int, int]:
+    """Return (volume bytes, bytes added, entries) from restic's backup summary."""
+    entries = int(summary.get("total_files_processed", 0)) + sum(
+        int(summary.get(k, 0)) for k in ("dirs_new", "dirs_changed", "dirs_unmodified")
+    )
+    return int(summary.get("total_bytes_processed", 0)), int(summary.get("data_added", 0)), entries
+
+
 def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options, progress: Reporter) -> Manifest:
     """Back up ``volume`` into ``repo``; return the manifest volsafe lists for the new snapshot.
 
@@ -53,7 +63,7 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
     """
     validate_volume_name(volume)
     password = repo.password()  # before any work: a missing password stops here
-    mounts = restic_mounts(host, repo) + (Mount(DATA, volume, type="volume", read_only=True, no_copy=True),)
+    mounts = restic_mounts(host, repo) + (Mount(f"{VOLUMES}/{volume}", volume, type="volume", read_only=True, no_copy=True),)
     info = host.volume(volume)
     created = datetime.now(timezone.utc).replace(microsecond=0)
     backup_id = BackupId(volume, new_stamp(created))
@@ -64,24 +74,28 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
         "docker_id": host.daemon_id,
         "version": __version__,
     }
-    earlier = repo.snapshots(volume, host=host.name)  # the parent: same host and volume (every volume is /data)
     tags = [TAG, f"volume={volume}", f"volsafe-id={backup_id.stamp}", f"volsafe-meta={encode_meta(meta)}"]
-    args = ["backup", "data", "--json", "--host", host.name, "--tag", ",".join(tags), "--time", created.strftime("%Y-%m-%d %H:%M:%S")]
-    if earlier:
-        args += ["--parent", earlier[-1]["id"]]
+    args = ["backup", volume, "--json", "--host", host.name, "--tag", ",".join(tags), "--time", created.strftime("%Y-%m-%d %H:%M:%S")]
     for pattern in options.exclude:
-        args += ["--exclude", f"{DATA}/{pattern.lstrip('/')}"]
-    log.debug("restic backup of %s into %s in a helper (volume read-only at %s, parent %s)",
-              volume, repo.url, DATA, earlier[-1]["short_id"] if earlier else "none")
-    with volume_lock(host, volume, action="backup", wait=options.lock_wait), quiesced(
+        args += ["--exclude", f"{VOLUMES}/{volume}/{pattern.lstrip('/')}"]
+    log.debug("restic backup of %s into %s in a helper, the volume read-only at %s/%s (not streamed: restic reads the files)",
+              volume, repo.url, VOLUMES, volume)
+    with ThreadPoolExecutor(1) as background, volume_lock(host, volume, action="backup", wait=options.lock_wait), quiesced(
         host, volume, mode=options.quiesce_mode, hooks=options.hooks
     ) as quiesce, helper_session(
         host, options.helper_image, volume, role="restic-backup", writable=False, extra_mounts=mounts, reads_all=True
     ) as helper, progress.task(f"backup {volume}") as advance:
-        result = helper.exec(["sh", "-c", 'cd /volsafe && exec "$@"', "sh", *restic_command(*args)], stdin=[password.encode() + b"\n"])
+        result = helper.exec(["sh", "-c", f'cd {VOLUMES} && exec "$@"', "sh", *restic_command(*args)], stdin=[password.encode() + b"\n"])
         quiesce.finish()
-    messages = _json_lines(result.output)
-    summary = next((m for m in reversed(messages) if m.get("message_type") == "summary"), None)
+        messages = _json_lines(result.output)
+        summary = next((m for m in reversed(messages) if m.get("message_type") == "summary"), None)
+        if result.exit_code == 0 and summary is not None:
+            sizes = _sizes(summary)
+            advance(sizes[0])
+            # restic records no sizes in a snapshot: tag them on while the helper is removed.
+            tagged = background.submit(
+                repo.add_tags, summary["snapshot_id"], [f"volsafe-size={sizes[0]}", f"volsafe-added={sizes[1]}", f"volsafe-entries={sizes[2]}"]
+            )
     if result.exit_code == _INCOMPLETE and summary is not None:
         repo.forget([summary["snapshot_id"]])
         errors = [m for m in messages if m.get("message_type") == "error"]
@@ -89,15 +103,13 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
         raise VolsafeError(f"{repo.url}: restic could not read every file of {volume!r}{': ' + detail if detail else ''}")
     if result.exit_code != 0 or summary is None:
         raise repo.error(result.output, what=f"backup of {volume}")
+    try:
+        tagged.result()
+    except VolsafeError as exc:  # the snapshot is stored; only list's sizes will be missing
+        log.warning("%s: could not record the sizes of snapshot %s: %s", repo.url, summary["snapshot_id"][:8], exc)
     if quiesce.problems:
         raise VolsafeError("after reading the volume: " + "; ".join(quiesce.problems))
-    size = int(summary.get("total_bytes_processed", 0))
-    added = int(summary.get("data_added", 0))
-    entries = int(summary.get("total_files_processed", 0)) + sum(
-        int(summary.get(k, 0)) for k in ("dirs_new", "dirs_changed", "dirs_unmodified")
-    )
-    advance(size)
-    repo.add_tags(summary["snapshot_id"], [f"volsafe-size={size}", f"volsafe-added={added}", f"volsafe-entries={entries}"])
+    size, added, entries = sizes
     log.debug("restic: %s", {k: summary.get(k) for k in ("files_new", "files_changed", "files_unmodified", "data_added", "total_duration")})
     return Manifest(
         backup_id=backup_id, created=created, volume_labels=meta["labels"], volume_driver=meta["driver"],
@@ -108,15 +120,15 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
     )
 
 
-# Restore the snapshot's /data into the staging directory $1: restic writes STAGING/data, whose
+# Restore the snapshot's /VOLUME ($3) into the staging directory $1: restic writes STAGING/VOLUME, whose
 # entries move up into STAGING (through a name no entry of the volume can have); the root's own
 # mode, owner and mtime are printed for the commit to apply to the volume root.
 EXTRACT_SCRIPT = """
 set -eu
-s="/volsafe/target/$1"; tmp="$s/.volsafe-restic-$2"; shift 2
+s="/volsafe/target/$1"; tmp="$s/.volsafe-restic-$2"; top="$3"; shift 3
 mkdir "$s"
 "$@" --target "$s" >/dev/null
-mv "$s/data" "$tmp"
+mv "$s/$top" "$tmp"
 echo "VOLSAFE-ROOT $(stat -c '%f %u %g %Y' "$tmp")"
 find "$tmp" -mindepth 1 -maxdepth 1 -exec mv {} "$s/" \\;
 rmdir "$tmp"
@@ -130,7 +142,8 @@ def extract_into_staging(target, repo: ResticRepository, manifest: Manifest, raw
     snapshot = manifest.extra.get("restic_snapshot", "")
     if not snapshot:
         raise VolsafeError(f"{manifest.backup_id}: no restic snapshot recorded")
-    command = ["sh", "-c", EXTRACT_SCRIPT, "sh", target.staging, target.token, *restic_command("restore", snapshot)]
+    top = manifest.extra.get("restic_path") or manifest.volume  # the snapshot's one top-level directory
+    command = ["sh", "-c", EXTRACT_SCRIPT, "sh", target.staging, target.token, top, *restic_command("restore", snapshot)]
     with progress.task(f"restore {target.volume}", total=manifest.tar_size or None) as advance:
         result = target.helper.exec(command, stdin=[repo.password().encode() + b"\n"])
         if result.exit_code != 0:
@@ -138,7 +151,7 @@ def extract_into_staging(target, repo: ResticRepository, manifest: Manifest, raw
         advance(manifest.tar_size)
     root = next((line.split()[1:] for line in result.output.splitlines() if line.startswith("VOLSAFE-ROOT ")), None)
     if root is None or len(root) != 4:
-        raise VolsafeError(f"restore of {manifest.backup_id}: restic restored no /data")
+        raise VolsafeError(f"restore of {manifest.backup_id}: restic restored no /{top}")
     mode, uid, gid, mtime = int(root[0], 16), int(root[1]), int(root[2]), int(root[3])
     info = tarfile.TarInfo(".")
     info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, mode & 0o7777, uid, gid, mtime

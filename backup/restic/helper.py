@@ -7,9 +7,10 @@ loader it names (``ldd``); the repository directory at /volsafe/repo; and a pers
 volume (``volsafe-restic-cache``) at /volsafe/cache, so that a repeat backup reads only the
 metadata of unchanged files and only the data of changed ones.
 
-The backup helper mounts the volume read-only a second time at /volsafe/data and runs
-``restic backup data`` from /volsafe: snapshots hold the volume as ``/data``, root included
-(owner, mode, mtime), and ``restic restore ID --target DIR`` gives DIR/data back by hand.
+The backup helper mounts the volume read-only a second time at /volsafe/volumes/VOLUME and runs
+``restic backup VOLUME`` from /volsafe/volumes: snapshots hold the volume as ``/VOLUME``, root
+included (owner, mode, mtime), ``restic restore ID --target DIR`` gives DIR/VOLUME back by hand,
+and restic itself finds the parent snapshot (same host, same path: the same volume).
 
 Only a repository on a local path works this way (bind-mounted); the daemon must be on this host.
 """
@@ -29,7 +30,7 @@ from backup.restic.repository import ResticRepository, restic_binary
 BIN = "/volsafe/bin/restic"
 REPO = "/volsafe/repo"
 CACHE = "/volsafe/cache"
-DATA = "/volsafe/data"
+VOLUMES = "/volsafe/volumes"  # the backup helper's volume is at VOLUMES/NAME
 CACHE_VOLUME = "volsafe-restic-cache"  # $VOLSAFE_RESTIC_CACHE_VOLUME names another
 CACHE_LABEL = "io.volsafe.restic-cache"
 

@@ -13,7 +13,7 @@ standard input. It is never put on a command line, in an environment, a log or a
 
 A snapshot volsafe made carries tags: ``volsafe``, ``volume=NAME``, ``volsafe-id=STAMP`` (the
 ``VOLUME@STAMP`` id volsafe lists), ``volsafe-meta=…`` (base64url JSON: labels, driver and its
-options, the daemon's id, volsafe's version, the volume root's owner and mode), and once stored,
+options, the daemon's id, volsafe's version), and once stored,
 ``volsafe-size=N``, ``volsafe-added=N`` and ``volsafe-entries=N``.
 """
 
@@ -296,8 +296,14 @@ def snapshot_manifest(snapshot: dict[str, Any]) -> Manifest | None:
         entries=_int(tags.get("volsafe-entries")),
         compression="restic",
         compression_level=0,
-        extra={"restic_snapshot": snapshot.get("id", ""), "restic_root": meta.get("root") or {}},
+        extra={"restic_snapshot": snapshot.get("id", ""), "restic_path": _top(snapshot)},
     )
+
+
+def _top(snapshot: dict[str, Any]) -> str:
+    """Return the name of the snapshot's one top-level directory (the volume's name when backed up)."""
+    paths = snapshot.get("paths") or []
+    return paths[0].rstrip("/").rpartition("/")[2] if len(paths) == 1 else ""
 
 
 def _parse_time(text: str) -> datetime:

@@ -96,7 +96,7 @@ def test_repeat_backup_adds_only_the_change_and_list_reports_it(docker_host, hel
     assert len(snapshots) == 2
     assert {s["hostname"] for s in snapshots} == {docker_host.name}
     assert all(f"volume={source}" in s["tags"] for s in snapshots)
-    assert _restic(repo, "dump", "latest", "/data/small/s7") == "changed\n"
+    assert _restic(repo, "dump", "latest", f"/{source}/small/s7") == "changed\n"
 
     # Labels come back from the snapshot's manifest data.
     copy = volumes("rrepcopy")
