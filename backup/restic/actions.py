@@ -9,6 +9,7 @@ it with the same swap as every other restore.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tarfile
@@ -21,7 +22,7 @@ from backup import __version__
 from backup.archive.manifest import Manifest
 from backup.archive.naming import BackupId, new_stamp, validate_volume_name
 from backup.docker.helper import helper_session
-from backup.docker.host import DockerHost
+from backup.docker.host import DockerHost, docker_errors
 from backup.docker.locks import volume_lock
 from backup.errors import VolsafeError
 from backup.progress import Reporter
@@ -45,6 +46,20 @@ def _json_lines(output: str) -> list[dict]:
             except ValueError:
                 continue
     return found
+
+
+def _exec_or_unlock(repo: ResticRepository, helper, command: list[str]):
+    """Run restic's ``command`` in ``helper`` with the password on its stdin; return the result.
+    If that is cut short (Ctrl-C, SIGTERM, a lost daemon), the helper is stopped and the lock its
+    restic leaves behind is removed, so that the next forget or prune is not blocked by it."""
+    try:
+        return helper.exec(command, stdin=[repo.password().encode() + b"\n"])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            with docker_errors(helper.host):
+                helper.host.api.kill(helper.id)
+        repo.remove_locks_of(helper.id[:12])  # Docker names a container's host after its id
+        raise
 
 
 def _sizes(summary: dict) -> tuple[int, int, int]:
@@ -85,7 +100,7 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
     ) as quiesce, helper_session(
         host, options.helper_image, volume, role="restic-backup", writable=False, extra_mounts=mounts, reads_all=True
     ) as helper, progress.task(f"backup {volume}") as advance:
-        result = helper.exec(["sh", "-c", f'cd {VOLUMES} && exec "$@"', "sh", *restic_command(*args)], stdin=[password.encode() + b"\n"])
+        result = _exec_or_unlock(repo, helper, ["sh", "-c", f'cd {VOLUMES} && exec "$@"', "sh", *restic_command(*args)])
         quiesce.finish()
         messages = _json_lines(result.output)
         summary = next((m for m in reversed(messages) if m.get("message_type") == "summary"), None)
@@ -145,7 +160,7 @@ def extract_into_staging(target, repo: ResticRepository, manifest: Manifest, raw
     top = manifest.extra.get("restic_path") or manifest.volume  # the snapshot's one top-level directory
     command = ["sh", "-c", EXTRACT_SCRIPT, "sh", target.staging, target.token, top, *restic_command("restore", snapshot)]
     with progress.task(f"restore {target.volume}", total=manifest.tar_size or None) as advance:
-        result = target.helper.exec(command, stdin=[repo.password().encode() + b"\n"])
+        result = _exec_or_unlock(repo, target.helper, command)
         if result.exit_code != 0:
             raise repo.error(result.output, what=f"restore of {manifest.backup_id}")
         advance(manifest.tar_size)

@@ -158,7 +158,7 @@ class ResticRepository:
         if "repository is already locked" in text:
             return ResticError(
                 f"{self.url}: {what} failed: the repository is locked by another restic; if none is running "
-                f"(a killed run left its lock), remove the stale lock with 'volsafe repo unlock {self.url}'"
+                f"(a killed run left its lock), remove it with 'volsafe repo unlock --all {self.url}'"
             )
         lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("{")]
         fatal = [line for line in lines if line.startswith("Fatal:")]
@@ -175,6 +175,22 @@ class ResticRepository:
         """Remove stale locks (restic's rule: a lock whose process on this host is gone, or older
         than 30 minutes); with ``remove_all``, every lock."""
         self.run(["unlock", *(["--remove-all"] if remove_all else [])], what="unlock")
+
+    def remove_locks_of(self, hostname: str) -> None:
+        """Remove the locks a restic on ``hostname`` (a helper container volsafe killed) left in a
+        local repository; never raises. restic itself calls them stale only after 30 minutes, since
+        it cannot see that a process in another container is gone."""
+        path = self.local_path
+        if path is None:
+            return
+        try:
+            for lock_id in self.run(["--no-lock", "list", "locks"], what="listing locks").split():
+                lock = json.loads(self.run(["--no-lock", "cat", "lock", lock_id], what="reading a lock") or "{}")
+                if lock.get("hostname") == hostname:
+                    os.remove(os.path.join(path, "locks", lock_id))
+                    log.info("removed the lock restic left in %s when its helper was stopped", self.url)
+        except (VolsafeError, OSError, ValueError) as exc:
+            log.warning("%s: could not remove the lock of a stopped restic (%s); 'volsafe repo unlock --all %s' does", self.url, exc, self.url)
 
     def check(self, *, read_data: bool = False) -> None:
         """Run ``restic check``. Raises ResticError if the repository has errors."""

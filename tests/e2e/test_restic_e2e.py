@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 import subprocess
 from pathlib import Path
 
@@ -188,3 +190,25 @@ def test_config_table_of_type_restic_with_password_file(volsafe, repo, tmp_path,
     listed = volsafe("--config", str(config), "list", "--json")
     assert [r["volume"] for r in json.loads(listed.out)] == [source]
     assert json.loads(listed.out)[0]["backend"] == repo
+
+
+def test_interrupted_backup_leaves_no_lock_and_no_snapshot(docker_host, helper_image, volumes, volsafe, volsafe_process, repo):
+    source = volumes("rint")
+    run_in_volume(docker_host, helper_image, source, "i=0; while [ $i -lt 400 ]; do head -c 1048576 /dev/urandom > /v/f$i; i=$((i+1)); done")
+    locks = Path(repo[len("restic:"):]) / "locks"
+    proc = volsafe_process("backup", source, "--to", repo)
+    deadline = time.monotonic() + 180
+    while not any(locks.iterdir()):  # restic in the helper has opened the repository
+        assert proc.poll() is None and time.monotonic() < deadline, "restic never locked the repository"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert list(locks.iterdir()) == []  # else the next forget/prune would be refused for 30 minutes
+    assert json.loads(volsafe("list", "--from", repo, "--json").out) == []
+
+    run_in_volume(docker_host, helper_image, source, "rm /v/f1*")  # keep the next backup short
+    assert volsafe("backup", source, "--to", repo).code == 0
+    pruned = volsafe("prune", "--from", repo, "--keep-last", "1")
+    assert pruned.code == 0, pruned.err
+    _restic(repo, "check")
