@@ -209,6 +209,10 @@ class ResticRepository:
         found = [snapshot_manifest(s) for s in self.snapshots(volume)]
         return sorted((m for m in found if m is not None), key=lambda m: (m.created, str(m.backup_id)))
 
+    def newest_by_volume(self) -> dict[str, BackupId]:
+        """Return each volume's newest volsafe snapshot id (``volsafe volumes``)."""
+        return {m.volume: m.backup_id for m in self.manifests()}  # oldest first: the newest wins
+
     def resolve(self, ref: Ref) -> Manifest:
         """Return the manifest ``ref`` names (the newest of its volume without a stamp). Raises NotFoundError."""
         found = self.manifests(ref.volume)

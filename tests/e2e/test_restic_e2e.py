@@ -212,3 +212,16 @@ def test_interrupted_backup_leaves_no_lock_and_no_snapshot(docker_host, helper_i
     pruned = volsafe("prune", "--from", repo, "--keep-last", "1")
     assert pruned.code == 0, pruned.err
     _restic(repo, "check")
+
+
+def test_volumes_overview_reads_a_restic_backend_and_migrate_refuses_one(volsafe, repo, tmp_path, docker_host, helper_image, volumes):
+    config = tmp_path / "only-restic.toml"
+    config.write_text(f'[backends.vault]\ntype = "restic"\nrepository = "{repo[len("restic:"):]}"\n')
+    source = volumes("rvols")
+    run_in_volume(docker_host, helper_image, source, "echo x > /v/a")
+    record = _backup(volsafe, source, repo)
+    overview = volsafe("--config", str(config), "volumes", "--json")
+    assert overview.code == 0, overview.err
+    assert record["id"].split("@")[1] in overview.out
+    refused = volsafe("migrate", source, "--to-host", "unix:///var/run/docker.sock", "--to-volume", volumes("rvols2"), "--via", repo)
+    assert refused.code == 2 and "not a restic repository yet" in refused.err, refused.err
