@@ -63,6 +63,16 @@ def test_errors_of_real_restic_are_one_line_with_what_to_do(tmp_path, monkeypatc
     assert "right" not in str(wrong.value) and "\n" not in str(wrong.value)
 
 
+def _readable_lock(repo) -> bool:
+    for lock_id in repo.run(["--no-lock", "list", "locks"], what="listing locks").split():
+        try:
+            repo.run(["--no-lock", "cat", "lock", lock_id], what="reading a lock")
+            return True
+        except Exception:  # noqa: BLE001 - not written completely yet
+            continue
+    return False
+
+
 def test_a_lock_left_by_a_killed_restic_names_volsafe_repo_unlock(tmp_path, monkeypatch):
     import signal
     import time
@@ -72,7 +82,7 @@ def test_a_lock_left_by_a_killed_restic_names_volsafe_repo_unlock(tmp_path, monk
     repo.init()
     with subprocess.Popen(["restic", "-r", repo.repository, "backup", "/usr"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as killed:
         deadline = time.monotonic() + 60
-        while not os.listdir(tmp_path / "r" / "locks"):
+        while not _readable_lock(repo):  # the lock file is written completely, not only created
             assert killed.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
         killed.send_signal(signal.SIGKILL)
