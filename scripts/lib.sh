@@ -12,6 +12,8 @@ ensure_system_packages() {
     # The helper image holds /bin/busybox without its libraries, so it must be the static build.
     { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
     command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+    # restic: targets written as restic:REPOSITORY (backup.restic) run Debian's restic.
+    command -v restic >/dev/null 2>&1 || missing+=(restic)
     if [ "${1:-}" = "--with-test-tools" ]; then
         # The migrate tests reach a second dockerd through an sshd on 127.0.0.1.
         { [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1; } || missing+=(openssh-server)

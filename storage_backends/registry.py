@@ -14,6 +14,7 @@ Every backend opened here comes wrapped in the default retry policy (``storage_b
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
@@ -26,6 +27,7 @@ from storage_backends.settings import Setting
 _MODULES = {
     "local": "storage_backends.local",
     "s3": "storage_backends.s3",
+    "restic": "backup.restic",  # not a Backend: a restic repository (see ``BackendType.repository``)
 }
 
 
@@ -42,6 +44,11 @@ class BackendType:
     # Problems between settings (e.g. one credential without the other), as messages; none by default.
     # It sees the settings given and the defaults of those not given (an invalid one is missing).
     check: Callable[[dict[str, Any]], Iterable[str]] = field(default=lambda settings: ())
+    # Locations that start with one of these (e.g. "restic:") open with ``from_url``, before schemes.
+    prefixes: tuple[str, ...] = ()
+    # True for a target that is not a byte-object Backend (a restic repository): it is neither
+    # wrapped in the retry policy nor handed to code that stores objects (``backup.restic``).
+    repository: bool = False
 
 
 _types: dict[str, BackendType] = {}
@@ -102,6 +109,11 @@ def open_backend(location: str) -> Backend:
     """
     from storage_backends.retry import with_retries
 
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:(?!//)", location):  # "restic:/srv/repo", not "s3://…" or a path
+        kind = _find(lambda k: any(location.startswith(p) for p in k.prefixes))
+        if kind is not None and kind.from_url is not None:
+            opened = kind.from_url(location)
+            return opened if kind.repository else with_retries(opened)
     return with_retries(_open_bare(location))
 
 
@@ -124,7 +136,8 @@ def create_backend(type_name: str, settings: dict[str, Any]) -> Backend:
     kind = backend_type(type_name)
     if kind is None:
         raise PermanentError(f"unknown backend type {type_name!r} (known: {', '.join(type_names())})")
-    return with_retries(kind.create(settings))
+    created = kind.create(settings)
+    return created if kind.repository else with_retries(created)
 
 
 def _either(items: list[str]) -> str:

@@ -27,6 +27,7 @@ from backup.archive.tar.exclude import FilterStats, exclude_paths
 from backup.archive.tar.scanner import TarScanner
 from backup.docker.size_scan import size_scan
 from backup.docker.volume_tar import volume_tar
+from backup.restic import split_targets
 from storage_backends import Backend, BackendError
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ class VolumeBackup:
     manifest: Manifest | None = None
     stored_on: list[Backend] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # backend url (or "volume") -> one-line reason
+    by_backend: dict[str, Manifest] = field(default_factory=dict)  # url -> its own manifest (restic repositories)
+
+    def manifest_on(self, backend: Backend) -> Manifest | None:
+        """Return the manifest of the backup stored on ``backend``."""
+        return self.by_backend.get(backend.url, self.manifest)
 
     @property
     def ok(self) -> bool:
@@ -200,6 +206,17 @@ def _backup_volume(
     mount: MountSource | None, quiesce: QuiesceSession,
 ) -> VolumeBackup:
     validate_volume_name(volume)
+    backends, repositories = split_targets(backends)
+    if repositories:
+        outcome = _backup_to_repositories(host, volume, repositories, options, progress, mount)
+        if not backends:
+            return outcome
+        rest = _backup_volume(host, volume, backends, options, progress, mount, quiesce)  # the same quiesce
+        rest.stored_on += outcome.stored_on
+        rest.failures.update(outcome.failures)
+        rest.by_backend.update(outcome.by_backend)
+        rest.manifest = rest.manifest or outcome.manifest
+        return rest
     plain = mount is None or mount.kind == "volume"
     info = host.volume(volume) if plain else {}
     created = datetime.now(timezone.utc)
@@ -269,6 +286,26 @@ def _backup_volume(
         outcome.stored_on.append(result.backend)
     if outcome.stored_on:
         outcome.manifest = manifest
+    return outcome
+
+
+def _backup_to_repositories(host, volume, repositories, options, progress, mount) -> VolumeBackup:
+    """Back up ``volume`` into each restic repository (``backup.restic``: restic reads its files)."""
+    from backup.restic.actions import backup_volume as restic_backup
+
+    outcome = VolumeBackup(volume)
+    for repo in repositories:
+        if mount is not None and mount.kind != "volume":
+            outcome.failures[repo.url] = f"restic targets back up volumes, not {mount.kind} mounts"
+            continue
+        try:
+            manifest = restic_backup(host, volume, repo, options, progress)
+        except VolsafeError as exc:
+            outcome.failures[repo.url] = _describe(exc)
+            continue
+        outcome.stored_on.append(repo)
+        outcome.by_backend[repo.url] = manifest
+        outcome.manifest = outcome.manifest or manifest
     return outcome
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from backup.archive.catalog import list_backups
 from backup.archive.manifest import Manifest
+from backup.restic import is_repository
 from storage_backends import Backend
 
 
@@ -19,6 +20,11 @@ class Listed:
 
 def run_list(backends: list[Backend], volume: str | None = None, hosts: tuple[str, ...] = ()) -> list[Listed]:
     """Return every complete backup (of ``volume``, if given; from ``hosts``, if any are given) on
-    each backend, oldest first."""
-    rows = [Listed(m, b) for b in backends for m in list_backups(b, volume) if not hosts or m.source_hostname in hosts]
+    each backend (a store or a restic repository), oldest first."""
+    rows = [
+        Listed(m, b)
+        for b in backends
+        for m in (b.manifests(volume) if is_repository(b) else list_backups(b, volume))
+        if not hosts or m.source_hostname in hosts
+    ]
     return sorted(rows, key=lambda r: (r.manifest.created, str(r.manifest.backup_id), r.backend.url))

@@ -13,6 +13,8 @@ from datetime import datetime, tzinfo
 from backup.archive.catalog import list_backups
 from backup.archive.manifest import Manifest
 from backup.jobs.retention import Decision, Policy, decide
+from backup.restic import is_repository
+from backup.restic.actions import prune_repository
 from storage_backends import Backend, BackendError, NotFound
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,9 @@ def run_prune(
     """
     results: list[Pruned] = []
     for backend in backends:
+        if is_repository(backend):  # restic forget + prune, per host and volume: backup.restic
+            results += prune_repository(backend, policy, volumes=volumes, now=now, tz=tz, dry_run=dry_run, hosts=hosts)
+            continue
         by_volume: dict[tuple[str, str], list[Manifest]] = {}
         for volume in volumes or [None]:
             for manifest in list_backups(backend, volume):

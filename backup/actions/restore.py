@@ -45,6 +45,9 @@ from backup.docker.staging import (
     staged_target,
     write_record,
 )
+from backup.restic import is_repository
+from backup.restic.actions import extract_into_staging as restic_extract
+from backup.restic.helper import restic_mounts
 from storage_backends import Backend, NotFound
 
 log = logging.getLogger(__name__)
@@ -124,14 +127,19 @@ def run_restore(
     left out when the name differs from the backed-up volume's, unless ``keep_compose_labels``:
     a renamed copy must not join the project.
     """
-    manifest = resolve_ref(backend, ref)
+    repository = is_repository(backend)  # a restic repository: restic restores into the staging directory
+    manifest = backend.resolve(ref) if repository else resolve_ref(backend, ref)
     kind = (manifest.mount or {}).get("type", "volume")
     if kind != "volume" and not (to_volume or to_path or to_container):
         raise UsageError(
             f"{manifest.backup_id} is a backup of a {kind} mount ({manifest.mount.get('destination')} in container "
             f"{manifest.mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
         )
-    manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
+    if repository and (to_path is not None or to_container is not None):
+        raise UsageError(f"{backend.url}: a restic snapshot is restored into a volume (--to-volume), not --to-path or --to-container")
+    extra_mounts = restic_mounts(host, backend) if repository else ()
+    if not repository:
+        manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
     if to_path is not None:
         return _restore_to_path(host, backend, manifest, to_path, helper_image, force, progress, identities)
     if to_container is not None:
@@ -157,7 +165,7 @@ def run_restore(
         with own if own is not None else contextlib.nullcontext():
             if exists:
                 refuse_if_in_use(host, volume)
-            _write_volume(host, backend, manifest, volume, creation, helper_image, bind_devices, progress, identities)
+            _write_volume(host, backend, manifest, volume, creation, helper_image, bind_devices, progress, identities, extra_mounts)
         if own is not None and own.problems:
             raise VolsafeError(f"restored {volume}, but " + "; ".join(own.problems))
     return RestoreOutcome(manifest, volume, created_volume=not exists, backend=backend)
@@ -178,10 +186,11 @@ def refuse_if_in_use(host: DockerHost, volume: str) -> None:
 
 def _write_volume(
     host: DockerHost, backend: Backend, manifest: Manifest, volume: str, creation: tuple[str, dict, dict] | None,
-    helper_image: str, bind_devices, progress: Reporter, identities: list | None,
+    helper_image: str, bind_devices, progress: Reporter, identities: list | None, extra_mounts=(),
 ) -> None:
     """Create ``volume`` (when ``creation``, its driver, options and labels, is given), then stage the
-    archive into it and swap it in, all or nothing."""
+    archive (or, from a restic repository, its snapshot: ``extra_mounts`` bring restic and the
+    repository into the helper) into it and swap it in, all or nothing."""
     with write_record(host, volume, action="restore", image=helper_image) as record:
         if creation is not None:
             driver, options, labels = creation
@@ -192,9 +201,13 @@ def _write_volume(
                 remove_volume(host, volume)
                 raise
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
-            host, helper_image, volume, created=creation is not None, role="restore", action="restore", record=record
+            host, helper_image, volume, created=creation is not None, role="restore", action="restore", record=record,
+            extra_mounts=extra_mounts,
         ) as target:
-            _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
+            if is_repository(backend):
+                restic_extract(target, backend, manifest, raw_headers, progress)
+            else:
+                _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)
             target.commit(raw_headers)
 
 

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from backup.archive.catalog import newest_by_volume
 from backup.docker.host import DockerHost, docker_errors
 from backup.actions.overview import VolumeRow, assemble
+from backup.restic import is_repository
 from storage_backends import Backend
 
 
@@ -19,5 +20,5 @@ def run_volumes(host: DockerHost, backends: list[Backend], *, max_age: float) ->
     with docker_errors(host):
         df = host.api.df()
         containers = host.api.containers(all=True)
-    newest = {backend.url: newest_by_volume(backend) for backend in backends}
+    newest = {backend.url: backend.newest_by_volume() if is_repository(backend) else newest_by_volume(backend) for backend in backends}
     return assemble(df.get("Volumes") or [], containers, newest, now=datetime.now(timezone.utc), max_age=max_age)

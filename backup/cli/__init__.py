@@ -20,6 +20,7 @@ from backup.cli import verify_cmd
 from backup.cli import volumes_cmd
 from backup.cli import status_cmd
 from backup.cli import delete_cmd
+from backup.cli import repo_cmd
 from backup.cli.options import (
     apply_global_options,
     click_exceptions,
@@ -78,6 +79,7 @@ verify_cmd.register(app)
 volumes_cmd.register(app)
 status_cmd.register(app)
 delete_cmd.register(app)
+repo_cmd.register(app)
 
 
 def _on_signal(signum, _frame) -> None:

@@ -161,8 +161,8 @@ def backup(
             print(f"volsafe: error: backup of {outcome.volume}{target} failed: {reason}", file=sys.stderr)
         if outcome.manifest is None:
             continue
-        m = outcome.manifest
         for backend in outcome.stored_on:
+            m = outcome.manifest_on(backend)
             records.append(backup_record(m, backend))
             if not as_json:
                 print(

@@ -15,6 +15,7 @@ from backup.docker.host import TlsOptions, connect
 from backup.errors import UsageError
 from backup.docker.helper_image import resolve_helper_image
 from backup.config.locations import open_locations
+from backup.restic import is_repository
 from backup.docker.locks import DEFAULT_WAIT
 from backup.progress import reporter_for
 from backup.cli.state import nonempty
@@ -81,6 +82,8 @@ def migrate(
     if no_restart and not stop:
         raise UsageError("--no-restart only makes sense with --stop")
     backend = open_locations([via], configured)[0] if via else None
+    if backend is not None and is_repository(backend):
+        raise UsageError(f"--via {via}: migrate goes through a .tar.zst backend (a directory, s3://…), not a restic repository yet")
     source = state.docker
     names = project_volumes(source, project) if project else list(volumes)
     target = connect(to_host, TlsOptions(to_tlsverify, to_tlscacert, to_tlscert, to_tlskey))

@@ -396,9 +396,16 @@ def remove_volume(host: DockerHost, volume: str) -> None:
 
 
 @contextlib.contextmanager
-def _writer_helper(host: DockerHost, image: str, volume: str, *, role: str, mount_type: str) -> Iterator[tuple[HelperSession, FifoDir | None]]:
+def _writer_helper(
+    host: DockerHost, image: str, volume: str, *, role: str, mount_type: str, extra_mounts: tuple = ()
+) -> Iterator[tuple[HelperSession, FifoDir | None]]:
     """Yield a started writer helper on ``volume`` and, where the FIFO path may work, the FifoDir
-    mounted into it (else None: a helper that could not mount one is made again without)."""
+    mounted into it (else None: a helper that could not mount one is made again without).
+    With ``extra_mounts`` (restic's repository and binary), no FIFO: the writer is not tar."""
+    if extra_mounts:
+        with helper_session(host, image, volume, role=role, writable=True, mount_type=mount_type, extra_mounts=extra_mounts) as helper:
+            yield helper, None
+        return
     with contextlib.ExitStack() as stack:
         fifo = stack.enter_context(fifo_dir()) if fifo_possible(host, image) else None
         helper = None
@@ -421,7 +428,7 @@ def _writer_helper(host: DockerHost, image: str, volume: str, *, role: str, moun
 @contextlib.contextmanager
 def staged_target(
     host: DockerHost, image: str, volume: str, *, created: bool, role: str, action: str, mount_type: str = "volume",
-    record: WriteRecord | None = None,
+    record: WriteRecord | None = None, extra_mounts: tuple = (),
 ) -> Iterator[StagedTarget]:
     """Yield a StagedTarget on ``volume``; on any exception (Ctrl-C included) undo everything.
 
@@ -432,7 +439,7 @@ def staged_target(
     """
     discard_later = False
     try:
-        with _writer_helper(host, image, volume, role=role, mount_type=mount_type) as (helper, fifo):
+        with _writer_helper(host, image, volume, role=role, mount_type=mount_type, extra_mounts=extra_mounts) as (helper, fifo):
             target = StagedTarget(
                 helper, volume, action, fifo=fifo, fifo_failed=lambda: mark_unavailable(host, image), record=record
             )

@@ -95,7 +95,7 @@ def test_every_error_at_once_with_line_job_and_hint():
     "text, message",
     [
         ("[jobz.x]\n", "jobz: unknown table (did you mean 'jobs'?)"),
-        ('[backends.b]\ntype = "ftp"\n', "backends.b.type: must be one of local, s3, not 'ftp'"),
+        ('[backends.b]\ntype = "ftp"\n', "backends.b.type: must be one of local, s3, restic, not 'ftp'"),
         ('[backends.b]\ntype = "local"\n', "backends.b: missing required key 'path'"),
         ('[backends.b]\ntype = "s3"\n', "backends.b: missing required key 'bucket'"),
         ('[backends.b]\ntype = "local"\npath = "/x"\nbucket = "y"\n', "backends.b.bucket: does not apply to this backend type (it is for type s3)"),
@@ -199,7 +199,7 @@ def test_config_check_cli(tmp_path, capsys):
 
     code, out, err = cli(capsys, "--config", str(EXAMPLE), "config", "check")
     assert code == 0, err
-    assert "is valid: 2 backend(s), 2 job(s)" in err
+    assert "is valid: 3 backend(s), 2 job(s)" in err
     header, *rows = out.splitlines()
     assert header.split()[:4] == ["JOB", "SCHEDULE", "NEXT", "RUN"]
     assert rows[0].startswith("databases") and "T02:30:00+01:00" in rows[0]  # Europe/Berlin in winter

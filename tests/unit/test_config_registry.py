@@ -80,7 +80,7 @@ def test_a_registered_type_is_a_config_type_with_its_settings_checked(mem, tmp_p
     config = parse_config(f'[backends.m]\ntype = "mem"\nspace = "s"\nslots = 5\ntoken_file = "{secret}"\n', environ={})
     assert config.backends["m"].type == "mem"
     assert config.backends["m"].settings == {"space": "s", "slots": 5, "token": "t0k"}
-    assert type_names() == ["local", "s3", "mem"]
+    assert type_names() == ["local", "s3", "restic", "mem"]
     assert errors_of('[backends.m]\ntype = "mem"\nspace = "s"\nslots = 17\npath = "/x"\n') == [
         "  v.toml:4: backends.m.slots: must be at most 16, not 17",
         "  v.toml:5: backends.m.path: does not apply to this backend type (it is for type local)",
@@ -91,7 +91,7 @@ def test_a_registered_type_is_a_config_type_with_its_settings_checked(mem, tmp_p
         "  v.toml:4: backends.b.slots: does not apply to this backend type (it is for type mem)"
     ]
     assert errors_of('[backends.b]\ntype = "nem"\n') == [
-        "  v.toml:2: backends.b.type: must be one of local, s3, mem, not 'nem' (did you mean 'mem'?)"
+        "  v.toml:2: backends.b.type: must be one of local, s3, restic, mem, not 'nem' (did you mean 'mem'?)"
     ]
 
 

@@ -186,7 +186,7 @@ def test_a_broken_config_is_exit_2_before_anything_else(run, tmp_path, command, 
     args = ["--config", "broken.toml", *command] if how == "--config" else command
     code, out, err = run(*args)
     assert code == 2 and out == "", err
-    assert err.startswith("volsafe: error: invalid config ") and "backends.nas.type: must be one of local, s3, not 'lokal'" in err
+    assert err.startswith("volsafe: error: invalid config ") and "backends.nas.type: must be one of local, s3, restic, not 'lokal'" in err
 
 
 def test_help_and_a_subcommands_own_config_need_no_valid_found_config(run, tmp_path):

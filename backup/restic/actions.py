@@ -1,0 +1,230 @@
+"""Backup into, and restore out of, a restic repository (``backup.restic.helper``'s containers).
+
+Backup runs ``restic backup VOLUME`` in a read-only helper, with the persistent cache; restic takes
+the last snapshot of the same host and path (the same volume) as the parent: a repeat backup reads
+only what changed. Restore runs
+``restic restore`` into the staging directory of ``backup.docker.staging`` and the caller commits
+it with the same swap as every other restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from docker.types import Mount
+
+from backup import __version__
+from backup.archive.manifest import Manifest
+from backup.archive.naming import BackupId, new_stamp, validate_volume_name
+from backup.docker.helper import helper_session
+from backup.docker.host import DockerHost, docker_errors
+from backup.docker.locks import volume_lock
+from backup.errors import VolsafeError
+from backup.progress import Reporter
+from backup.restic.helper import VOLUMES, restic_command, restic_mounts
+from backup.restic.repository import TAG, ResticRepository, encode_meta
+
+log = logging.getLogger(__name__)
+
+# restic's exit code when it made a snapshot but could not read some files (restic help backup).
+_INCOMPLETE = 3
+
+
+def _json_lines(output: str) -> list[dict]:
+    found = []
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
+
+
+def _exec_or_unlock(repo: ResticRepository, helper, command: list[str]):
+    """Run restic's ``command`` in ``helper`` with the password on its stdin; return the result.
+    If that is cut short (Ctrl-C, SIGTERM, a lost daemon), the helper is stopped and the lock its
+    restic leaves behind is removed, so that the next forget or prune is not blocked by it."""
+    try:
+        return helper.exec(command, stdin=[repo.password().encode() + b"\n"])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            with docker_errors(helper.host):
+                helper.host.api.kill(helper.id)
+        repo.remove_locks_of(helper.id[:12])  # Docker names a container's host after its id
+        raise
+
+
+def _sizes(summary: dict) -> tuple[int, int, int]:
+    """Return (volume bytes, bytes added, entries) from restic's backup summary."""
+    entries = int(summary.get("total_files_processed", 0)) + sum(
+        int(summary.get(k, 0)) for k in ("dirs_new", "dirs_changed", "dirs_unmodified")
+    )
+    return int(summary.get("total_bytes_processed", 0)), int(summary.get("data_added", 0)), entries
+
+
+def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options, progress: Reporter) -> Manifest:
+    """Back up ``volume`` into ``repo``; return the manifest volsafe lists for the new snapshot.
+
+    Raises VolsafeError (nothing listed then: a snapshot restic could not finish is not made, one
+    that misses unreadable files is forgotten again).
+    """
+    validate_volume_name(volume)
+    repo.password()  # before any work: a missing password stops here
+    mounts = restic_mounts(host, repo) + (Mount(f"{VOLUMES}/{volume}", volume, type="volume", read_only=True, no_copy=True),)
+    info = host.volume(volume)
+    created = datetime.now(timezone.utc).replace(microsecond=0)
+    backup_id = BackupId(volume, new_stamp(created))
+    meta = {
+        "labels": info.get("Labels") or {},
+        "driver": info.get("Driver") or "local",
+        "driver_opts": info.get("Options") or {},
+        "docker_id": host.daemon_id,
+        "version": __version__,
+    }
+    tags = [TAG, f"volume={volume}", f"volsafe-id={backup_id.stamp}", f"volsafe-meta={encode_meta(meta)}"]
+    args = ["backup", volume, "--json", "--host", host.name, "--tag", ",".join(tags), "--time", created.strftime("%Y-%m-%d %H:%M:%S")]
+    for pattern in options.exclude:
+        args += ["--exclude", f"{VOLUMES}/{volume}/{pattern.lstrip('/')}"]
+    log.debug("restic backup of %s into %s in a helper, the volume read-only at %s/%s (not streamed: restic reads the files)",
+              volume, repo.url, VOLUMES, volume)
+    # The caller's QuiesceSession (backup.actions.backup) holds the volume's applications still around this.
+    with ThreadPoolExecutor(1) as background, volume_lock(host, volume, action="backup", wait=options.lock_wait), helper_session(
+        host, options.helper_image, volume, role="restic-backup", writable=False, extra_mounts=mounts, reads_all=True
+    ) as helper, progress.task(f"backup {volume}") as advance:
+        result = _exec_or_unlock(repo, helper, ["sh", "-c", f'cd {VOLUMES} && exec "$@"', "sh", *restic_command(*args)])
+        messages = _json_lines(result.output)
+        summary = next((m for m in reversed(messages) if m.get("message_type") == "summary"), None)
+        if result.exit_code == 0 and summary is not None:
+            sizes = _sizes(summary)
+            advance(sizes[0])
+            # restic records no sizes in a snapshot: tag them on while the helper is removed.
+            tagged = background.submit(
+                repo.add_tags, summary["snapshot_id"], [f"volsafe-size={sizes[0]}", f"volsafe-added={sizes[1]}", f"volsafe-entries={sizes[2]}"]
+            )
+    if result.exit_code == _INCOMPLETE and summary is not None:
+        repo.forget([summary["snapshot_id"]])
+        errors = [m for m in messages if m.get("message_type") == "error"]
+        detail = errors[-1].get("error", {}).get("message", "") if errors else ""
+        raise VolsafeError(f"{repo.url}: restic could not read every file of {volume!r}{': ' + detail if detail else ''}")
+    if result.exit_code != 0 or summary is None:
+        raise repo.error(result.output, what=f"backup of {volume}")
+    try:
+        tagged.result()
+    except VolsafeError as exc:  # the snapshot is stored; only list's sizes will be missing
+        log.warning("%s: could not record the sizes of snapshot %s: %s", repo.url, summary["snapshot_id"][:8], exc)
+    size, added, entries = sizes
+    log.debug("restic: %s", {k: summary.get(k) for k in ("files_new", "files_changed", "files_unmodified", "data_added", "total_duration")})
+    return Manifest(
+        backup_id=backup_id, created=created, volume_labels=meta["labels"], volume_driver=meta["driver"],
+        volume_driver_opts=meta["driver_opts"], source_hostname=host.name, source_docker_id=host.daemon_id,
+        volsafe_version=__version__, tar_size=size, stored_size=added, sha256="", entries=entries,
+        compression="restic", compression_level=0, excluded_paths=tuple(options.exclude),
+        extra={"restic_snapshot": summary["snapshot_id"]},
+    )
+
+
+# Restore the snapshot's /VOLUME ($3) into the staging directory $1: restic writes STAGING/VOLUME, whose
+# entries move up into STAGING (through a name no entry of the volume can have); the root's own
+# mode, owner and mtime are printed for the commit to apply to the volume root.
+EXTRACT_SCRIPT = """
+set -eu
+s="/volsafe/target/$1"; tmp="$s/.volsafe-restic-$2"; top="$3"; shift 3
+mkdir "$s"
+"$@" --target "$s" >/dev/null
+mv "$s/$top" "$tmp"
+echo "VOLSAFE-ROOT $(stat -c '%f %u %g %Y' "$tmp")"
+find "$tmp" -mindepth 1 -maxdepth 1 -exec mv {} "$s/" \\;
+rmdir "$tmp"
+"""
+
+
+def extract_into_staging(target, repo: ResticRepository, manifest: Manifest, raw_headers, progress: Reporter) -> None:
+    """Restore ``manifest``'s snapshot into ``target``'s staging directory (``target`` a StagedTarget
+    whose helper has ``restic_mounts``); put the root's metadata into ``raw_headers`` for the
+    commit. Raises VolsafeError."""
+    snapshot = manifest.extra.get("restic_snapshot", "")
+    if not snapshot:
+        raise VolsafeError(f"{manifest.backup_id}: no restic snapshot recorded")
+    top = manifest.extra.get("restic_path") or manifest.volume  # the snapshot's one top-level directory
+    command = ["sh", "-c", EXTRACT_SCRIPT, "sh", target.staging, target.token, top, *restic_command("restore", snapshot)]
+    with progress.task(f"restore {target.volume}", total=manifest.tar_size or None) as advance:
+        result = _exec_or_unlock(repo, target.helper, command)
+        if result.exit_code != 0:
+            raise repo.error(result.output, what=f"restore of {manifest.backup_id}")
+        advance(manifest.tar_size)
+    root = next((line.split()[1:] for line in result.output.splitlines() if line.startswith("VOLSAFE-ROOT ")), None)
+    if root is None or len(root) != 4:
+        raise VolsafeError(f"restore of {manifest.backup_id}: restic restored no /{top}")
+    mode, uid, gid, mtime = int(root[0], 16), int(root[1]), int(root[2]), int(root[3])
+    info = tarfile.TarInfo(".")
+    info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, mode & 0o7777, uid, gid, mtime
+    raw_headers.write(info.tobuf(tarfile.PAX_FORMAT))
+
+
+def verify_repository(repo: ResticRepository, refs, progress: Reporter, restore_with=None) -> list:
+    """Return a verdict (``backup.actions.verify.Verified``) for each snapshot ``refs`` name, or
+    for every volsafe snapshot: ``restic check`` of the repository, the snapshot's presence, and
+    with ``restore_with`` a restore test. Raises NotFoundError for a REF that names nothing."""
+    from backup.actions.verify import Verified
+
+    manifests = repo.manifests() if refs is None else [repo.resolve(ref) for ref in refs]
+    if not manifests:
+        return []
+    with progress.task(f"restic check {repo.url}") as advance:
+        try:
+            repo.check()
+            problem = None
+        except VolsafeError as exc:
+            problem = str(exc)
+        advance(0)
+    verdicts = []
+    for manifest in manifests:
+        verdict = Verified(manifest.backup_id, repo, manifest=manifest)
+        if problem is not None:
+            verdict.error = problem
+        else:
+            verdict.checks = ["restic check", f"snapshot {manifest.extra.get('restic_snapshot', '')[:8]}"]
+            if restore_with is not None:
+                try:
+                    restore_with(manifest)
+                    verdict.checks.append("restore test")
+                except VolsafeError as exc:
+                    verdict.error = str(exc) or type(exc).__name__
+        verdicts.append(verdict)
+    return verdicts
+
+
+def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_run: bool, hosts=None) -> list:
+    """Apply ``policy`` to each (host, volume)'s volsafe snapshots in ``repo`` (only ``hosts``' when
+    given, as for a store): ``restic forget`` of those it drops, then one ``restic prune``. Returns a
+    ``backup.actions.prune.Pruned`` each."""
+    from backup.actions.prune import Pruned
+    from backup.jobs.retention import decide
+
+    groups: dict[tuple[str, str], list[Manifest]] = {}
+    for volume in volumes or [None]:
+        for manifest in repo.manifests(volume):
+            if hosts is not None and manifest.source_hostname not in hosts:
+                continue
+            groups.setdefault((manifest.volume, manifest.source_hostname), []).append(manifest)
+    kept, dropped = [], []
+    for key in sorted(groups):
+        manifests = {str(m.backup_id): m for m in groups[key]}
+        for decision in decide(manifests.values(), policy, now, tz):
+            (kept if decision.keep or dry_run else dropped).append((manifests[decision.id], decision))
+    results = [Pruned(m, repo, d) for m, d in kept]
+    if dropped:
+        try:
+            repo.forget([m.extra["restic_snapshot"] for m, _ in dropped])
+            repo.prune()
+        except VolsafeError as exc:
+            log.warning("could not forget and prune snapshots in %s: %s", repo.url, exc)
+            return results + [Pruned(m, repo, d, error=str(exc)) for m, d in dropped]
+    return results + [Pruned(m, repo, d, removed=True) for m, d in dropped]

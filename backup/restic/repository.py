@@ -1,0 +1,336 @@
+"""A restic repository as a volsafe target: ``restic:REPOSITORY`` or ``type = "restic"``.
+
+A repository is not a store of opaque objects (``storage_backends.base.Backend``): restic itself
+chunks, deduplicates, encrypts and keeps the snapshots. So a ``ResticRepository`` stands beside the
+backends; the actions ask ``backup.restic.is_repository`` and hand such targets to ``backup.restic``.
+
+volsafe runs Debian's ``restic`` binary. Commands that touch no volume (snapshots, tag, forget,
+prune, check, init, unlock) run on this host; backup and restore run restic inside a helper
+container (``backup.restic.helper``). The password comes from the table's ``password_file`` or
+``password_command``, else restic's own RESTIC_PASSWORD, RESTIC_PASSWORD_FILE or
+RESTIC_PASSWORD_COMMAND; volsafe reads it into memory and hands it to each restic process on its
+standard input. It is never put on a command line, in an environment, a log or an error message.
+
+A snapshot volsafe made carries tags: ``volsafe``, ``volume=NAME``, ``volsafe-id=STAMP`` (the
+``VOLUME@STAMP`` id volsafe lists), ``volsafe-meta=…`` (base64url JSON: labels, driver and its
+options, the daemon's id, volsafe's version), and once stored,
+``volsafe-size=N``, ``volsafe-added=N`` and ``volsafe-entries=N``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from backup.archive.manifest import Manifest
+from backup.archive.naming import STAMP, BackupId, Ref
+from backup.errors import NotFoundError, UsageError, VolsafeError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "restic:"
+# restic's backends that are not a local path (``restic help``, "Repository" section).
+_REMOTE = re.compile(r"^(s3|sftp|rest|b2|azure|gs|swift|rclone):", re.IGNORECASE)
+_PASSWORD_SOURCES = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
+INSTALL_HINT = "install Debian's restic package (apt-get install restic) or put a restic binary on PATH"
+TAG = "volsafe"
+PASSWORD_NOTICE = "reading repository password from stdin\n"  # restic prints it on stdout
+
+
+class ResticError(VolsafeError):
+    """restic failed; the message is one line naming the repository and the cause."""
+
+
+class RepositoryMissing(NotFoundError):
+    """There is no restic repository at the location."""
+
+
+def restic_binary() -> str:
+    """Return the path of the restic binary ($VOLSAFE_RESTIC or ``restic`` on PATH). Raises VolsafeError."""
+    wanted = os.environ.get("VOLSAFE_RESTIC") or "restic"
+    found = shutil.which(wanted)
+    if found is None:
+        raise VolsafeError(f"restic targets need the restic program, which was not found ({wanted!r}): {INSTALL_HINT}")
+    return os.path.realpath(found)
+
+
+@dataclass
+class ResticRepository:
+    """One restic repository and how to open it (password source, environment for its store)."""
+
+    repository: str
+    password_file: str | None = None
+    password_command: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    _password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.repository.strip():
+            raise UsageError("restic: needs a repository, e.g. restic:/srv/restic or restic:s3:http://host:9000/bucket")
+        if self.local_path is not None and not self.repository.startswith("local:"):
+            self.repository = os.path.abspath(self.repository)
+
+    @property
+    def url(self) -> str:
+        """How the repository is shown: ``restic:REPOSITORY``, a password in a URL masked."""
+        return PREFIX + re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", self.repository)
+
+    @property
+    def local_path(self) -> str | None:
+        """Return the directory of a local repository, or None for a remote one (s3:, sftp:, rest:…)."""
+        if _REMOTE.match(self.repository):
+            return None
+        return self.repository[len("local:"):] if self.repository.startswith("local:") else self.repository
+
+    def close(self) -> None:
+        """Nothing to release (kept for the Backend-like interface)."""
+
+    def __repr__(self) -> str:
+        return f"<ResticRepository {self.url}>"
+
+    # -- the password: read once, kept in memory only --
+
+    def password(self) -> str:
+        """Return the repository password. Raises UsageError if no source gives one."""
+        if self._password is None:
+            self._password = self._read_password()
+        return self._password
+
+    def _read_password(self) -> str:
+        if self.password_file:
+            return _first_line_of(self.password_file, f"{self.url}: password_file")
+        if self.password_command:
+            return _command_output(self.password_command, f"{self.url}: password_command")
+        if os.environ.get("RESTIC_PASSWORD"):
+            return os.environ["RESTIC_PASSWORD"]
+        if os.environ.get("RESTIC_PASSWORD_FILE"):
+            return _first_line_of(os.environ["RESTIC_PASSWORD_FILE"], "RESTIC_PASSWORD_FILE")
+        if os.environ.get("RESTIC_PASSWORD_COMMAND"):
+            return _command_output(os.environ["RESTIC_PASSWORD_COMMAND"], "RESTIC_PASSWORD_COMMAND")
+        raise UsageError(
+            f"{self.url}: no repository password: set RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND "
+            f"(or RESTIC_PASSWORD), or password_file / password_command in its [backends] table"
+        )
+
+    # -- running restic on this host --
+
+    def environment(self) -> dict[str, str]:
+        """Return the environment for restic: ours without restic's password and repository
+        variables (the password goes on stdin, the repository with -r), plus the table's ``env``."""
+        env = {k: v for k, v in os.environ.items() if k not in _PASSWORD_SOURCES and not k.startswith("RESTIC_REPOSITORY")}
+        env.update(self.env)
+        return env
+
+    def run(self, args: list[str], *, what: str) -> str:
+        """Run ``restic -r REPO ARGS`` here; return its stdout. Raises ResticError (one line)."""
+        command = [restic_binary(), "-r", self.repository, *args]
+        log.debug("running restic %s on %s", " ".join(shlex.quote(a) for a in args), self.url)
+        try:
+            done = subprocess.run(
+                command, input=self.password() + "\n", capture_output=True, text=True, env=self.environment(), check=False
+            )
+        except OSError as exc:
+            raise VolsafeError(f"cannot run restic ({exc}): {INSTALL_HINT}") from None
+        if done.returncode != 0:
+            raise self.error(done.stderr or done.stdout, what=what)
+        return done.stdout.replace(PASSWORD_NOTICE, "", 1)
+
+    def error(self, output: str, *, what: str) -> VolsafeError:
+        """Return the error for restic's failing ``output``: one line, with what to do where we know."""
+        text = output or ""
+        if "wrong password" in text:
+            return ResticError(f"{self.url}: {what} failed: wrong password (no key in the repository opens with it)")
+        if "Is there a repository at the following location?" in text or "unable to open config file" in text:
+            return RepositoryMissing(
+                f"{self.url}: {what} failed: there is no restic repository there; create one with "
+                f"'volsafe repo init {self.url}' (or 'restic init')"
+            )
+        if "repository is already locked" in text:
+            return ResticError(
+                f"{self.url}: {what} failed: the repository is locked by another restic; if none is running "
+                f"(a killed run left its lock), remove it with 'volsafe repo unlock --all {self.url}'"
+            )
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("{")]
+        fatal = [line for line in lines if line.startswith("Fatal:")]
+        reason = (fatal or lines or ["restic failed"])[-1]
+        return ResticError(f"{self.url}: {what} failed: {reason.removeprefix('Fatal: ')}")
+
+    # -- what volsafe asks of a repository --
+
+    def init(self) -> None:
+        """Create the repository. Raises ResticError (e.g. one is there already)."""
+        self.run(["init"], what="init")
+
+    def unlock(self, *, remove_all: bool = False) -> None:
+        """Remove stale locks (restic's rule: a lock whose process on this host is gone, or older
+        than 30 minutes); with ``remove_all``, every lock."""
+        self.run(["unlock", *(["--remove-all"] if remove_all else [])], what="unlock")
+
+    def remove_locks_of(self, hostname: str) -> None:
+        """Remove the locks a restic on ``hostname`` (a helper container volsafe killed) left in a
+        local repository; never raises. restic itself calls them stale only after 30 minutes, since
+        it cannot see that a process in another container is gone."""
+        path = self.local_path
+        if path is None:
+            return
+        try:
+            for lock_id in self.run(["--no-lock", "list", "locks"], what="listing locks").split():
+                lock = json.loads(self.run(["--no-lock", "cat", "lock", lock_id], what="reading a lock") or "{}")
+                if lock.get("hostname") == hostname:
+                    os.remove(os.path.join(path, "locks", lock_id))
+                    log.info("removed the lock restic left in %s when its helper was stopped", self.url)
+        except (VolsafeError, OSError, ValueError) as exc:
+            log.warning("%s: could not remove the lock of a stopped restic (%s); 'volsafe repo unlock --all %s' does", self.url, exc, self.url)
+
+    def check(self, *, read_data: bool = False) -> None:
+        """Run ``restic check``. Raises ResticError if the repository has errors."""
+        self.run(["check", *(["--read-data"] if read_data else [])], what="check")
+
+    def snapshots(self, volume: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        """Return volsafe's snapshots (of ``volume``, on ``host``), oldest first, as restic reports them."""
+        args = ["snapshots", "--json", "--tag", TAG if volume is None else f"{TAG},volume={volume}"]
+        if host is not None:
+            args += ["--host", host]
+        found = json.loads(self.run(args, what="listing snapshots") or "[]") or []
+        return sorted(found, key=lambda s: s.get("time", ""))
+
+    def manifests(self, volume: str | None = None) -> list[Manifest]:
+        """Return the manifest of each volsafe snapshot (of ``volume``), oldest first."""
+        found = [snapshot_manifest(s) for s in self.snapshots(volume)]
+        return sorted((m for m in found if m is not None), key=lambda m: (m.created, str(m.backup_id)))
+
+    def newest_by_volume(self) -> dict[str, BackupId]:
+        """Return each volume's newest volsafe snapshot id (``volsafe volumes``)."""
+        return {m.volume: m.backup_id for m in self.manifests()}  # oldest first: the newest wins
+
+    def resolve(self, ref: Ref) -> Manifest:
+        """Return the manifest ``ref`` names (the newest of its volume without a stamp). Raises NotFoundError."""
+        found = self.manifests(ref.volume)
+        if ref.backup_id is not None:
+            found = [m for m in found if m.backup_id == ref.backup_id]
+            if not found:
+                raise NotFoundError(f"no backup {ref.backup_id} in {self.url}")
+        if not found:
+            raise NotFoundError(f"no backups of volume {ref.volume!r} in {self.url}")
+        return found[-1]
+
+    def add_tags(self, snapshot: str, tags: Iterable[str]) -> str:
+        """Add ``tags`` to a snapshot; return the snapshot's new id (restic rewrites it)."""
+        self.run(["tag", "--add", ",".join(tags), snapshot], what="tagging the snapshot")
+        return snapshot
+
+    def forget(self, snapshots: list[str]) -> None:
+        """Forget the snapshots (their data stays until ``prune``)."""
+        if snapshots:
+            self.run(["forget", *snapshots], what="forgetting snapshots")
+
+    def prune(self) -> None:
+        """Remove the data no snapshot uses any more."""
+        self.run(["prune"], what="prune")
+
+
+def _first_line_of(path: str, what: str) -> str:
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    line = text.splitlines()[0] if text.splitlines() else ""
+    if not line:
+        raise UsageError(f"{what}: {path} is empty")
+    return line
+
+
+def _command_output(command: str, what: str) -> str:
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, text=True, check=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{what}: cannot run it: {exc}") from None
+    if done.returncode != 0:
+        raise UsageError(f"{what} exited {done.returncode}")
+    password = done.stdout.rstrip("\r\n")
+    if not password:
+        raise UsageError(f"{what} printed no password")
+    return password
+
+
+# ---------------------------------------------------------------------------------------------
+# volsafe's manifest data, kept in the snapshot's tags
+
+
+def encode_meta(data: dict[str, Any]) -> str:
+    """Return ``data`` as a tag value: compact JSON, base64url, no padding (no ',' for restic's taglists)."""
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_meta(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tags(snapshot: dict[str, Any]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for tag in snapshot.get("tags") or []:
+        name, _, value = tag.partition("=")
+        tags.setdefault(name, value)
+    return tags
+
+
+def _int(text: str | None) -> int:
+    return int(text) if text and text.isdigit() else 0
+
+
+def snapshot_manifest(snapshot: dict[str, Any]) -> Manifest | None:
+    """Return the manifest of a snapshot volsafe made, or None for another snapshot."""
+    tags = _tags(snapshot)
+    volume, stamp = tags.get("volume"), tags.get("volsafe-id", "")
+    if not volume or not STAMP.fullmatch(stamp):
+        return None
+    meta = decode_meta(tags.get("volsafe-meta", ""))
+    created = _parse_time(snapshot.get("time", ""))
+    return Manifest(
+        backup_id=BackupId(volume, stamp),
+        created=created,
+        volume_labels=dict(meta.get("labels") or {}),
+        volume_driver=str(meta.get("driver") or "local"),
+        volume_driver_opts=dict(meta.get("driver_opts") or {}),
+        source_hostname=str(snapshot.get("hostname") or ""),
+        source_docker_id=str(meta.get("docker_id") or ""),
+        volsafe_version=str(meta.get("version") or ""),
+        tar_size=_int(tags.get("volsafe-size")),
+        stored_size=_int(tags.get("volsafe-added")),
+        sha256="",
+        entries=_int(tags.get("volsafe-entries")),
+        compression="restic",
+        compression_level=0,
+        extra={"restic_snapshot": snapshot.get("id", ""), "restic_path": _top(snapshot)},
+    )
+
+
+def _top(snapshot: dict[str, Any]) -> str:
+    """Return the name of the snapshot's one top-level directory (the volume's name when backed up)."""
+    paths = snapshot.get("paths") or []
+    return paths[0].rstrip("/").rpartition("/")[2] if len(paths) == 1 else ""
+
+
+def _parse_time(text: str) -> datetime:
+    # restic prints RFC 3339 with nanoseconds; Python takes at most microseconds.
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not match:
+        return datetime.fromtimestamp(0, timezone.utc)
+    fraction = (match.group(2) or ".0")[:7]
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + fraction + zone).astimezone(timezone.utc)
