@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from backup.archive.catalog import list_backups
 from backup.archive.manifest import Manifest
-from backup.restic import is_repository
 from storage_backends import Backend
 
 
@@ -24,7 +23,7 @@ def run_list(backends: list[Backend], volume: str | None = None, hosts: tuple[st
     rows = [
         Listed(m, b)
         for b in backends
-        for m in (b.manifests(volume) if is_repository(b) else list_backups(b, volume))
+        for m in list_backups(b, volume)  # a store's manifests, or a restic repository's snapshots
         if not hosts or m.source_hostname in hosts
     ]
     return sorted(rows, key=lambda r: (r.manifest.created, str(r.manifest.backup_id), r.backend.url))

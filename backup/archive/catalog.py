@@ -21,6 +21,10 @@ _PARALLEL_LOADS = 8  # manifests are small; on S3 the round trips dominate
 
 def load_manifest(backend: Backend, backup_id: BackupId) -> Manifest:
     """Return the manifest of ``backup_id``. Raises NotFoundError or ManifestError."""
+    from backup.restic import is_repository  # imported late: backup.restic builds on this module
+
+    if is_repository(backend):  # a restic repository answers for its own snapshots
+        return backend.resolve(Ref(backup_id.volume, backup_id))
     try:
         with backend.open(backup_id.manifest_key) as f:
             raw = f.read(MAX_MANIFEST_SIZE + 1)  # never all of a huge file: parse_manifest refuses it
@@ -43,6 +47,10 @@ def list_backups(backend: Backend, volume: str | None = None) -> list[Manifest]:
     write to the store must not be able to hide the other backups. Raises BackendError if the
     listing fails, and for a transient failure that outlasted the retries.
     """
+    from backup.restic import is_repository
+
+    if is_repository(backend):  # its snapshots carry volsafe's manifest data in their tags
+        return backend.manifests(volume)
     prefix = f"{volume}/" if volume else ""
     ids = [bid for info in backend.list(prefix) if (bid := backup_id_from_manifest_key(info.key))]
     if volume:
