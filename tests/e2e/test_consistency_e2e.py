@@ -20,6 +20,7 @@ from backup.actions.backup import BackupOptions, backup_volume
 from backup.progress import Reporter
 from storage_backends import BackendError
 from storage_backends.local import LocalBackend
+from tests.support.configs import job_config
 from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
@@ -258,19 +259,10 @@ def test_job_config_hooks_and_pause(docker_host, helper_image, volumes, app, vol
     small_volume(docker_host, helper_image, volume)
     db = app(volume, "db")
     config = tmp_path / "volsafe.toml"
-    config.write_text(f"""
-[backends.here]
-type = "local"
-path = "{tmp_path / 'b'}"
-
-[jobs.db]
-volumes = ["{volume}"]
-schedule = "@daily"
-backends = ["here"]
-pause_containers = true
-hook_container = "{db.name}"
-pre_hook = "echo flushed > /data/flushed"
-""")
+    config.write_text(job_config(
+        tmp_path, job="db", volumes=(volume,), store=tmp_path / "b", status=False,
+        job_keys=f'pause_containers = true\nhook_container = "{db.name}"\npre_hook = "echo flushed > /data/flushed"\n',
+    ))
     since = time.time()
     result = volsafe("jobs", "run", "db", "--config", str(config))
     assert result.code == 0, result.err

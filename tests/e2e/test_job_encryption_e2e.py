@@ -8,24 +8,12 @@ import pyrage
 
 from backup.config.schema import parse_config
 from backup.jobs.scheduler import Scheduler
+from tests.support.configs import job_config
 from tests.support.volume_tree import run_in_volume, snapshot
 
 
 def _config(tmp_path, encryption: str):
-    return f"""
-[health]
-status_file = "{tmp_path}/status.json"
-[backends.here]
-type = "local"
-path = "{tmp_path}/store"
-[jobs.nightly]
-volumes = ["VOLUME"]
-schedule = "@daily"
-verify = "@weekly"
-backends = ["here"]
-[encryption]
-{encryption}
-"""
+    return job_config(tmp_path, volumes=("VOLUME",), job_keys='verify = "@weekly"\n', extra=f"[encryption]\n{encryption}\n")
 
 
 def _manifests(tmp_path) -> list[dict]:

@@ -7,22 +7,12 @@ from backup.jobs.health import health_report, render_metrics
 from backup.jobs.scheduler import Scheduler
 from storage_backends.local import LocalBackend
 from tests.support.archive_factory import SAMPLE, make_tar, store_backup
+from tests.support.configs import job_config
 
 
 def _config(tmp_path):
     return parse_config(
-        f"""
-[health]
-status_file = "{tmp_path}/status.json"
-[backends.here]
-type = "local"
-path = "{tmp_path}/store"
-[jobs.nightly]
-volumes = ["db"]
-schedule = "@daily"
-verify = "@weekly"
-backends = ["here"]
-""",
+        job_config(tmp_path, job_keys='verify = "@weekly"\n'),
         environ={},
     )
 
