@@ -47,9 +47,9 @@ def print_json(records: list[dict[str, Any]]) -> None:
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
     """Print a left-aligned table with a header row on stdout."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
     for row in [headers, *rows]:
-        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
 
 
 def print_backups(records: list[dict[str, Any]]) -> None:

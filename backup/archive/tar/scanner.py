@@ -407,7 +407,7 @@ class TarReader:
                 raise _refuse(f"an entry's pax size ({override}) contradicts its header's size ({size})")
             size = override
         values = [_pax_number(pax, key) for key in (b"uid", b"gid", b"mtime")]
-        uid, gid, mtime = (old if new is None else new for old, new in zip((uid, gid, mtime), values))
+        uid, gid, mtime = (old if new is None else new for old, new in zip((uid, gid, mtime), values, strict=True))
         return name, link, size, uid, gid, mtime
 
 
