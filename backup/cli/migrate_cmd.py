@@ -82,7 +82,7 @@ def migrate(
         raise UsageError("--no-restart only makes sense with --stop")
     backend = open_locations([via], configured)[0] if via else None
     source = state.docker
-    names = project_volumes(source, project) if project else list(volumes)
+    names = project_volumes(source, project) if project else list(volumes or ())
     target = connect(to_host, TlsOptions(to_tlsverify, to_tlscacert, to_tlscert, to_tlskey))
     try:
         options = MigrateOptions(
