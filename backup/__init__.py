@@ -42,7 +42,7 @@ def _defer_docker_ssh_transport() -> None:
         return module.SSHHTTPAdapter(*args, **kwargs)
 
     stand_in = types.ModuleType(_SSHCONN, "Loads docker.transport.sshconn on first use (see backup/__init__.py).")
-    stand_in.SSHHTTPAdapter = SSHHTTPAdapter
+    stand_in.SSHHTTPAdapter = SSHHTTPAdapter  # type: ignore[attr-defined]  # a module object built here at run time
     sys.modules[_SSHCONN] = stand_in
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from typing import Any, Iterable
 
 MAX_DEPTH = 32  # volsafe's own manifests and configs nest 3 or 4 levels deep
 
@@ -37,6 +37,7 @@ def data_depth_exceeds(data: Any, limit: int = MAX_DEPTH) -> bool:
     pending = [(data, 1)]
     while pending:
         value, depth = pending.pop()
+        children: Iterable[Any]
         if isinstance(value, dict):
             children = value.values()
         elif isinstance(value, list):

@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 Advance = Callable[[int], None]
 
@@ -67,7 +70,7 @@ class RichReporter(Reporter):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._bar = None
+        self._bar: Progress | None = None
         self._active = 0
 
     @contextlib.contextmanager

@@ -214,7 +214,7 @@ def chart(path: str, datasets: dict[str, dict], title: str = "") -> None:
     names = list(datasets)
     n_rows = max(len(ds["summary"]) for ds in datasets.values())
     fig, axes = plt.subplots(1, len(names), figsize=(6.2 * len(names), 0.42 * n_rows + 1.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         rows = datasets[name]["summary"]
         labels = [f"{r['op']}: {r['name']}" for r in rows][::-1]
         vals = [r["median_s"] for r in rows][::-1]
@@ -224,7 +224,7 @@ def chart(path: str, datasets: dict[str, dict], title: str = "") -> None:
             colors.append(("#1f77b4" if vs else "#9ecae1") if r["op"] == "backup" else ("#d62728" if vs else "#fcae91"))
         bars = ax.barh(range(len(vals)), vals, color=colors)
         ax.set_yticks(range(len(vals)), labels, fontsize=8)
-        for b, r in zip(bars, rows[::-1]):
+        for b, r in zip(bars, rows[::-1], strict=True):
             extra = f"  {r['median_s']:.1f} s"
             if r.get("peak_rss_mb") is not None and r["name"].startswith("volsafe"):
                 extra += f", {r['peak_rss_mb']:.0f} MB RSS"

@@ -110,7 +110,7 @@ class Backend(abc.ABC):
     def remove(self, key: str) -> None:
         """Delete the object. Raises NotFound if there is no such object."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- an optional hook with a do-nothing default, not abstract
         """Release connections or other resources. The default does nothing."""
 
     def __repr__(self) -> str:

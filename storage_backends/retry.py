@@ -222,7 +222,7 @@ class ResumingReader(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         """Fill ``buffer`` with the next bytes; return how many (0 at the end). Raises BackendError
         when the stream cannot be resumed."""
         view = memoryview(buffer).cast("B")

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from backup import __version__
 from backup.archive.codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
@@ -30,6 +30,9 @@ from backup.docker.volume_tar import volume_tar
 from backup.restic import split_targets
 from storage_backends import Backend, BackendError
 
+if TYPE_CHECKING:  # pyrage is loaded only when encrypting
+    from backup.crypto.encryption import Passphrase, Recipients
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +43,7 @@ class BackupOptions:
     helper_image: str
     level: int = DEFAULT_LEVEL
     threads: int | None = None  # None: one zstd worker per CPU
-    recipients: object | None = None  # backup.crypto.encryption.Recipients or Passphrase: age-encrypt the archive
+    recipients: Recipients | Passphrase | None = None  # age-encrypt the archive
     stop_containers: bool = False  # stop the running containers that mount the volume
     pause_containers: bool = False  # pause them instead (wins over stop_containers)
     hooks: tuple[HookSpec, ...] = ()  # besides those declared by container labels
@@ -103,7 +106,7 @@ class VolumeBackup:
         return self.manifest is not None and not self.failures
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException | None) -> str:
     return str(exc) or type(exc).__name__
 
 
@@ -154,6 +157,8 @@ def _previous_totals(backends: list[Backend], volume: str) -> tuple[int, int] | 
             ids = [bid for bid in ids if bid.volume == volume]
             if ids:
                 manifest = load_manifest(backend, max(ids, key=lambda bid: bid.stamp))
+                if manifest.tar_size is None or manifest.entries is None:
+                    return None  # sealed (an encrypted backup's sizes are not in the clear): the scan it is
                 return manifest.tar_size, manifest.entries
         except VolsafeError as exc:  # BackendError, ManifestError: then the scan it is
             log.debug("no previous size of %s from %s: %s", volume, backend.url, exc)

@@ -101,7 +101,7 @@ def select_volumes(host: DockerHost, job: JobConfig) -> list[str]:
 def job_backup_options(job: JobConfig, helper_image: str, encrypt_with=None) -> BackupOptions:
     """Return how the job backs up each volume: quiescing, hooks and compression as its config
     says, encrypted for ``encrypt_with`` (Recipients or Passphrase; None: not encrypted)."""
-    hooks = ()
+    hooks: tuple[HookSpec, ...] = ()
     if job.hook_container and (job.pre_hook or job.post_hook):
         hooks = (
             HookSpec(

@@ -339,7 +339,7 @@ def _direct(
     gzip = target.remote
     outcomes = []
     with contextlib.ExitStack() as stack:
-        staged: list[tuple[StagedTarget, object]] = []
+        staged: list[tuple[StagedTarget, tempfile.SpooledTemporaryFile[bytes]]] = []
         for src, dst in pairs:
             info = infos[src]
             outcome = VolumeMigration(src, dst, created_volume=not exists[dst])
@@ -386,6 +386,7 @@ def _via(
         reasons = "; ".join(backed_up.failures.values())
         raise VolsafeError(f"backup of {src!r} to {backend.url} failed: {reasons}")
     manifest = backed_up.manifest
+    assert manifest is not None  # ok: the backup wrote one
     # A new target volume gets the live source volume's driver and options (read before the backup),
     # not whatever the manifest in the backend says by the time it is read back.
     restored = run_restore(
@@ -396,7 +397,7 @@ def _via(
     # The restore streamed the archive through its sha256, size and entry checks against the manifest
     # that the backup wrote from what it read: both digests are of the stored archive.
     return VolumeMigration(
-        src, dst, created_volume=restored.created_volume, tar_size=manifest.tar_size, entries=manifest.entries,
+        src, dst, created_volume=restored.created_volume, tar_size=manifest.tar_size, entries=manifest.entries,  # type: ignore[arg-type]  # set: just written
         seconds=time.monotonic() - started, digest="sha256", sent_digest=manifest.sha256, received_digest=manifest.sha256,
         backup_id=str(manifest.backup_id),
     )

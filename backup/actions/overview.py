@@ -43,7 +43,7 @@ class VolumeRow:
     @property
     def newest_overall(self) -> NewestBackup | None:
         found = [n for n in self.newest if n.backup_id is not None]
-        return max(found, key=lambda n: n.backup_id.stamp) if found else None
+        return max(found, key=lambda n: n.backup_id.stamp) if found else None  # type: ignore[union-attr]  # found has backup ids
 
     def to_json(self) -> dict:
         """Return the row as ``volumes --json`` prints it."""
@@ -64,8 +64,8 @@ class VolumeRow:
                 }
                 for n in self.newest
             ],
-            "newest_created": format_time(best.created) if best else None,
-            "age_seconds": round(best.age_seconds) if best else None,
+            "newest_created": format_time(best.created) if best and best.created else None,
+            "age_seconds": round(best.age_seconds) if best and best.age_seconds is not None else None,
             "stale": self.stale,
         }
 

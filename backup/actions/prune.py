@@ -69,12 +69,12 @@ def run_prune(
             results += prune_repository(backend, policy, volumes=volumes, now=now, tz=tz, dry_run=dry_run, hosts=hosts)
             continue
         by_volume: dict[tuple[str, str], list[Manifest]] = {}
-        for volume in volumes or [None]:
+        for volume in volumes if volumes else [None]:
             for manifest in list_backups(backend, volume):
                 if hosts is None or manifest.source_hostname in hosts:
                     by_volume.setdefault((manifest.volume, manifest.source_hostname), []).append(manifest)
-        for volume in sorted(by_volume):
-            manifests = {str(m.backup_id): m for m in by_volume[volume]}
+        for group in sorted(by_volume):
+            manifests = {str(m.backup_id): m for m in by_volume[group]}
             for decision in decide(manifests.values(), policy, now, tz):
                 manifest = manifests[decision.id]
                 if not decision.counted:

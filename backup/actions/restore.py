@@ -128,16 +128,17 @@ def run_restore(
     a renamed copy must not join the project.
     """
     repository = is_repository(backend)  # a restic repository: restic restores into the staging directory
-    manifest = backend.resolve(ref) if repository else resolve_ref(backend, ref)
-    kind = (manifest.mount or {}).get("type", "volume")
+    manifest = resolve_ref(backend, ref)  # the catalog answers for a store's manifests and a repository's snapshots
+    mount = manifest.mount or {}
+    kind = mount.get("type", "volume")
     if kind != "volume" and not (to_volume or to_path or to_container):
         raise UsageError(
-            f"{manifest.backup_id} is a backup of a {kind} mount ({manifest.mount.get('destination')} in container "
-            f"{manifest.mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
+            f"{manifest.backup_id} is a backup of a {kind} mount ({mount.get('destination')} in container "
+            f"{mount.get('container')}): give --to-volume NAME, --to-path DIR or --to-container NAME:PATH"
         )
     if repository and (to_path is not None or to_container is not None):
         raise UsageError(f"{backend.url}: a restic snapshot is restored into a volume (--to-volume), not --to-path or --to-container")
-    extra_mounts = restic_mounts(host, backend) if repository else ()
+    extra_mounts = restic_mounts(host, backend) if is_repository(backend) else ()
     if not repository:
         manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
     if to_path is not None:

@@ -206,7 +206,7 @@ def run_verify(
         if refs is None:
             targets = []
             admitted = {m.backup_id for m in list_backups(backend) if m.source_hostname in selected} if selected else None
-            for backup_id, has_manifest, has_archive in find_backups(backend):
+            for backup_id, has_manifest, _has_archive in find_backups(backend):
                 if admitted is not None:
                     if backup_id in admitted:
                         targets.append(backup_id)

@@ -226,8 +226,8 @@ def verified_tar(
     # Hashing the stored bytes and scanning the tar run beside zstd, each in its own thread.
     with BackgroundConsumer(digest.update, "sha256") as hasher, BackgroundConsumer(consume, "tar-scan") as scan:
         reader = _HashingReader(stored, hasher, progress)
-        plain = decrypt(reader) if decrypt is not None else reader
-        decompressor = zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE, read_across_frames=True)
+        plain = decrypt(reader) if decrypt is not None else reader  # type: ignore[arg-type]  # _HashingReader: read() is all they use
+        decompressor = zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[arg-type]  # as above
         try:
             while True:
                 chunk = decompressor.read(READ_SIZE)
@@ -254,7 +254,7 @@ def verified_tar(
             raise IntegrityError(f"archive is corrupt: zstd cannot decompress it ({exc})") from None
         finally:
             if plain is not reader:
-                plain.close()
+                plain.close()  # type: ignore[union-attr]  # not the reader: decrypt's stream
         reader.drain()  # hash every stored byte, including any after the zstd frame
         hasher.wait()
         scan.wait()

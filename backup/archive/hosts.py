@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from backup.errors import DockerUnavailable, NotFoundError, UsageError
 
@@ -67,7 +67,7 @@ class HostChoice:
         return not self.selected or host in self.selected
 
 
-def choose_newest(found: Sequence[tuple[object, T]], volume: str, choice: HostChoice, where: str) -> tuple[object, T]:
+def choose_newest(found: Sequence[tuple[Any, T]], volume: str, choice: HostChoice, where: str) -> tuple[Any, T]:
     """Return the (manifest, place) of the backup ``VOLUME`` means among ``found`` (manifests of
     that volume, each with where it is stored).
 

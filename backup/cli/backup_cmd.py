@@ -61,11 +61,13 @@ def backup(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the backups made as a JSON array; no progress bar."),
     level: int = typer.Option(
-        _LEVEL.default, "--level", metavar="N", min=_LEVEL.convert.minimum, max=_LEVEL.convert.maximum, help="zstd compression level."
+        _LEVEL.default, "--level", metavar="N", min=_LEVEL.convert.minimum, max=_LEVEL.convert.maximum,  # type: ignore[attr-defined]  # a WholeNumber
+        help="zstd compression level."
     ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="zstd worker threads per volume [default: one per CPU]."),
     concurrency: int = typer.Option(
-        _CONCURRENCY.default, "--concurrency", "-j", min=_CONCURRENCY.convert.minimum, max=_CONCURRENCY.convert.maximum, metavar="N",
+        _CONCURRENCY.default, "--concurrency", "-j", min=_CONCURRENCY.convert.minimum, max=_CONCURRENCY.convert.maximum,  # type: ignore[attr-defined]  # a WholeNumber
+        metavar="N",
         help="Volumes backed up at once (1 with --quiesce-each and --stop, --pause or hooks).",
     ),
     stop: bool = typer.Option(
@@ -163,10 +165,12 @@ def backup(
             continue
         for backend in outcome.stored_on:
             m = outcome.manifest_on(backend)
+            if m is None:
+                continue
             records.append(backup_record(m, backend))
             if not as_json:
                 print(
-                    f"volsafe: backed up {m.volume} ({m.entries} entries, {human_size(m.tar_size)} -> "
+                    f"volsafe: backed up {m.volume} ({m.entries} entries, {human_size(m.tar_size or 0)} -> "
                     f"{human_size(m.stored_size)}) to {backend.url}",
                     file=sys.stderr,
                 )

@@ -28,7 +28,7 @@ def build(
     stream through a FIFO instead of Docker's archive endpoint (several times less CPU).
     volsafe uses volsafe-helper:latest automatically when it is present.
     """
-    ctx.obj.config  # a config file given or found is read first: a broken one stops here
+    ctx.obj.config  # noqa: B018 -- a config file given or found is read first: a broken one stops here
     image = build_helper_image(ctx.obj.docker, busybox, tag, gnu_tar or None)
     typer.echo(image)
 

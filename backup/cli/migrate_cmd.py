@@ -85,7 +85,7 @@ def migrate(
     if backend is not None and is_repository(backend):
         raise UsageError(f"--via {via}: migrate goes through a .tar.zst backend (a directory, s3://…), not a restic repository yet")
     source = state.docker
-    names = project_volumes(source, project) if project else list(volumes)
+    names = project_volumes(source, project) if project else list(volumes or ())
     target = connect(to_host, TlsOptions(to_tlsverify, to_tlscacert, to_tlscert, to_tlskey))
     try:
         options = MigrateOptions(

@@ -19,7 +19,7 @@ from typer.core import TyperCommand
 try:  # typer 0.2x and later run on their own copy of Click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # older typer runs on Click itself
-    from click import exceptions as click_exceptions
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]  # the same module, from Click itself
 
 from backup.cli.logsafe import guard
 from backup.cli.state import State

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import typer
 
@@ -40,16 +40,16 @@ def _size(size: int | None) -> str:
     return human_size(size) if size is not None else "-"
 
 
-def print_json(records: list[dict[str, Any]]) -> None:
+def print_json(records: list[dict[str, Any]] | dict[str, Any]) -> None:
     """Print ``records`` as one JSON array on stdout."""
     typer.echo(json.dumps(records, indent=2))
 
 
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
+def print_table(headers: list[str], rows: Sequence[Sequence[object]]) -> None:
     """Print a left-aligned table with a header row on stdout."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
     for row in [headers, *rows]:
-        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
 
 
 def print_backups(records: list[dict[str, Any]]) -> None:

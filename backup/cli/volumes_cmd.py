@@ -59,7 +59,7 @@ def volumes(
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     color = sys.stdout.isatty()
     for index, cells in enumerate(table):
-        line = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+        line = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
         stale = index > 0 and rows[index - 1].stale
         if stale:
             line = typer.style(line, fg="red", bold=True) if color else line + "  !"

@@ -188,6 +188,7 @@ class JobConfig:
 
     def verify_trigger(self):
         """Return the APScheduler trigger of this job's verify schedule (call only if ``verify``)."""
+        assert self.verify is not None  # called only if verify
         return parse_schedule(self.verify, self.timezone, self.jitter)
 
     def trigger(self, jitter: bool = True):
@@ -491,7 +492,10 @@ class _Checker:
                 self.error((section,), f"unknown table{_suggest(section, list(SCHEMA))}")
             elif not isinstance(data[section], dict):
                 self.error((section,), "must be a table")
-        get = lambda s: data.get(s) if isinstance(data.get(s), dict) else {}  # noqa: E731
+        def get(s: str) -> dict:
+            value = data.get(s)
+            return value if isinstance(value, dict) else {}
+
         given = {}
         for section in ("docker", "scheduler", "health", "encryption"):
             for name, value in self.table((section,), get(section), SCHEMA[section]).items():
@@ -552,11 +556,13 @@ class _Checker:
             stem = name
         k = by_name.get(stem)
         if k is None or (stem != name and not k.secret):
-            return self.not_a_key(where, name, elsewhere(stem) if k is None else (), by_name)
+            self.not_a_key(where, name, elsewhere(stem) if k is None else (), by_name)
+            return None
         if stem == name:
             return k, raw[name]
         if stem in raw:
-            return self.error(where, f"give {stem} or {name}, not both")
+            self.error(where, f"give {stem} or {name}, not both")
+            return None
         value = self.read_secret(where, raw[name])
         return None if value is None else (k, value)
 
@@ -601,7 +607,8 @@ class _Checker:
         try:
             return self.substitute(text)
         except ValueError as exc:
-            return self.error(path, str(exc))
+            self.error(path, str(exc))
+            return None
 
     # -- named tables --
 

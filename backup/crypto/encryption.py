@@ -179,7 +179,8 @@ def read_recipients(values: Iterable[str], files: Iterable[str]) -> Recipients |
         lines += [(line, f"recipients file {name}, line") for line in text.splitlines()]
     if not lines:
         return None
-    keys, prints = [], []
+    keys: list = []
+    prints: list[str] = []
     for line, source in lines:
         if line.strip() and not line.strip().startswith("#"):
             parsed = parse_recipients([line], source)
@@ -327,7 +328,7 @@ def _age_identities(identities: list | None) -> list:
     return [i for i in identities or () if not isinstance(i, Passphrase)]
 
 
-def check_identities(head: bytes, identities: list) -> None:
+def check_identities(head: bytes, identities: list | None) -> None:
     """Check that ``identities`` can open an archive whose first bytes are ``head`` (HEAD_SIZE or all).
 
     ``identities`` may hold a Passphrase, which opens an archive sealed with one. Returns if one of

@@ -164,7 +164,7 @@ def _body_chunks(response, chunk_size: int) -> Iterator[bytes]:
     """Return the response body as chunks, through the fast chunked decoder where it applies."""
     buffered = getattr(getattr(response.raw, "_fp", None), "fp", None)  # http.client's socket reader
     chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
-    if chunked and hasattr(buffered, "read1"):
+    if chunked and buffered is not None and hasattr(buffered, "read1"):
         return iter_chunked(buffered, chunk_size)
     return response.raw.stream(chunk_size, decode_content=False)
 

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 import docker
 import docker.errors
@@ -110,7 +110,7 @@ class docker_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc is None or isinstance(exc, VolsafeError):
             return False
         if isinstance(exc, docker.errors.NotFound):
@@ -292,7 +292,7 @@ def connect(host: str | None = None, tls: TlsOptions | None = None) -> DockerHos
             else:
                 client = docker.DockerClient(base_url=url, timeout=API_TIMEOUT, tls=False)
             client.ping()
-        except (OSError, *_ssh_errors(url)) as exc:
+        except (OSError, *_ssh_errors(url)) as exc:  # type: ignore[misc]  # mypy cannot type a starred tuple of exception classes
             # paramiko connects while the client is built: refused, unknown host key, no usable key.
             raise DockerUnavailable(f"cannot reach the Docker daemon at {url}: {_reason(exc)}") from None
     return DockerHost(client=client, url=url, remote=endpoint.remote)

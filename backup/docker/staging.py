@@ -22,7 +22,7 @@ import shlex
 import tarfile
 import tempfile
 import threading
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, TargetNotEmpty, UnsafeTarget, VolsafeError
@@ -191,9 +191,10 @@ def check_write_location(
     with docker_errors(host):
         listing = host.api.volumes().get("Volumes") or []
     if planned is not None:
-        info = {"Name": volume, "Driver": planned[0], "Options": planned[1]}
+        info: dict = {"Name": volume, "Driver": planned[0], "Options": planned[1]}
     else:
-        info = next((v for v in listing if v.get("Name") == volume), None) or host.volume(volume)
+        listed: dict | None = next((v for v in listing if v.get("Name") == volume), None)
+        info = listed or host.volume(volume)
     device = host_device(info.get("Driver") or DEFAULT_DRIVER, info.get("Options") or {})
     if device is not None and not device_named(device, bind_devices):
         raise UnsafeTarget(
@@ -303,7 +304,7 @@ class StagedTarget:
         """Run ``command`` with the FIFO as its stdin while ``tar_chunks`` are written into it; return
         its result. Raises FastPathUnavailable (nothing taken from ``tar_chunks``, the command not
         run) if the helper does not open the FIFO; exceptions from ``tar_chunks`` propagate."""
-        done: dict[str, object] = {}
+        done: dict[str, Any] = {}
 
         def run() -> None:
             try:
@@ -311,6 +312,7 @@ class StagedTarget:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 done["error"] = exc
 
+        assert self.fifo is not None  # only called with a FIFO
         runner = threading.Thread(target=run, name="fifo-exec", daemon=True)
         runner.start()
         try:
@@ -403,12 +405,12 @@ def _writer_helper(
     mounted into it (else None: a helper that could not mount one is made again without).
     With ``extra_mounts`` (restic's repository and binary), no FIFO: the writer is not tar."""
     if extra_mounts:
-        with helper_session(host, image, volume, role=role, writable=True, mount_type=mount_type, extra_mounts=extra_mounts) as helper:
-            yield helper, None
+        with helper_session(host, image, volume, role=role, writable=True, mount_type=mount_type, extra_mounts=extra_mounts) as writer:
+            yield writer, None
         return
     with contextlib.ExitStack() as stack:
         fifo = stack.enter_context(fifo_dir()) if fifo_possible(host, image) else None
-        helper = None
+        helper: HelperSession | None = None
         if fifo is not None:
             try:
                 helper = stack.enter_context(

@@ -237,6 +237,9 @@ class _Handler(BaseHTTPRequestHandler):
     """http.server's request parsing and response writing, on a request already read into memory;
     the response goes to a buffer that the server's loop sends. ``server`` is the HealthServer."""
 
+    server: HealthServer  # type: ignore[assignment]  # duck-typed: not a socketserver.BaseServer
+    wfile: io.BytesIO
+
     def setup(self) -> None:
         self.rfile = io.BytesIO(self.request)
         self.wfile = io.BytesIO()
@@ -423,7 +426,7 @@ class HealthServer:
 
     def _respond(self, request: bytes, sock: socket.socket) -> bytes:
         try:
-            return _Handler(request, _peer_address(sock), self).response
+            return _Handler(request, _peer_address(sock), self).response  # type: ignore[arg-type]  # bytes and a duck-typed server (see _Handler)
         except Exception as exc:
             self.errors.warning("handler", "health endpoint: cannot answer a request: %s: %s", type(exc).__name__, exc)
             body = b"internal error\n"

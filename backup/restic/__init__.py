@@ -11,14 +11,14 @@ target here instead of to the byte-object ``storage_backends``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from backup.restic.repository import PREFIX, ResticRepository
 from storage_backends.registry import BackendType, register
 from storage_backends.settings import TEXT, Setting
 
 
-def is_repository(target: object) -> bool:
+def is_repository(target: object) -> TypeGuard[ResticRepository]:
     """Return whether ``target`` (from ``--to``/``--from`` or ``[backends]``) is a restic repository."""
     return isinstance(target, ResticRepository)
 

@@ -10,6 +10,7 @@ it with the same swap as every other restore.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 import json
 import logging
 import tarfile
@@ -81,7 +82,7 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
     info = host.volume(volume)
     created = datetime.now(timezone.utc).replace(microsecond=0)
     backup_id = BackupId(volume, new_stamp(created))
-    meta = {
+    meta: dict[str, Any] = {
         "labels": info.get("Labels") or {},
         "driver": info.get("Driver") or "local",
         "driver_opts": info.get("Options") or {},
@@ -89,7 +90,7 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
         "version": __version__,
     }
     tags = [TAG, f"volume={volume}", f"volsafe-id={backup_id.stamp}", f"volsafe-meta={encode_meta(meta)}"]
-    args = ["backup", volume, "--json", "--host", host.name, "--tag", ",".join(tags), "--time", created.strftime("%Y-%m-%d %H:%M:%S")]
+    args = ["backup", volume, "--json", "--host", host.host_name, "--tag", ",".join(tags), "--time", created.strftime("%Y-%m-%d %H:%M:%S")]
     for pattern in options.exclude:
         args += ["--exclude", f"{VOLUMES}/{volume}/{pattern.lstrip('/')}"]
     log.debug("restic backup of %s into %s in a helper, the volume read-only at %s/%s (not streamed: restic reads the files)",
@@ -123,7 +124,7 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
     log.debug("restic: %s", {k: summary.get(k) for k in ("files_new", "files_changed", "files_unmodified", "data_added", "total_duration")})
     return Manifest(
         backup_id=backup_id, created=created, volume_labels=meta["labels"], volume_driver=meta["driver"],
-        volume_driver_opts=meta["driver_opts"], source_hostname=host.name, source_docker_id=host.daemon_id,
+        volume_driver_opts=meta["driver_opts"], source_hostname=host.host_name, source_docker_id=host.daemon_id,
         volsafe_version=__version__, tar_size=size, stored_size=added, sha256="", entries=entries,
         compression="restic", compression_level=0, excluded_paths=tuple(options.exclude),
         extra={"restic_snapshot": summary["snapshot_id"]},
@@ -158,7 +159,7 @@ def extract_into_staging(target, repo: ResticRepository, manifest: Manifest, raw
         result = _exec_or_unlock(repo, target.helper, command)
         if result.exit_code != 0:
             raise repo.error(result.output, what=f"restore of {manifest.backup_id}")
-        advance(manifest.tar_size)
+        advance(manifest.tar_size or 0)
     root = next((line.split()[1:] for line in result.output.splitlines() if line.startswith("VOLSAFE-ROOT ")), None)
     if root is None or len(root) != 4:
         raise VolsafeError(f"restore of {manifest.backup_id}: restic restored no /{top}")
@@ -214,7 +215,8 @@ def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_ru
             if hosts is not None and manifest.source_hostname not in hosts:
                 continue
             groups.setdefault((manifest.volume, manifest.source_hostname), []).append(manifest)
-    kept, dropped = [], []
+    kept: list[tuple[Manifest, Any]] = []
+    dropped: list[tuple[Manifest, Any]] = []
     for key in sorted(groups):
         manifests = {str(m.backup_id): m for m in groups[key]}
         for decision in decide(manifests.values(), policy, now, tz):

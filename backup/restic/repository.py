@@ -30,11 +30,12 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from backup.archive.manifest import Manifest
 from backup.archive.naming import STAMP, BackupId, Ref
 from backup.errors import NotFoundError, UsageError, VolsafeError
+from storage_backends.base import Backend, ObjectInfo, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,14 @@ def restic_binary() -> str:
     return os.path.realpath(found)
 
 
-@dataclass
-class ResticRepository:
-    """One restic repository and how to open it (password source, environment for its store)."""
+@dataclass(repr=False)
+class ResticRepository(Backend):
+    """One restic repository and how to open it (password source, environment for its store).
+
+    A target like any backend (``--to``, ``--from``, ``[backends]``), but it holds snapshots, not
+    byte objects: the object methods refuse, and the actions branch on ``backup.restic.is_repository``
+    to back up, list, restore, verify and prune through restic instead.
+    """
 
     repository: str
     password_file: str | None = None
@@ -81,7 +87,7 @@ class ResticRepository:
             self.repository = os.path.abspath(self.repository)
 
     @property
-    def url(self) -> str:
+    def url(self) -> str:  # type: ignore[override]  # Backend declares url as an attribute; here it is derived
         """How the repository is shown: ``restic:REPOSITORY``, a password in a URL masked."""
         return PREFIX + re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", self.repository)
 
@@ -238,6 +244,24 @@ class ResticRepository:
         """Remove the data no snapshot uses any more."""
         self.run(["prune"], what="prune")
 
+    # The Backend object interface: a repository holds snapshots, not byte objects, so it refuses.
+    def _refused(self) -> PermanentError:
+        return PermanentError(f"{self.url}: a restic repository holds snapshots, not objects")
+
+    def save(self, key: str, chunks: Iterable[bytes]) -> int:
+        raise self._refused()
+
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        raise self._refused()
+
+    def stat(self, key: str) -> ObjectInfo:
+        raise self._refused()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        raise self._refused()
+
+    def remove(self, key: str) -> None:
+        raise self._refused()
 
 def _first_line_of(path: str, what: str) -> str:
     try:

@@ -163,7 +163,7 @@ class ChannelReader(io.RawIOBase):
             if item is _END:
                 self._done = True
             else:
-                self._buffer = memoryview(item)
+                self._buffer = memoryview(item)  # type: ignore[arg-type]  # _take returns object (its sentinels); data items are bytes
         n = min(len(target), len(self._buffer))
         target[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]

@@ -46,13 +46,13 @@ def run_concurrently(
     """
     _cancelled.clear()
     if limit <= 1 or len(items) <= 1:
-        results = []
+        results: list[R] = []
         for item in items:
             results.append(work(item))
             if on_done is not None:
                 on_done(results[-1])
         return results
-    results: dict[int, R] = {}
+    results: dict[int, R] = {}  # type: ignore[no-redef]  # the other branch returned above
     with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="volsafe-work") as pool:
         pending: dict[Future, int] = {pool.submit(work, item): index for index, item in enumerate(items)}
 

@@ -7,12 +7,12 @@ are C work that releases the GIL; one thread for each lets both cores work at on
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Iterator
+from typing import Generator, Iterable
 
 from backup.streams.channel import Channel
 
 
-def read_ahead(chunks: Iterable[bytes], depth: int = 8) -> Iterator[bytes]:
+def read_ahead(chunks: Iterable[bytes], depth: int = 8) -> Generator[bytes, None, None]:
     """Yield the items of ``chunks``, produced by a background thread up to ``depth`` items ahead.
 
     An exception in the producer is re-raised here. When the consumer stops early (an exception,

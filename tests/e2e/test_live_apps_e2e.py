@@ -142,7 +142,7 @@ def test_restore_into_a_volume_in_use_is_refused_and_stop_quiesces_it(docker_hos
     since = time.time()
     refused = volsafe("restore", shop.db_volume, "--force", "--from", store)
     assert refused.code == 1
-    (line,) = [l for l in refused.err.splitlines() if l.startswith("volsafe: error:")]
+    (line,) = [ln for ln in refused.err.splitlines() if ln.startswith("volsafe: error:")]
     assert shop.db.name in line and shop.api.name in line and "--stop" in line and "--pause" in line
     assert marker(docker_host, helper_image, shop.db_volume) == "after-backup"  # untouched
     assert events(docker_host, since, [shop.db, shop.api]) == []

@@ -57,7 +57,7 @@ def test_failing_backend_is_reported_and_others_complete(docker_host, helper_ima
     assert made.code == 1
     (record,) = json.loads(made.out)
     assert record["backend"] == tmp_path.as_uri()
-    (line,) = [l for l in made.err.splitlines() if "error" in l]
+    (line,) = [ln for ln in made.err.splitlines() if "error" in ln]
     assert missing in line and "bucket" in line and "SECRET" not in made.err
     listed = json.loads(volsafe("list", "--from", str(tmp_path), "--json").out)
     assert [r["id"] for r in listed] == [record["id"]]

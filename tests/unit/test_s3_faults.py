@@ -581,7 +581,7 @@ def test_wrong_credentials_error_lines(s3_inprocess) -> None:
         }
         for (key_id, secret), hint in cases.items():
             bad = S3Backend(good.bucket, "p", access_key_id=key_id, secret_access_key=secret)
-            for operation in (lambda: bad.stat("k"), lambda: bad.save("k", [b"2"]), lambda: list(bad.list())):
+            for operation in (lambda bad=bad: bad.stat("k"), lambda bad=bad: bad.save("k", [b"2"]), lambda bad=bad: list(bad.list())):
                 with pytest.raises(PermanentError) as caught:
                     operation()
                 assert str(caught.value) == f"{bad.url}: {hint}"

@@ -407,7 +407,7 @@ class TarReader:
                 raise _refuse(f"an entry's pax size ({override}) contradicts its header's size ({size})")
             size = override
         values = [_pax_number(pax, key) for key in (b"uid", b"gid", b"mtime")]
-        uid, gid, mtime = (old if new is None else new for old, new in zip((uid, gid, mtime), values))
+        uid, gid, mtime = (old if new is None else new for old, new in zip((uid, gid, mtime), values, strict=True))
         return name, link, size, uid, gid, mtime
 
 
@@ -499,7 +499,7 @@ class TarScanner(TarReader):
         """Return the content digest of the entries seen so far, as ``tree-sha256:HEX``."""
         return DIGEST_PREFIX + self._digest.hexdigest()
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes | None:
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | None:  # type: ignore[override]  # TarReader.feed returns nothing to use
         """Consume the next piece of the stream; with ``canonical``, return its re-emitted form.
 
         Raises IntegrityError on a malformed header, HostileArchiveError on a refused entry.
