@@ -63,9 +63,9 @@ def verify(
             state.docker, state.helper_image, backend, manifest, identities, progress
         )
     backends = open_locations(from_, configured)
+    hosts = host_choice(state, source_host)
     verdicts = run_verify(
-        backends, parsed, identities=identities, progress=progress, restore_test_with=tester,
-        hosts=host_choice(state, source_host),
+        backends, parsed, identities=identities, progress=progress, restore_test_with=tester, hosts=hosts,
     )
     if as_json:
         print_json(
@@ -85,7 +85,8 @@ def verify(
         checked = {v.backend.url for v in verdicts}
         empty = [_where(b) for b in backends if b.url not in checked]
         if empty:
-            raise NotFoundError(f"no backups found in {', '.join(empty)}")
+            of = f" from host {', '.join(hosts.selected)}" if hosts.selected else ""
+            raise NotFoundError(f"no backups{of} found in {', '.join(empty)}")
     if not all(v.ok for v in verdicts):
         raise typer.Exit(1)
 
