@@ -237,6 +237,9 @@ def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image:
     store are theirs to verify); with ``verify_restore_test``, also restore-test the newest backup
     of each volume on each backend.
 
+    A backend that holds nothing at all (a missing or empty directory: an unmounted disk) is a
+    failure; a volume without backups yet (a job's first run still to come) is not.
+
     Returns a JobOutcome named ``JOB:verify`` (failures in ``errors``, never raised but Cancelled),
     which the scheduler records like a backup run: status file, /health, /metrics, webhook.
     """
@@ -252,6 +255,10 @@ def run_verify_job(host: DockerHost, job, backends: list[Backend], helper_image:
         outcome.host = host_name_of(host)
         outcome.volumes = select_volumes(host, job)
         for backend in backends:
+            # An unmounted NAS must not verify as fine; stop at the first object (a store may be large).
+            if outcome.volumes and next(iter(backend.list("")), None) is None:
+                outcome.errors.append(f"no backups found in {backend.url}")
+                continue
             for volume in outcome.volumes:
                 found = [bid for bid, _m, _a in find_backups(backend, volume)]
                 if outcome.host:  # other hosts sharing the store verify their own backups

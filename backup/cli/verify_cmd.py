@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
+from urllib.parse import unquote, urlparse
 
 import typer
 
@@ -10,7 +12,7 @@ from backup.actions.verify import restore_test, run_verify
 from backup.cli.keys import identities_for
 from backup.cli.output import print_json, print_table
 from backup.cli.options import command
-from backup.errors import UsageError
+from backup.errors import NotFoundError, UsageError
 from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
@@ -45,7 +47,8 @@ def verify(
 ) -> None:
     """Check stored backups against their manifests: size, sha256, zstd, tar, entry count, content digest.
 
-    Prints one line per backup; exits 1 if any check failed. Needs no Docker unless --restore-test.
+    Prints one line per backup; exits 1 if any check failed, or if --all finds no backup on a backend
+    (a missing or empty directory, say an unmounted NAS, fails). Needs no Docker unless --restore-test.
     """
     state = ctx.obj
     configured = state.config.backends  # a config file given or found is read first: a broken one stops here
@@ -59,9 +62,10 @@ def verify(
         tester = lambda backend, manifest: restore_test(  # noqa: E731
             state.docker, state.helper_image, backend, manifest, identities, progress
         )
+    backends = open_locations(from_, configured)
+    hosts = host_choice(state, source_host)
     verdicts = run_verify(
-        open_locations(from_, configured), parsed, identities=identities, progress=progress, restore_test_with=tester,
-        hosts=host_choice(state, source_host),
+        backends, parsed, identities=identities, progress=progress, restore_test_with=tester, hosts=hosts,
     )
     if as_json:
         print_json(
@@ -76,10 +80,23 @@ def verify(
             for v in verdicts
         ]
         print_table(["RESULT", "ID", "BACKEND", "DETAILS"], rows)
-    else:
-        typer.echo("no backups found", err=True)
+    if all_:
+        # A backend with nothing to verify is a failure: an unmounted NAS must not pass a cron check.
+        checked = {v.backend.url for v in verdicts}
+        empty = [_where(b) for b in backends if b.url not in checked]
+        if empty:
+            of = f" from host {', '.join(hosts.selected)}" if hosts.selected else ""
+            raise NotFoundError(f"no backups{of} found in {', '.join(empty)}")
     if not all(v.ok for v in verdicts):
         raise typer.Exit(1)
+
+
+def _where(backend) -> str:
+    """The backend's URL, and for a local directory that does not exist, say so (an unmounted disk)."""
+    parsed = urlparse(backend.url)
+    if parsed.scheme == "file" and not Path(unquote(parsed.path)).exists():
+        return f"{backend.url} (no such directory: is it mounted?)"
+    return backend.url
 
 
 def register(app: typer.Typer) -> None:

@@ -109,6 +109,19 @@ def keys_of(cls: type, section: str | None = None) -> tuple[Key, ...]:
     return tuple(keys)
 
 
+def key_values(obj: Any, section: str | None = None) -> list[tuple[str, Any, bool]]:
+    """Return (key name, value, is default) for each key the fields of dataclass ``obj`` declare
+    (those of ``section``), in declaration order: what a config sets, read back."""
+    values = []
+    for f in fields(obj):
+        declared = f.metadata.get(_KEY)
+        if declared is not None and declared.section == section:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            value = getattr(obj, f.name)
+            values.append((declared.name or f.name, value, value == default))
+    return values
+
+
 def _field_names(cls: type) -> dict[tuple[str | None, str], str]:
     """Return {(section, key name): field name} for the keys of dataclass ``cls``."""
     names = {}

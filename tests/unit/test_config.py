@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from backup.cli import main as cli_main
-from backup.config.schema import SCHEMA, ConfigError, find_config, load_config, parse_config
+from backup.config.schema import SCHEMA, ConfigError, JobConfig, find_config, key_values, keys_of, load_config, parse_config
 from backup.config.locations import open_locations
 from backup.errors import UsageError
 from backup.jobs.retention import RULE_NAMES, Policy
@@ -212,3 +213,78 @@ def test_named_backend_through_the_cli(tmp_path, capsys):
     code, out, err = cli(capsys, "--config", str(config), "list", "--from", "nas", "--json")
     assert code == 0, err
     assert out.strip() == "[]"
+
+
+# Every [jobs.NAME] key set to something other than its default (stop and pause exclude each other:
+# pause_containers is checked by a second job).
+EVERY_JOB_KEY = """
+[backends.nas]
+type = "local"
+path = "{root}/nas"
+
+[jobs.all]
+schedule = "@daily"
+volumes = ["pgdata"]
+volume_labels = {{ "com.example.backup" = "daily" }}
+all_volumes = true
+projects = ["shop"]
+exclude_volumes = ["*-scratch"]
+exclude = ["cache", "*.log"]
+backends = ["nas"]
+stop_containers = true
+quiesce_each = true
+pre_hook = "pg_dump -f /dump/db.sql"
+post_hook = "rm /dump/db.sql"
+hook_container = "shop-db-1"
+hook_timeout = "2m"
+hook_on_error = "continue"
+retention = {{ keep_last = 3 }}
+timezone = "Europe/Berlin"
+jitter = "5m"
+verify = "@weekly"
+verify_restore_test = true
+concurrency = 3
+compression_level = 9
+compression_threads = 2
+
+[jobs.paused]
+schedule = "@hourly"
+volumes = ["cache"]
+pause_containers = true
+"""
+
+
+def test_config_check_shows_every_job_key_that_is_set(tmp_path, capsys):
+    path = tmp_path / "volsafe.toml"
+    path.write_text(EVERY_JOB_KEY.format(root=tmp_path))
+    code, out, err = cli(capsys, "--config", str(path), "config", "check", "--json")
+    assert code == 0, err
+    jobs = {r["job"]: r for r in json.loads(out)}
+    declared = [k.name for k in keys_of(JobConfig)]
+    # The config sets every key the schema declares (a new key must be added above) ...
+    config = load_config(path)
+    unset = [n for n, _v, default in key_values(config.jobs["all"]) if default and n != "pause_containers"]
+    assert unset == [] and not key_values(config.jobs["paused"])[declared.index("pause_containers")][2]
+    # ... and --json shows each one with its value.
+    assert set(declared) <= set(jobs["all"]), set(declared) - set(jobs["all"])
+    record = jobs["all"]
+    assert record["projects"] == ["shop"] and record["exclude"] == ["cache", "*.log"] and record["verify"] == "@weekly"
+    assert record["quiesce_each"] is True and record["hook_timeout"] == 120 and record["compression_threads"] == 2
+    assert record["retention"] == "keep_last=3" and jobs["paused"]["pause_containers"] is True
+
+    code, out, err = cli(capsys, "--config", str(path), "config", "check")
+    assert code == 0, err
+    header, first, second = out.splitlines()
+    assert header.split()[-1] == "SETTINGS"
+    assert "all,pgdata,project:shop,label:com.example.backup=daily" in first
+    for shown in (
+        "exclude_volumes=*-scratch", "exclude=cache,*.log", "stop_containers=true", "quiesce_each=true",
+        'pre_hook="pg_dump -f /dump/db.sql"', "hook_container=shop-db-1", "hook_timeout=120s", "hook_on_error=continue",
+        "jitter=300s", "verify=@weekly", "verify_restore_test=true", "concurrency=3", "compression_level=9",
+        "compression_threads=2",
+    ):
+        assert f" {shown}" in first, shown
+    assert second.split()[-1] == "pause_containers=true"
+    # Every declared key shows up in the table of the job that sets it (by name, or in its own column).
+    columns = {"schedule", "timezone", "volumes", "volume_labels", "all_volumes", "projects", "backends", "retention"}
+    assert all(f" {name}=" in first for name in declared if name not in columns | {"pause_containers"})

@@ -205,6 +205,8 @@ def test_source_host_selects_and_an_exact_id_is_unchanged(run, store, on_host):
     assert code == 0 and [r["id"] for r in json.loads(out)] == [str(a.backup_id)]
     code, out, err = run("verify", "db", "--from", str(store.root), "--source-host", "nope")
     assert code == 1 and "no backups of volume 'db' from host nope" in err and "there are backups from a, b" in err
+    code, out, err = run("verify", "--all", "--from", str(store.root), "--source-host", "nope")
+    assert (code, err) == (1, f"volsafe: error: no backups from host nope found in {store.url}\n")
 
 
 # -- status ------------------------------------------------------------------------------------

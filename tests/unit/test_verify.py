@@ -120,3 +120,27 @@ def test_verify_needs_refs_or_all(run, tmp_path):
     assert code == 2 and "give one or more REFs, or --all" in err
     code, _, err = run("verify", "../etc", "--from", str(tmp_path))
     assert code == 2 and "invalid volume name" in err
+
+
+def test_verify_all_of_a_missing_or_empty_backend_fails(run, tmp_path):
+    # An unmounted NAS (a missing directory, or an empty mount point) must not pass a cron check.
+    missing, empty = tmp_path / "nas-not-mounted", tmp_path / "mnt"
+    empty.mkdir()
+    code, out, err = run("verify", "--all", "--from", str(missing))
+    assert (code, out) == (1, "")
+    assert err == f"volsafe: error: no backups found in {missing.as_uri()} (no such directory: is it mounted?)\n"
+    assert not missing.exists()  # verify creates nothing
+    for args in ([], ["--json"]):
+        code, out, err = run("verify", "--all", "--from", str(empty), *args)
+        assert code == 1
+        assert err == f"volsafe: error: no backups found in {empty.as_uri()}\n"
+
+
+def test_verify_all_fails_naming_the_empty_backend_after_checking_the_others(run, store, tmp_path):
+    root, first, second, web = store
+    empty = tmp_path / "usb"
+    empty.mkdir()
+    code, out, err = run("verify", "--all", "--from", str(root), "--from", str(empty))
+    assert code == 1
+    assert _lines(out) == {str(first.backup_id): "ok", str(second.backup_id): "ok", str(web.backup_id): "ok"}
+    assert err == f"volsafe: error: no backups found in {empty.as_uri()}\n"

@@ -47,3 +47,17 @@ def test_bad_verify_schedule_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="verify"):
         parse_config('[jobs.j]\nvolumes = ["v"]\nschedule = "@daily"\nverify = "@sometimes"\n', environ={})
+
+
+def test_scheduled_verify_of_a_missing_or_empty_backend_fails(tmp_path):
+    # The store directory does not exist (an unmounted NAS), then exists empty: both are failures.
+    scheduler = Scheduler(_config(tmp_path), docker=lambda: None, helper_image=lambda: "unused")
+    store = tmp_path / "store"
+    for _ in ("missing", "empty"):
+        outcome = scheduler.run_once("nightly:verify")
+        assert not outcome.ok and outcome.errors == [f"no backups found in {store.as_uri()}"]
+        store.mkdir(exist_ok=True)
+    # Backups of another volume only: db has none yet (its first run is still to come), which is fine.
+    store_backup(LocalBackend(store), "web", make_tar(SAMPLE), stamp_token="aaa3")
+    outcome = scheduler.run_once("nightly:verify")
+    assert outcome.ok, outcome.errors
