@@ -52,7 +52,7 @@ def check(
                   (["all"] if r["all_volumes"] else []) + r["volumes"] + [f"project:{p}" for p in r["projects"]]
                   + [f"label:{k}={v}" for k, v in r["volume_labels"].items()]
               ),
-              ",".join(r["backends"]), r["retention"], other] for r, other in zip(rows, settings)],
+              ",".join(r["backends"]), r["retention"], other] for r, other in zip(rows, settings, strict=True)],
         )
 
 

@@ -116,7 +116,7 @@ def key_values(obj: Any, section: str | None = None) -> list[tuple[str, Any, boo
     for f in fields(obj):
         declared = f.metadata.get(_KEY)
         if declared is not None and declared.section == section:
-            default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
             value = getattr(obj, f.name)
             values.append((declared.name or f.name, value, value == default))
     return values
