@@ -511,3 +511,21 @@ def test_verified_tar_reports_progress_in_stored_bytes_and_hands_plain_bytes_on(
 
     out = b"".join(verified_tar(Views(stored), expected_sha256=hashlib.sha256(stored).hexdigest(), expected_size=len(stored), expected_entries=None))
     assert out == tar
+
+
+def test_encrypted_stored_measures_the_encrypted_bytes(monkeypatch):
+    import hashlib
+
+    from backup.crypto import age_scrypt
+    from backup.crypto.encryption import Passphrase
+
+    real_encrypt = age_scrypt.encrypt
+    monkeypatch.setattr(age_scrypt, "encrypt", lambda chunks, key: real_encrypt(chunks, key, work_factor=10))  # fast scrypt
+    tar = make_tar(SAMPLE)
+    stored, stats, _ = _stored(tar)
+    key = Passphrase(b"pw")
+    encrypted = b"".join(codec.encrypted_stored([stored[:100], stored[100:]], key, stats))
+    assert encrypted.startswith(b"age-encryption.org/v1\n")
+    assert stats.stored_size == len(encrypted) and stats.sha256 == hashlib.sha256(encrypted).hexdigest()
+    assert stats.tar_size == len(tar) and stats.entries == len(SAMPLE)  # what compress_tar measured stays
+    assert age_scrypt.DecryptingReader(io.BytesIO(encrypted), key).read() == stored
