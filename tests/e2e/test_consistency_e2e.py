@@ -196,8 +196,7 @@ def test_after_kill_9_the_next_command_restarts_the_app_and_removes_the_helper(
 
     wait_until(lambda: state_of(docker_host, container) == "exited" and writing(tmp_path / "b"), what="the backup to be under way")
     proc.kill()
-    proc.communicate(timeout=30)
-    time.sleep(0.2)
+    proc.communicate(timeout=30)  # dead and reaped: nothing of it can act any more
     assert state_of(docker_host, container) == "exited"  # volsafe had no chance to restart it
     assert helpers()  # nor to remove its helper
 

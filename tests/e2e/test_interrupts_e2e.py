@@ -30,6 +30,12 @@ def _wait_for_stream(path, timeout=30.0) -> None:
     raise AssertionError("backup never started writing")
 
 
+def _staged_bytes(host, image, volume) -> int:
+    """Return how many bytes a restore has written into the staging directory of ``volume``."""
+    script = "du -sk /v/.volsafe-restore-* 2>/dev/null | awk '{s += $1} END {print s + 0}'"
+    return int(run_in_volume(host, image, volume, script).strip() or 0) * 1024
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_backup_leaves_nothing(docker_host, helper_image, volumes, volsafe_process, volsafe, tmp_path, sig):
     volume = volumes("sig")
@@ -50,10 +56,12 @@ def test_sigterm_during_restore_removes_created_volume(docker_host, helper_image
     _big_volume(docker_host, helper_image, volume, mb=600)
     assert volsafe("backup", volume, "--to", str(tmp_path), "--level", "1").code == 0
     proc = volsafe_process("restore", volume, "--from", str(tmp_path), "--to-volume", target)
-    deadline = time.monotonic() + 30
-    while not docker_host.volume_exists(target) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)  # let the stream get going
+    # Signal once the stream is under way: data has reached the staging directory in the target.
+    deadline = time.monotonic() + 60
+    while not (docker_host.volume_exists(target) and _staged_bytes(docker_host, helper_image, target) > 1 << 20):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the restore never started writing"
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

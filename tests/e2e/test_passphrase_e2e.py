@@ -19,6 +19,7 @@ from storage_backends.local import LocalBackend
 from tests.support.archive_factory import SAMPLE, make_tar
 from tests.unit.test_age_scrypt import run_with_passphrase
 from tests.support.volume_tree import fill_tricky, snapshot
+from tests.support.required import skip_or_fail
 
 SECRET = "tr0ub4dor&3 with spaces"
 
@@ -154,7 +155,7 @@ def test_passphrase_backup_restores_with_volsafe_and_by_hand(docker_host, helper
 
     # By hand, with the reference age CLI (it reads the passphrase from the terminal only).
     if shutil.which("age") is None:
-        pytest.skip("the age CLI is not installed (scripts/lib.sh installs it)")
+        skip_or_fail("the age CLI is not installed (scripts/lib.sh installs it)")
     out = tmp_path / "out"
     out.mkdir()
     code, said = run_with_passphrase(["sh", "-c", f"age -d '{archive}' | zstd -d | tar -x -C '{out}'"], SECRET)

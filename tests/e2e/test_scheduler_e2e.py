@@ -1,4 +1,4 @@
-"""End to end with the real daemon: `volsafe run` for ~20 s, `jobs run`, `jobs list`, health."""
+"""End to end with the real daemon: `volsafe run` until it has run a job three times, `jobs run`, `jobs list`, health."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from backup.jobs.health import StatusStore
 from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
@@ -32,6 +33,18 @@ def write_config(tmp_path, body: str):
     return path
 
 
+def wait_for_runs(status_file, job: str, runs: int, proc, timeout: float = 90.0) -> None:
+    """Wait until the scheduler's status file records ``runs`` finished runs of ``job`` (polling, with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        done = StatusStore(status_file).read().get(job, {}).get("runs", 0)  # written atomically
+        if done >= runs:
+            return
+        assert time.monotonic() < deadline, f"only {done} runs of {job} within {timeout:g}s"
+        time.sleep(0.1)
+
+
 def test_run_every_4s_keeps_last_two_and_stops_on_sigterm(docker_host, helper_image, volumes, volsafe, volsafe_process, tmp_path):
     volume = volumes("sched")
     small_volume(docker_host, helper_image, volume)
@@ -45,7 +58,7 @@ def test_run_every_4s_keeps_last_two_and_stops_on_sigterm(docker_host, helper_im
     )
     proc = volsafe_process("run", "--config", str(config), "--log-format", "json")
     try:
-        time.sleep(20)
+        wait_for_runs(tmp_path / "status.json", "every4", 3, proc)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             metrics = r.read().decode()
         proc.send_signal(signal.SIGTERM)

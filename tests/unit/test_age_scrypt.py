@@ -17,6 +17,7 @@ import pytest
 from backup.crypto import age_scrypt
 from backup.crypto.age_scrypt import CHUNK_SIZE, DecryptingReader, Passphrase, PassphraseError, encrypt
 from backup.errors import IntegrityError
+from tests.support.required import skip_or_fail
 
 WORK = 10  # a low scrypt work factor keeps these tests fast; volsafe itself writes 18
 SECRET = "correct horse battery staple"
@@ -217,7 +218,14 @@ def test_decoder_reads_the_stored_stream_as_it_goes():
 # ---------------------------------------------------------------------------------------------
 # The reference age CLI, which reads a passphrase only from a terminal: driven through a pty.
 
-needs_age = pytest.mark.skipif(shutil.which("age") is None, reason="the age CLI is not installed (scripts/lib.sh installs it)")
+@pytest.fixture
+def age_cli() -> None:
+    """The reference age CLI: skipped without it, but a failure where every test must run."""
+    if shutil.which("age") is None:
+        skip_or_fail("the age CLI is not installed (scripts/lib.sh installs it)")
+
+
+needs_age = pytest.mark.usefixtures("age_cli")
 
 
 def run_with_passphrase(argv: list[str], passphrase: str, timeout: float = 60) -> tuple[int, bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -11,6 +10,7 @@ import pytest
 
 from backup.streams.concurrency import cancellable, raise_if_cancelled, run_concurrently
 from backup.errors import Cancelled
+from tests.support.signals import signal_after
 
 
 class Gauge:
@@ -88,14 +88,11 @@ def test_a_signal_cancels_the_workers_which_clean_up_before_cancelled_propagates
         raise Cancelled("SIGTERM")
 
     previous = signal.signal(signal.SIGUSR1, on_signal)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
     try:
-        timer.start()
-        with pytest.raises(Cancelled) as raised:
+        with signal_after(0.3, signal.SIGUSR1), pytest.raises(Cancelled) as raised:
             run_concurrently([1, 2, 3, 4], work, 2)
     finally:
-        timer.cancel()
-        signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR1, previous)  # the timer is disarmed and joined by now
     assert raised.value.signal_name == "SIGTERM"
     # the two that had started unwound; the two that had not were never started
     assert sorted(cleaned) == [1, 2]
@@ -118,13 +115,10 @@ def test_pieces_that_finish_while_a_cancel_unwinds_are_still_reported():
 
     done = []
     previous = signal.signal(signal.SIGUSR1, on_signal)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
     try:
-        timer.start()
-        with pytest.raises(Cancelled):
+        with signal_after(0.3, signal.SIGUSR1), pytest.raises(Cancelled):
             run_concurrently([1, 2], work, 2, done.append)
     finally:
-        timer.cancel()
-        signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR1, previous)  # the timer is disarmed and joined by now
     assert done == ["stored"]
     raise_if_cancelled()  # cleared once every worker has finished

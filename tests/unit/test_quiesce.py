@@ -134,19 +134,26 @@ def test_a_second_lock_on_a_volume_waits_then_names_the_holder(tmp_path, monkeyp
             with volume_lock(other, "db", action="backup", wait=0):
                 pass
     # Released on exit; a waiter gets it as soon as the holder is done.
-    holder_done = threading.Event()
+    holder_done, held = threading.Event(), threading.Event()
 
     def hold() -> None:
         with volume_lock(host, "db", action="backup"):
+            held.set()
             holder_done.wait(5)
 
     thread = threading.Thread(target=hold)
     thread.start()
-    time.sleep(0.1)
-    threading.Timer(0.3, holder_done.set).start()
-    with volume_lock(host, "db", action="backup", wait=5):
-        assert holder_done.is_set()
-    thread.join()
+    assert held.wait(5)  # the holder has the lock (no sleep: an event says so)
+    release = threading.Timer(0.3, holder_done.set)
+    release.start()
+    try:
+        with volume_lock(host, "db", action="backup", wait=5):
+            assert holder_done.is_set()
+    finally:
+        holder_done.set()
+        release.cancel()
+        release.join()
+        thread.join()
 
 
 def test_process_alive_tells_dead_zombie_and_reused_pids():

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import signal
-import threading
 import time
 from datetime import datetime, timezone
 
@@ -15,6 +14,7 @@ import backup.jobs.scheduler as scheduler_module
 from backup.config.schema import parse_config
 from backup.jobs.health import StatusStore, health_report
 from backup.jobs.scheduler import Scheduler, missed_run
+from tests.support.signals import signal_after
 
 
 def make_config(tmp_path, schedule="@every 1s", stop_timeout="5s", health=""):
@@ -37,10 +37,18 @@ backends = ["here"]
     )
 
 
-def sigterm_after(seconds: float) -> threading.Timer:
-    timer = threading.Timer(seconds, os.kill, args=(os.getpid(), signal.SIGTERM))
-    timer.start()
-    return timer
+@contextlib.contextmanager
+def sigterm_after(seconds: float):
+    """SIGTERM this process ``seconds`` into the block, meant for a ``serve()`` running in it.
+
+    Safe on every path (tests/support/signals.py): if serve() returns early or raises, the timer is
+    disarmed, and a SIGTERM that came after serve() had put back the previous handler fails the
+    test instead of killing the pytest run.
+    """
+    with signal_after(seconds, signal.SIGTERM, catch_strays=True) as sent:
+        yield
+    assert sent.sent, "serve() returned before the SIGTERM was sent"
+    assert not sent.stray, "the SIGTERM came after serve() had returned"
 
 
 def test_a_slow_job_is_never_started_twice(tmp_path, monkeypatch, caplog):
@@ -58,10 +66,9 @@ def test_a_slow_job_is_never_started_twice(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(scheduler_module, "run_job", slow_job)
     caplog.set_level(logging.INFO)
-    timer = sigterm_after(4.2)
     began = time.monotonic()
-    Scheduler(make_config(tmp_path), lambda: None, lambda: "img").serve()
-    timer.join()
+    with sigterm_after(4.2):
+        Scheduler(make_config(tmp_path), lambda: None, lambda: "img").serve()
     assert peak[0] == 1
     # Starts come every second, but a run takes 2.5 s: the starts while it runs are skipped.
     assert 1 <= len(starts) <= 2
@@ -84,11 +91,10 @@ def test_stop_timeout_aborts_a_running_job_and_records_it(tmp_path, monkeypatch)
 
     monkeypatch.setattr(scheduler_module, "run_job", endless_job)
     monkeypatch.setattr(scheduler_module, "send_webhook", lambda url, summary, timeout: webhooks.append(summary))
-    timer = sigterm_after(1.8)
     began = time.monotonic()
     config = make_config(tmp_path, stop_timeout="1s", health='webhook_url = "http://127.0.0.1:1/hook"')
-    Scheduler(config, lambda: None, lambda: "img").serve()
-    timer.join()
+    with sigterm_after(1.8):
+        Scheduler(config, lambda: None, lambda: "img").serve()
     assert cancelled == ["Cancelled"]
     assert time.monotonic() - began < 5
     status = StatusStore(tmp_path / "status.json").read()
