@@ -9,29 +9,10 @@ again with fchmod. Links are never followed for the file itself (``O_NOFOLLOW``)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
+from storage_backends.local import DIR_MODE, FILE_MODE, private_dirs  # one implementation for stores and state
 
-
-def private_dirs(path: str | os.PathLike[str]) -> None:
-    """Create directory ``path`` and its missing parents, each exactly 0700; existing ones are left as they are."""
-    path = Path(path)
-    missing = []
-    while not os.path.lexists(path) and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, DIR_MODE)
-        except FileExistsError:
-            continue
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.fchmod(fd, DIR_MODE)
-        finally:
-            os.close(fd)
+__all__ = ["DIR_MODE", "FILE_MODE", "open_private", "private_dirs", "write_private"]
 
 
 def open_private(path: str | os.PathLike[str], flags: int) -> int:

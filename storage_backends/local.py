@@ -39,6 +39,26 @@ TEMP_MARKER = ".volsafe-partial-"
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+
+def private_dirs(path: str | os.PathLike[str]) -> None:
+    """Create directory ``path`` and its missing parents, each exactly 0700 whatever the umask;
+    existing ones are left as they are. (Also what volsafe's state files use: backup.private_files.)"""
+    path = Path(path)
+    missing = []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            continue
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, DIR_MODE)  # exactly 0700, whatever the umask took away
+        finally:
+            os.close(fd)
 # How deep ``list`` descends below the root; volsafe's own keys are two levels deep.
 MAX_LIST_DEPTH = 32
 
@@ -97,21 +117,7 @@ class LocalBackend(Backend):
 
     def _make_root(self) -> None:
         """Create the root and any missing parents, each 0700."""
-        missing = []
-        path = self.root
-        while not os.path.lexists(path) and path != path.parent:
-            missing.append(path)
-            path = path.parent
-        for directory in reversed(missing):
-            try:
-                os.mkdir(directory, DIR_MODE)
-            except FileExistsError:
-                continue
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fchmod(fd, DIR_MODE)  # exactly 0700, whatever the umask took away
-            finally:
-                os.close(fd)
+        private_dirs(self.root)
 
     def _open_root(self, create: bool) -> int:
         try:

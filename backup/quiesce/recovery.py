@@ -30,6 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
@@ -224,29 +225,36 @@ def recover(host: DockerHost) -> list[str]:
     return done
 
 
-def _resume_abandoned(host: DockerHost) -> list[str]:
-    directory = state_dir() / _daemon_key(host)
+def _claimed_records(directory: Path) -> Iterator[tuple[Path, Path, dict]]:
+    """Yield (path, claimed path, data) for each record in ``directory`` whose process is dead,
+    claimed first (renamed atomically, so that two volsafe commands starting at once never both act
+    on one). The caller removes the claimed file, or renames it back to leave it for next time."""
     try:
         candidates = sorted(p for p in directory.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
     except FileNotFoundError:
-        return []
+        return
     except OSError as exc:
         log.warning("cannot read crash-recovery records in %s: %s", directory, exc)
-        return []
-    done: list[str] = []
+        return
     for path in candidates:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            pid = int(data.get("pid") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
             continue  # vanished meanwhile (its owner finished), or half-written by a crash before the rename
-        if process_alive(int(data.get("pid") or 0), data.get("process_start")):
+        if process_alive(pid, data.get("process_start")):
             continue
-        # Claim it atomically, so that two volsafe commands starting at once do not both act on it.
         claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}")
         try:
             os.rename(path, claimed)
         except OSError:
             continue
+        yield path, claimed, data
+
+
+def _resume_abandoned(host: DockerHost) -> list[str]:
+    done: list[str] = []
+    for path, claimed, data in _claimed_records(state_dir() / _daemon_key(host)):
         failed = False
         for entry in data.get("containers") or ():
             try:
@@ -320,28 +328,8 @@ _DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d
 
 def _undo_abandoned_writes(host: DockerHost) -> list[str]:
     """Undo the recorded writes of dead volsafe processes on this daemon; return what was done."""
-    directory = state_dir() / _daemon_key(host) / WRITES_DIR
-    try:
-        candidates = sorted(p for p in directory.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        log.warning("cannot read crash-recovery records in %s: %s", directory, exc)
-        return []
     done: list[str] = []
-    for path in candidates:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            pid = int(data.get("pid") or 0)
-        except (OSError, ValueError, TypeError, AttributeError):
-            continue  # vanished meanwhile (its owner finished), or half-written
-        if process_alive(pid, data.get("process_start")):
-            continue
-        claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}")
-        try:
-            os.rename(path, claimed)
-        except OSError:
-            continue
+    for path, claimed, data in _claimed_records(state_dir() / _daemon_key(host) / WRITES_DIR):
         try:
             line = _undo_write(host, data)
         except VolumeBusy:
