@@ -304,7 +304,7 @@ def test_fields_are_written_only_when_set_and_unknown_ones_are_kept():
         (lambda d: d["archive"].__setitem__("entries", -1), "^manifest field 'archive.entries' is negative$"),
         (lambda d: d["archive"].__setitem__("compression_level", "3"), "'archive.compression_level' has the wrong type"),
         (lambda d: d.__setitem__("format_version", "1"), "'format_version' has the wrong type"),
-        (lambda d: d.__setitem__("format_version", 2), "^manifest format 2 is newer than this volsafe understands; upgrade volsafe$"),
+        (lambda d: d.__setitem__("format_version", 3), "^manifest format 3 is newer than this volsafe understands; upgrade volsafe$"),
         (lambda d: d.__setitem__("created", "2026-11-27T23:04:05.123"), "not an ISO 8601 UTC time"),
         (lambda d: d["volume"].__setitem__("driver_opts", {"o": 1}), "'volume.driver_opts' must map strings to strings"),
         (lambda d: d["volume"].__setitem__("labels", []), "'volume.labels' has the wrong type"),
@@ -448,6 +448,7 @@ class _M:
 
         self.sha256, self.stored_size = hashlib.sha256(stored).hexdigest(), len(stored)
         self.entries, self.content_digest = stats.entries, stats.content_digest
+        self.tar_size = stats.tar_size  # enforced: the tar must be exactly this long
         self.__dict__.update(changes)
 
 
@@ -455,9 +456,16 @@ def test_checked_backup_tar_checks_entries_keeps_headers_and_refuses_hostile_ent
     tar = make_tar(SAMPLE)
     stored, stats, _ = _stored(tar)
     sink = io.BytesIO()
-    assert b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, metadata_sink=sink)) == tar
+    # verify reads the stored tar as it is; restore's canonical stream re-emits the same entries
+    assert b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, canonical=False)) == tar
+    canonical = b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, metadata_sink=sink))
+    with tarfile.open(fileobj=io.BytesIO(tar)) as original, tarfile.open(fileobj=io.BytesIO(canonical)) as emitted:
+        def entries(tar):  # the canonical stream writes names without the leading "./"
+            return [(m.name.removeprefix("./"), m.type, m.size, m.mode) for m in tar]
+
+        assert entries(emitted) == entries(original)
     kept = tarfile.open(fileobj=io.BytesIO(sink.getvalue() + bytes(1024)))
-    assert [m.name for m in kept] == [".", "./dir", "./abs-link"]  # directories and symlinks
+    assert [m.name for m in kept] == [".", "dir", "abs-link"]  # directories and symlinks, as re-emitted
     with pytest.raises(IntegrityError, match=r"^archive holds 5 entries, but its manifest says 6$"):
         b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, entries=6, content_digest=""), decrypt=None))
     hostile = make_tar([("./x", tarfile.REGTYPE, b"1"), ("./../escape", tarfile.REGTYPE, b"2")])

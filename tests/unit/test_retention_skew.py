@@ -22,7 +22,7 @@ def _decisions(items, policy):
 
 def test_clock_skew_rule_keeps_a_future_backup_that_is_not_the_newest_kept():
     items = [
-        Item("future-newest", NOW + timedelta(hours=2)),
+        Item("future-newest", NOW + timedelta(minutes=50)),  # within the skew tolerance (1 h): counted
         Item("future-older", NOW + timedelta(minutes=30)),  # same day as "future-newest": daily skips it
         Item("past-1", NOW - timedelta(hours=1)),
         Item("past-2", NOW - timedelta(days=1)),
