@@ -147,3 +147,14 @@ def command(app: typer.Typer, name: str) -> Callable[[F], F]:
         return fn
 
     return register
+
+
+def max_age_seconds(text: str) -> float:
+    """Return ``--max-age TEXT`` (``26h``, ``3d``, seconds) in seconds. Raises UsageError naming the option."""
+    from backup.jobs.schedule import parse_duration
+    from backup.errors import UsageError
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"invalid --max-age {text!r}: {exc}") from None

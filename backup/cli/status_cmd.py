@@ -12,12 +12,10 @@ from backup.actions.overview import human_age
 from backup.actions.status import run_status
 from backup.archive.hosts import shown
 from backup.archive.manifest import format_time
-from backup.cli.options import command
+from backup.cli.options import command, max_age_seconds
 from backup.cli.output import print_json, print_table
 from backup.cli.state import nonempty
 from backup.config.locations import open_locations
-from backup.errors import UsageError
-from backup.jobs.schedule import parse_duration
 from backup.units import human_size
 
 
@@ -42,10 +40,7 @@ def status(
     """
     state = ctx.obj
     configured = state.config.backends  # a config file given or found is read first: a broken one stops here
-    try:
-        threshold = parse_duration(max_age)
-    except ValueError as exc:
-        raise UsageError(f"invalid --max-age {max_age!r}: {exc}") from None
+    threshold = max_age_seconds(max_age)
     backends = open_locations(from_, configured)
     now = datetime.now(timezone.utc)
     rows = run_status(backends, now=now, max_age=threshold)

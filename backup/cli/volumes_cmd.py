@@ -9,11 +9,9 @@ import typer
 
 from backup.actions.volumes import run_volumes
 from backup.cli.output import print_json
-from backup.cli.options import command
-from backup.errors import UsageError
+from backup.cli.options import command, max_age_seconds
 from backup.config.locations import open_locations
 from backup.actions.overview import human_age
-from backup.jobs.schedule import parse_duration
 from backup.units import human_size
 from backup.cli.state import nonempty
 
@@ -37,10 +35,7 @@ def volumes(
     """
     state = ctx.obj
     configured = state.config.backends  # a config file given or found is read first: a broken one stops here
-    try:
-        threshold = parse_duration(max_age)
-    except ValueError as exc:
-        raise UsageError(f"invalid --max-age {max_age!r}: {exc}") from None
+    threshold = max_age_seconds(max_age)
     backends = open_locations(from_, configured)
     rows = run_volumes(state.docker, backends, max_age=threshold)
     if as_json:
