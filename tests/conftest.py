@@ -94,6 +94,17 @@ def volsafe(run, helper_image, monkeypatch):
     return lambda *args: Result(*run(*args))
 
 
+# A test may have the process import test support modules first (comma-separated in
+# VOLSAFE_TEST_PRELOAD), e.g. tests.support.stalled_reads to stall one archive mid-read.
+_PRELOAD_THEN_MAIN = (
+    "import importlib, os\n"
+    "for name in filter(None, os.environ.get('VOLSAFE_TEST_PRELOAD', '').split(',')):\n"
+    "    importlib.import_module(name)\n"
+    "from backup.cli import main\n"
+    "main()\n"
+)
+
+
 @pytest.fixture
 def volsafe_process(helper_image):
     """Start the volsafe CLI as a separate process (for signals); return a Popen factory."""
@@ -101,7 +112,7 @@ def volsafe_process(helper_image):
     def start(*args: str, **kwargs) -> subprocess.Popen:
         env = {**os.environ, "VOLSAFE_HELPER_IMAGE": helper_image, **kwargs.pop("env", {})}
         return subprocess.Popen(
-            [sys.executable, "-c", "from backup.cli import main; main()", *args],
+            [sys.executable, "-c", _PRELOAD_THEN_MAIN, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

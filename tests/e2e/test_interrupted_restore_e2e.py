@@ -3,8 +3,8 @@
 The archive holds 24 MB of incompressible data, far more than the one 1 MiB chunk that restore holds
 back until the whole archive has checked out, so tar in the helper has extracted most of it into the
 staging directory when the cut comes. Three cuts: a corrupt tail (caught only at the end), SIGTERM,
-and ``kill -9`` mid-extraction. For the signals the archive is served through a named pipe in place
-of the stored file: the stream stalls after 16 MB until the test has seen 8 MB staged in the volume
+and ``kill -9`` mid-extraction. For the signals the volsafe process's read of the archive stalls
+after 16 MB (``tests/support/stalled_reads.py``) until the test has seen 8 MB staged in the volume
 and sent the signal, so the cut lands mid-extraction without timing guesses.
 
 Old contents are compared with a snapshot read through Docker's archive endpoint (independent of
@@ -13,12 +13,12 @@ volsafe), dotfiles and the root's mtime included. The next restore sweeps every 
 
 from __future__ import annotations
 
-import errno
-import os
+import json
 import random
 import signal
+import shutil
 import tarfile
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,66 +95,49 @@ def helpers_of(host, pid: int) -> list[dict]:
     return host.api.containers(all=True, filters={"label": [f"{HELPER_LABEL}=true", f"io.volsafe.pid={pid}"]})
 
 
-class StallingArchive(threading.Thread):
-    """Serve a stored archive through a named pipe put in its place: the first ``stall_at`` bytes,
-    then nothing until ``release()``; a reader that goes away ends it (BrokenPipe)."""
+class StallingArchive:
+    """Have the volsafe process stall after reading the first ``stall_at`` bytes of the archive at
+    ``path`` until ``release()`` (``tests/support/stalled_reads.py``; pass ``env`` to the process).
+    A local store refuses a named pipe in place of an archive, so the stall is made inside."""
 
     def __init__(self, path: Path, stall_at: int):
-        super().__init__(name="stalling-archive", daemon=True)
-        self.data = path.read_bytes()
-        path.unlink()
-        os.mkfifo(path)
-        self.path, self.stall_at = path, stall_at
-        self.served = 0
-        self.stalled = threading.Event()
-        self._release = threading.Event()
-        self.error: BaseException | None = None
+        store = path.parents[1]
+        self.markers = Path(tempfile.mkdtemp(prefix="volsafe-stall-"))
+        self.env = {
+            "VOLSAFE_TEST_PRELOAD": "tests.support.stalled_reads",
+            "VOLSAFE_TEST_STALL": json.dumps(
+                {"key": path.relative_to(store).as_posix(), "stall_at": stall_at, "dir": str(self.markers)}
+            ),
+        }
 
-    def run(self) -> None:
-        try:
-            fd = self._open()
-            try:
-                self._write(fd, self.data[: self.stall_at])
-                self.stalled.set()
-                self._release.wait(120)
-                self._write(fd, self.data[self.stall_at :])
-            finally:
-                os.close(fd)
-        except BrokenPipeError:
-            pass  # the reader died or gave up
-        except BaseException as exc:  # noqa: BLE001 - reported by finish()
-            self.error = exc
-        finally:
-            self.stalled.set()
+    class _Marker:
+        def __init__(self, path: Path):
+            self.path = path
 
-    def _open(self) -> int:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the reader opens it
-                os.set_blocking(fd, True)
-                return fd
-            except OSError as exc:
-                if exc.errno != errno.ENXIO or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.02)
+        def is_set(self) -> bool:
+            return self.path.exists()
 
-    def _write(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view[: 1 << 20])
-            self.served += n
-            view = view[n:]
+    @property
+    def served(self) -> int:
+        """The bytes the process's reader handed out before it stalled (-1 before it has)."""
+        marker = self.markers / "stalled"
+        return int(marker.read_text() or -1) if marker.exists() else -1
+
+    @property
+    def stalled(self) -> "StallingArchive._Marker":
+        return self._Marker(self.markers / "stalled")
+
+    def start(self) -> None:
+        pass  # the process stalls itself
 
     def release(self) -> None:
-        self._release.set()
+        (self.markers / "release").touch()
+
+    def join(self, timeout: float | None = None) -> None:
+        shutil.rmtree(self.markers, ignore_errors=True)
 
     def finish(self) -> None:
         self.release()
-        self.join(timeout=60)
-        assert not self.is_alive(), "the archive feeder is stuck"
-        if self.error is not None:
-            raise self.error
 
 
 @pytest.fixture
@@ -178,7 +161,7 @@ def _cut_mid_extraction(docker_host, helper_image, volume, volsafe_process, stal
     feeder = stalling(root / manifest.backup_id.archive_key)
     proc = volsafe_process(
         "restore", str(manifest.backup_id), "--from", str(root), "--to-volume", volume, "--force",
-        env={"VOLSAFE_STATE_DIR": str(private_state)},
+        env={"VOLSAFE_STATE_DIR": str(private_state), **feeder.env},
     )
     try:
         wait_until(lambda: feeder.stalled.is_set() or proc.poll() is not None, what="the archive to be served")
@@ -275,7 +258,8 @@ def test_kill_9_restore_into_a_new_volume_is_recovered_by_the_next_restore(
     manifest = big_backup(store, "7d01")
     feeder = stalling(store / manifest.backup_id.archive_key)
     proc = volsafe_process(
-        "restore", str(manifest.backup_id), "--from", str(store), "--to-volume", volume, env={"VOLSAFE_STATE_DIR": str(private_state)}
+        "restore", str(manifest.backup_id), "--from", str(store), "--to-volume", volume,
+        env={"VOLSAFE_STATE_DIR": str(private_state), **feeder.env},
     )
     try:
         wait_until(lambda: feeder.stalled.is_set() or proc.poll() is not None, what="the archive to be served")
