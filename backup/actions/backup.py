@@ -216,7 +216,11 @@ def _backup_volume(
         outcome = _backup_to_repositories(host, volume, repositories, options, progress, mount)
         if not backends:
             return outcome
-        rest = _backup_volume(host, volume, backends, options, progress, mount, quiesce)  # the same quiesce
+        try:
+            rest = _backup_volume(host, volume, backends, options, progress, mount, quiesce)  # the same quiesce
+        except VolsafeError as exc:  # the restic snapshots are stored all the same: report them
+            outcome.failures["volume"] = str(exc)
+            return outcome
         rest.stored_on += outcome.stored_on
         rest.failures.update(outcome.failures)
         rest.by_backend.update(outcome.by_backend)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backup.actions.restore import RestoreOutcome, refuse_if_in_use, run_restore
-from backup.archive.catalog import list_backups, locate
+from backup.archive.catalog import list_backups, locate_on_hosts
+from backup.archive.hosts import HostChoice
 from backup.archive.manifest import Manifest
 from backup.archive.naming import Ref, parse_ref
 from backup.docker.host import DockerHost
@@ -53,9 +54,10 @@ def project_refs(backends: list[Backend], project: str) -> list[tuple[Backend, R
     return [(backend, parse_ref(str(manifest.backup_id))) for _, (manifest, backend) in sorted(newest.items())]
 
 
-def locate_refs(backends: list[Backend], refs: list[str]) -> list[tuple[Backend, Ref]]:
-    """Return where each REF is (as ``restore REF`` finds it). Raises NotFoundError, UsageError."""
-    return [locate(backends, parse_ref(ref)) for ref in refs]
+def locate_refs(backends: list[Backend], refs: list[str], hosts: HostChoice) -> list[tuple[Backend, Ref]]:
+    """Return where each REF is, as ``restore REF`` finds it (this host's newest, see
+    ``backup.archive.hosts``). Raises NotFoundError, UsageError."""
+    return [locate_on_hosts(backends, parse_ref(ref), hosts)[:2] for ref in refs]
 
 
 def run_restore_set(

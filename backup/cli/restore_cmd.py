@@ -161,7 +161,7 @@ def _restore_set(
 ) -> None:
     """Restore several REFs, or a Compose project, under one quiesce; print one summary."""
     backends = open_locations([from_] if from_ else None, configured)
-    wanted = project_refs(backends, project) if project is not None else locate_refs(backends, refs)
+    wanted = project_refs(backends, project) if project is not None else locate_refs(backends, refs, host_choice(state, None))
     if project is not None and not as_json:
         print(f"volsafe: project {project}: {', '.join(ref.volume for _, ref in wanted)}", file=sys.stderr)
     result = run_restore_set(

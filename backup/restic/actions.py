@@ -13,6 +13,7 @@ import contextlib
 from typing import Any
 import json
 import logging
+import re
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -21,11 +22,11 @@ from docker.types import Mount
 
 from backup import __version__
 from backup.archive.manifest import Manifest
-from backup.archive.naming import BackupId, new_stamp, validate_volume_name
+from backup.archive.naming import VOLUME_NAME, BackupId, new_stamp, validate_volume_name
 from backup.docker.helper import helper_session
 from backup.docker.host import DockerHost, docker_errors
 from backup.docker.locks import volume_lock
-from backup.errors import VolsafeError
+from backup.errors import IntegrityError, VolsafeError
 from backup.progress import Reporter
 from backup.restic.helper import VOLUMES, restic_command, restic_mounts
 from backup.restic.repository import TAG, ResticRepository, encode_meta
@@ -154,6 +155,9 @@ def extract_into_staging(target, repo: ResticRepository, manifest: Manifest, raw
     if not snapshot:
         raise VolsafeError(f"{manifest.backup_id}: no restic snapshot recorded")
     top = manifest.extra.get("restic_path") or manifest.volume  # the snapshot's one top-level directory
+    if not VOLUME_NAME.fullmatch(top) or not re.fullmatch(r"[0-9a-f]{8,64}", snapshot):
+        # Both come from the repository, which others may write: the script moves "$s/$top".
+        raise IntegrityError(f"{manifest.backup_id}: refusing snapshot {snapshot[:16]!r} with top directory {top!r}")
     command = ["sh", "-c", EXTRACT_SCRIPT, "sh", target.staging, target.token, top, *restic_command("restore", snapshot)]
     with progress.task(f"restore {target.volume}", total=manifest.tar_size or None) as advance:
         result = _exec_or_unlock(repo, target.helper, command)
@@ -225,8 +229,11 @@ def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_ru
     if dropped:
         try:
             repo.forget([m.extra["restic_snapshot"] for m, _ in dropped])
+        except VolsafeError as exc:
+            log.warning("could not forget snapshots in %s: %s", repo.url, exc)
+            return results + [Pruned(m, repo, d, error=str(exc)) for m, d in dropped]
+        try:  # the snapshots are gone from the listing already; prune only frees their data
             repo.prune()
         except VolsafeError as exc:
-            log.warning("could not forget and prune snapshots in %s: %s", repo.url, exc)
-            return results + [Pruned(m, repo, d, error=str(exc)) for m, d in dropped]
+            log.warning("forgot %d snapshot(s) in %s, but could not prune their data: %s", len(dropped), repo.url, exc)
     return results + [Pruned(m, repo, d, removed=True) for m, d in dropped]

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from backup.archive.manifest import Manifest
-from backup.archive.naming import STAMP, BackupId, Ref
+from backup.archive.naming import STAMP, VOLUME_NAME, BackupId, Ref
 from backup.errors import NotFoundError, UsageError, VolsafeError
 from storage_backends.base import Backend, ObjectInfo, PermanentError
 
@@ -211,9 +211,21 @@ class ResticRepository(Backend):
         return sorted(found, key=lambda s: s.get("time", ""))
 
     def manifests(self, volume: str | None = None) -> list[Manifest]:
-        """Return the manifest of each volsafe snapshot (of ``volume``), oldest first."""
-        found = [snapshot_manifest(s) for s in self.snapshots(volume)]
-        return sorted((m for m in found if m is not None), key=lambda m: (m.created, str(m.backup_id)))
+        """Return the manifest of each volsafe snapshot (of ``volume``), oldest first.
+
+        Whoever can write the repository can write snapshots and tags: one that does not parse is
+        skipped with a warning naming it (the others stay usable), and restic's tag filter is not
+        trusted to mean the volume (a snapshot may carry two ``volume=`` tags)."""
+        found = []
+        for snapshot in self.snapshots(volume):
+            try:
+                manifest = snapshot_manifest(snapshot)
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+                log.warning("%s: skipping snapshot %s: %s", self.url, str(snapshot.get("id", "?"))[:8], exc)
+                continue
+            if manifest is not None and (volume is None or manifest.volume == volume):
+                found.append(manifest)
+        return sorted(found, key=lambda m: (m.created, str(m.backup_id)))
 
     def newest_by_volume(self) -> dict[str, BackupId]:
         """Return each volume's newest volsafe snapshot id (``volsafe volumes``)."""
@@ -300,7 +312,7 @@ def encode_meta(data: dict[str, Any]) -> str:
 def decode_meta(text: str) -> dict[str, Any]:
     try:
         value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -314,23 +326,32 @@ def _tags(snapshot: dict[str, Any]) -> dict[str, str]:
 
 
 def _int(text: str | None) -> int:
-    return int(text) if text and text.isdigit() else 0
+    return int(text) if text and len(text) <= 20 and text.isascii() and text.isdigit() else 0
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    """A labels or options map from a snapshot's tags: a dict of strings, else nothing."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return {}
+    return dict(value)
 
 
 def snapshot_manifest(snapshot: dict[str, Any]) -> Manifest | None:
     """Return the manifest of a snapshot volsafe made, or None for another snapshot."""
     tags = _tags(snapshot)
     volume, stamp = tags.get("volume"), tags.get("volsafe-id", "")
-    if not volume or not STAMP.fullmatch(stamp):
-        return None
+    if not volume or not VOLUME_NAME.fullmatch(volume) or len(volume) > 255 or not STAMP.fullmatch(stamp):
+        return None  # not one of volsafe's, or a name that could point anywhere (``../..``)
+    if not re.fullmatch(r"[0-9a-f]{8,64}", str(snapshot.get("id", ""))):
+        return None  # an id is handed to restic as an argument: never one that reads as an option
     meta = decode_meta(tags.get("volsafe-meta", ""))
     created = _parse_time(snapshot.get("time", ""))
     return Manifest(
         backup_id=BackupId(volume, stamp),
         created=created,
-        volume_labels=dict(meta.get("labels") or {}),
+        volume_labels=_str_map(meta.get("labels")),
         volume_driver=str(meta.get("driver") or "local"),
-        volume_driver_opts=dict(meta.get("driver_opts") or {}),
+        volume_driver_opts=_str_map(meta.get("driver_opts")),
         source_hostname=str(snapshot.get("hostname") or ""),
         source_docker_id=str(meta.get("docker_id") or ""),
         volsafe_version=str(meta.get("version") or ""),
@@ -347,7 +368,8 @@ def snapshot_manifest(snapshot: dict[str, Any]) -> Manifest | None:
 def _top(snapshot: dict[str, Any]) -> str:
     """Return the name of the snapshot's one top-level directory (the volume's name when backed up)."""
     paths = snapshot.get("paths") or []
-    return paths[0].rstrip("/").rpartition("/")[2] if len(paths) == 1 else ""
+    top = paths[0].rstrip("/").rpartition("/")[2] if len(paths) == 1 and isinstance(paths[0], str) else ""
+    return top if VOLUME_NAME.fullmatch(top) else ""  # never "..", "." or a path: it names a directory to move
 
 
 def _parse_time(text: str) -> datetime:
@@ -357,4 +379,7 @@ def _parse_time(text: str) -> datetime:
         return datetime.fromtimestamp(0, timezone.utc)
     fraction = (match.group(2) or ".0")[:7]
     zone = "+00:00" if match.group(3) == "Z" else match.group(3)
-    return datetime.fromisoformat(match.group(1) + fraction + zone).astimezone(timezone.utc)
+    try:
+        return datetime.fromisoformat(match.group(1) + fraction + zone).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # year 0, or a zone that moves it out of range
+        return datetime.fromtimestamp(0, timezone.utc)

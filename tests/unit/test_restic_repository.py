@@ -96,12 +96,44 @@ def test_manifest_data_round_trips_through_tags():
     meta = {"labels": {"a,b": "c=d"}, "driver": "local", "driver_opts": {}, "docker_id": "X", "version": "1"}
     assert "," not in encode_meta(meta) and decode_meta(encode_meta(meta)) == meta
     snapshot = {
-        "time": "2026-11-30T14:24:49.123456789Z", "hostname": "h", "id": "abc", "paths": ["/volsafe/volumes/db"],
+        "time": "2026-11-30T14:24:49.123456789Z", "hostname": "h", "id": "ab" * 32, "paths": ["/volsafe/volumes/db"],
         "tags": ["volsafe", "volume=db", "volsafe-id=20261130T142449Z-3df4", f"volsafe-meta={encode_meta(meta)}",
                  "volsafe-size=6", "volsafe-added=5", "volsafe-entries=4"],
     }
     m = snapshot_manifest(snapshot)
     assert str(m.backup_id) == "db@20261130T142449Z-3df4" and m.volume_labels == {"a,b": "c=d"}
     assert (m.tar_size, m.stored_size, m.entries, m.source_hostname) == (6, 5, 4, "h")
-    assert m.extra == {"restic_snapshot": "abc", "restic_path": "db"}
+    assert m.extra == {"restic_snapshot": "ab" * 32, "restic_path": "db"}
     assert snapshot_manifest({**snapshot, "tags": ["something-else"]}) is None
+
+
+def test_a_hostile_repository_cannot_name_paths_options_or_other_volumes(monkeypatch):
+    """Whoever can write the repository writes snapshots and tags: none of them may name a path
+    (``volume=../../repo`` would become ``mv $s/../../repo``), read as an option to restic, answer
+    for another volume, or break the listing of the others."""
+    from backup.restic.repository import ResticRepository, encode_meta
+
+    def snap(letter: str, n: int, *tags: str, **fields) -> dict:
+        base = {"id": letter * 64, "time": "2026-11-27T12:00:00Z", "paths": ["/volsafe/volumes/db"], "hostname": "h",
+                "tags": ["volsafe", *tags, f"volsafe-id=20261127T12000{n}Z-000{n}"]}
+        return {**base, **fields}
+
+    snapshots = [
+        snap("a", 1, "volume=db"),
+        snap("b", 2, "volume=../../repo"),  # a path, not a volume name
+        snap("c", 3, "volume=evil", "volume=db"),  # found by restic's tag filter for db, but it is evil's
+        snap("d", 4, "volume=db", "volsafe-meta=" + encode_meta({"labels": 5, "driver_opts": [1]})),
+        snap("e", 5, "volume=db", "volsafe-size=\u00b2"),  # isdigit() but not int()
+        snap("f", 6, "volume=db", time="0000-01-01T00:00:00Z"),
+        {**snap("a", 7, "volume=db"), "id": "--target=/"},  # would read as an option
+        snap("9", 8, "volume=db", paths=["/volsafe/volumes/.."]),
+    ]
+    repo = ResticRepository("/nonexistent/volsafe-test-repo")
+    monkeypatch.setattr(repo, "snapshots", lambda volume=None, host=None: snapshots)
+    found = {m.extra["restic_snapshot"][:1]: m for m in repo.manifests("db")}
+    assert sorted(found) == ["9", "a", "d", "e", "f"]  # b, c and the option-like id are not db's backups
+    assert all(m.volume == "db" for m in found.values())
+    assert found["d"].volume_labels == {} and found["d"].volume_driver_opts == {}
+    assert found["e"].tar_size == 0 and found["f"].created.year == 1970
+    assert found["9"].extra["restic_path"] == ""  # ".." is no directory name: restore falls back to "db"
+    assert [m.volume for m in repo.manifests()] == ["db"] * 5 + ["evil"]
