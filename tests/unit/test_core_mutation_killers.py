@@ -123,6 +123,8 @@ def test_manifest_and_archive_keys_parse_back_exactly():
         ("my app", "/Xray/", "my-app.Xray"),
         ("db", "/a:b", "db.a-b"),
         ("web", "/", "web.root"),
+        ("Xray", "/d", "Xray.d"),
+        ("c" * 200, "/" + "d" * 100, "c" * 200 + "." + "d" * 54),  # cut to Docker's 255 characters
     ],
 )
 def test_mount_storage_names(container, destination, expected):
@@ -168,7 +170,7 @@ def test_patterns_that_would_leave_out_everything_or_nothing_are_refused(pattern
 def test_dotdot_patterns_are_refused_by_name():
     with pytest.raises(UsageError, match=r"^invalid exclude pattern 'a/\.\./b': '\.\.' is not allowed$"):
         validate_patterns(["a/../b"])
-    assert validate_patterns(["..x/y", "/cache"]) == ("..x/y", "/cache")
+    assert validate_patterns(["..x/y", "/cache", "X", "/X/"]) == ("..x/y", "/cache", "X", "/X/")
 
 
 # -- schedules -------------------------------------------------------------------------------------
@@ -537,3 +539,9 @@ def test_encrypted_stored_measures_the_encrypted_bytes(monkeypatch):
     assert stats.stored_size == len(encrypted) and stats.sha256 == hashlib.sha256(encrypted).hexdigest()
     assert stats.tar_size == len(tar) and stats.entries == len(SAMPLE)  # what compress_tar measured stays
     assert age_scrypt.DecryptingReader(io.BytesIO(encrypted), key).read() == stored
+    # And it reads back through the checks, decrypted on the way (the sha256 covers the stored bytes).
+    decrypt = lambda raw: age_scrypt.DecryptingReader(raw, key)  # noqa: E731
+    manifest = _M(encrypted, stats)
+    assert b"".join(checked_backup_tar(io.BytesIO(encrypted), manifest, decrypt=decrypt)) == tar
+    with pytest.raises(IntegrityError):
+        b"".join(checked_backup_tar(io.BytesIO(encrypted), manifest, decrypt=None))
