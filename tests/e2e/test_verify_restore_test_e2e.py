@@ -33,12 +33,20 @@ LABEL = "io.volsafe.test-scratch"
 
 @pytest.fixture
 def scratch(docker_host):
-    """Return (label value, function listing the scratch volumes so labelled); removes any at the end."""
+    """Return (label value, function listing the scratch volumes made since); removes any at the end.
+
+    A scratch volume is created plain, without the backup's labels (a store must not decide how a
+    volume is made), so they are told by their name: those that were not there before the test."""
     token = secrets.token_hex(6)
 
+    def scratch_volumes() -> set[str]:
+        found = docker_host.api.volumes().get("Volumes") or []
+        return {v["Name"] for v in found if v["Name"].startswith(SCRATCH_PREFIX)}
+
+    before = scratch_volumes()
+
     def listed() -> list[str]:
-        found = docker_host.api.volumes(filters={"label": f"{LABEL}={token}"}).get("Volumes") or []
-        return sorted(v["Name"] for v in found if v["Name"].startswith(SCRATCH_PREFIX))
+        return sorted(scratch_volumes() - before)
 
     yield token, listed
     for name in listed():
@@ -162,6 +170,11 @@ def test_job_verify_restore_test_setting(docker_host, helper_image, volumes, vol
     # A newest backup whose restored tree differs: only the restore test can tell.
     bad = store_backup(LocalBackend(store), volume, make_tar(OUT_OF_ORDER), stamp_token="0bad")
     label_manifest(store, bad, token)
+    # A scheduled verify checks this host's backups: record the bad one as made here.
+    path = store / bad.backup_id.manifest_key
+    data = json.loads(path.read_text())
+    data["source"]["hostname"] = docker_host.host_name
+    path.write_text(json.dumps(data))
     outcome = scheduler.run_once("nightly:verify")
     assert not outcome.ok and len(outcome.errors) == 1, outcome.errors
     assert str(bad.backup_id) in outcome.errors[0] and "restored tree's digest differs" in outcome.errors[0]
