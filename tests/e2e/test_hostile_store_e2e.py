@@ -338,19 +338,41 @@ def _writer_helper(host, pid: int) -> dict | None:
     return None
 
 
+def _staged_bytes(host, volume: str) -> int:
+    """Bytes under the restore's staging directory in ``volume``, read on the host (tests run as root)."""
+    root = Path(host.api.inspect_volume(volume)["Mountpoint"])
+    total = 0
+    for staging in root.glob(".volsafe-restore-*"):
+        for path in staging.rglob("*"):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
 def _kill_mid_restore(docker_host, volsafe_process, private_state, *args) -> tuple[int, list[str]]:
-    """Start ``volsafe restore ARGS``, kill -9 it while its helper extracts; return its pid and the
-    host directories bound into its helper (its FIFO directory)."""
+    """Start ``volsafe restore ARGS`` and kill -9 it as soon as its staging directory holds 1 MiB;
+    return its pid and the host directories bound into its helper (its FIFO directory).
+
+    Not timed by a sleep: on a fast machine a 400 MB restore ends within a second, so a fixed wait
+    let the restore finish first (CI saw that). The staging directory is watched on the host every
+    few milliseconds instead; the kill then lands with hundreds of megabytes still to come. (The
+    helper cannot be frozen with ``docker pause`` instead: restore works through ``docker exec``, and
+    an exec into a frozen container hangs the daemon's handling of it.)"""
+    target = args[args.index("--to-volume") + 1]
     proc = volsafe_process("restore", *args, env={"VOLSAFE_STATE_DIR": str(private_state)})
     deadline = time.monotonic() + 60
     helper = None
     while helper is None and time.monotonic() < deadline and proc.poll() is None:
         helper = _writer_helper(docker_host, proc.pid)
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert helper is not None, proc.communicate(timeout=60)
-    time.sleep(1.0)  # the stream is under way
+    while _staged_bytes(docker_host, target) < 1 << 20:
+        assert proc.poll() is None, proc.communicate(timeout=60)
+        assert time.monotonic() < deadline, "the restore never staged a byte"
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
+    assert 0 < _staged_bytes(docker_host, target) < 300 << 20  # killed mid-stream, not at the end
     binds = [m["Source"] for m in helper["Mounts"] if m["Type"] == "bind"]
     return proc.pid, binds
 
