@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from backup.archive.naming import parse_backup_id
-from tests.support.volume_tree import run_in_volume, snapshot
+from tests.support.volume_tree import run_in_volume, snapshot, staged_bytes
 
 pytestmark = pytest.mark.docker
 
@@ -338,17 +338,6 @@ def _writer_helper(host, pid: int) -> dict | None:
     return None
 
 
-def _staged_bytes(host, volume: str) -> int:
-    """Bytes under the restore's staging directory in ``volume``, read on the host (tests run as root)."""
-    root = Path(host.api.inspect_volume(volume)["Mountpoint"])
-    total = 0
-    for staging in root.glob(".volsafe-restore-*"):
-        for path in staging.rglob("*"):
-            if path.is_file():
-                total += path.stat().st_size
-    return total
-
-
 def _kill_mid_restore(docker_host, volsafe_process, private_state, *args) -> tuple[int, list[str]]:
     """Start ``volsafe restore ARGS`` and kill -9 it as soon as its staging directory holds 1 MiB;
     return its pid and the host directories bound into its helper (its FIFO directory).
@@ -366,13 +355,13 @@ def _kill_mid_restore(docker_host, volsafe_process, private_state, *args) -> tup
         helper = _writer_helper(docker_host, proc.pid)
         time.sleep(0.01)
     assert helper is not None, proc.communicate(timeout=60)
-    while _staged_bytes(docker_host, target) < 1 << 20:
+    while staged_bytes(docker_host, target) < 1 << 20:
         assert proc.poll() is None, proc.communicate(timeout=60)
         assert time.monotonic() < deadline, "the restore never staged a byte"
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    assert 0 < _staged_bytes(docker_host, target) < 300 << 20  # killed mid-stream, not at the end
+    assert 0 < staged_bytes(docker_host, target) < 300 << 20  # killed mid-stream, not at the end
     binds = [m["Source"] for m in helper["Mounts"] if m["Type"] == "bind"]
     return proc.pid, binds
 

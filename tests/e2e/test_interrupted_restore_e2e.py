@@ -27,7 +27,7 @@ import pytest
 from backup.docker.helper import LABEL as HELPER_LABEL
 from storage_backends.local import LocalBackend
 from tests.support.archive_factory import make_tar, store_backup
-from tests.support.volume_tree import run_in_volume, snapshot
+from tests.support.volume_tree import run_in_volume, snapshot, staged_bytes
 
 pytestmark = pytest.mark.docker
 
@@ -49,7 +49,6 @@ touch -d '2001-02-03 04:05:06' .hidden .config/app/settings .config/app .config 
 touch -d '2004-05-06 07:08:09' .
 """
 LEFTOVERS = "cd /v && ls -A | grep '^[.]volsafe-' || true"
-STAGED_KIB = "du -sk /v/.volsafe-restore-* 2>/dev/null | awk '{s += $1} END {print s + 0}'"
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +168,7 @@ def _cut_mid_extraction(docker_host, helper_image, volume, volsafe_process, stal
 
         def staged() -> bool:
             assert proc.poll() is None, proc.communicate()
-            return int(run_in_volume(docker_host, helper_image, volume, STAGED_KIB).strip() or 0) * 1024 >= EXTRACTED
+            return staged_bytes(docker_host, volume) >= EXTRACTED
 
         wait_until(staged, what="tar in the helper to extract past the held-back chunk", interval=0.2)
         proc.send_signal(sig)
@@ -265,7 +264,7 @@ def test_kill_9_restore_into_a_new_volume_is_recovered_by_the_next_restore(
         wait_until(lambda: feeder.stalled.is_set() or proc.poll() is not None, what="the archive to be served")
         wait_until(
             lambda: docker_host.volume_exists(volume)
-            and int(run_in_volume(docker_host, helper_image, volume, STAGED_KIB).strip() or 0) * 1024 >= EXTRACTED,
+            and staged_bytes(docker_host, volume) >= EXTRACTED,
             what="extraction into the new volume",
             interval=0.2,
         )

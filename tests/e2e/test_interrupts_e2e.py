@@ -9,7 +9,7 @@ import time
 import pytest
 
 from backup.docker.helper import WRITER_CAPS, created_helper, helper_session
-from tests.support.volume_tree import run_in_volume
+from tests.support.volume_tree import run_in_volume, staged_bytes
 
 pytestmark = pytest.mark.docker
 
@@ -28,12 +28,6 @@ def _wait_for_stream(path, timeout=30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("backup never started writing")
-
-
-def _staged_bytes(host, image, volume) -> int:
-    """Return how many bytes a restore has written into the staging directory of ``volume``."""
-    script = "du -sk /v/.volsafe-restore-* 2>/dev/null | awk '{s += $1} END {print s + 0}'"
-    return int(run_in_volume(host, image, volume, script).strip() or 0) * 1024
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -58,10 +52,10 @@ def test_sigterm_during_restore_removes_created_volume(docker_host, helper_image
     proc = volsafe_process("restore", volume, "--from", str(tmp_path), "--to-volume", target)
     # Signal once the stream is under way: data has reached the staging directory in the target.
     deadline = time.monotonic() + 60
-    while not (docker_host.volume_exists(target) and _staged_bytes(docker_host, helper_image, target) > 1 << 20):
+    while staged_bytes(docker_host, target) <= 1 << 20:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the restore never started writing"
-        time.sleep(0.1)
+        time.sleep(0.002)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
