@@ -7,11 +7,17 @@ port on 127.0.0.1 with a generated host key and accepts root with a generated cl
 ``authorized_keys`` sets ``DOCKER_HOST`` to the second daemon, so ``docker system dial-stdio`` (what
 the SDK's ssh transport runs remotely) reaches it. Everything is torn down at the end of the
 session, even when tests fail.
+
+It is a different host as Docker tells hosts apart: the daemon runs in its own mount and UTS
+namespaces (``unshare -m -u``), with a fresh directory bind-mounted over /etc/docker there (so it
+makes its own key.json, hence its own daemon ID) and its own host name (so ``docker info`` reports
+another Name). Its local volumes stay plain directories under its data root, visible from here.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +58,7 @@ class SecondDaemon:
     host: DockerHost
     root: Path
     tls_options: list[str]
+    name: str  # its host name: what `docker info` reports as Name, unlike the first daemon's
 
 
 def make_tls_files(directory: Path) -> dict[str, Path]:
@@ -123,17 +130,27 @@ def _stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 @pytest.fixture(scope="session")
 def second_daemon(docker_host, helper_image) -> Iterator[SecondDaemon]:
-    """A second dockerd (own data root, exec root, pidfile, unix socket and a loopback tcp port), with the helper image."""
+    """A second dockerd (own data root, exec root, pidfile, unix socket and a loopback tcp port; own
+    /etc/docker and host name, so its own daemon ID and Name), with the helper image."""
     if shutil.which("dockerd") is None:
         pytest.fail("dockerd is not installed (run ./scripts/test)")
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare is not installed (util-linux)")
     # Short paths: containerd's sockets live under the exec root, and unix socket paths are limited.
     root = Path(tempfile.mkdtemp(prefix="vs2d-", dir="/tmp"))
     port = free_port()
     unix_url = f"unix://{root}/docker.sock"
     tls = make_tls_files(root / "tls")
+    name = f"vs2d-{secrets.token_hex(4)}"  # a valid host name (no '_'), unique per session
+    etc = root / "etc-docker"  # what the daemon sees as /etc/docker: it writes a new key.json (its ID) there
+    etc.mkdir(mode=0o700)
+    Path("/etc/docker").mkdir(exist_ok=True)  # the mount point
     log_file = open(root / "dockerd.log", "wb")
     proc = subprocess.Popen(
         [
+            # Own mount and UTS namespaces; unshare and sh exec, so proc is dockerd itself (SIGTERM reaches it).
+            "unshare", "-m", "-u", "--propagation", "private", "--",
+            "sh", "-c", 'mount --bind "$1" /etc/docker && hostname "$2" && shift 2 && exec "$@"', "sh", str(etc), name,
             "dockerd",
             "--data-root", str(root / "data"),
             "--exec-root", str(root / "x"),
@@ -162,10 +179,14 @@ def second_daemon(docker_host, helper_image) -> Iterator[SecondDaemon]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"second dockerd did not come up: {(root / 'dockerd.log').read_text()[-2000:]}")
                 time.sleep(0.3)
+        mine, theirs = host.client.info(), docker_host.client.info()
+        if (mine["Name"], mine["ID"]) == (name, theirs["ID"]) or mine["Name"] != name:
+            pytest.fail(f"the second daemon is not another host: Name {mine['Name']!r}, ID {mine['ID']} (first: {theirs['ID']})")
         build_helper_image(host, tag=helper_image)
         tls_options = ["--to-tlsverify", "--to-tlscacert", str(tls["ca"]), "--to-tlscert", str(tls["cert"]),
                        "--to-tlskey", str(tls["key"])]
-        yield SecondDaemon(unix_url=unix_url, tcp_url=f"tcp://127.0.0.1:{port}", host=host, root=root, tls_options=tls_options)
+        yield SecondDaemon(unix_url=unix_url, tcp_url=f"tcp://127.0.0.1:{port}", host=host, root=root, tls_options=tls_options,
+                           name=name)
     finally:
         if host is not None:
             _remove_everything(host)
