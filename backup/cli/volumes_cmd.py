@@ -30,6 +30,9 @@ def volumes(
 ) -> None:
     """Show every volume: size, driver, containers (running or not), Compose project, newest backup per backend and its age.
 
+    Only this host's backups count (as 'list' shows in HOST, and those that record no host): in a
+    store shared by several hosts, another host's backup of a volume with the same name does not.
+
     Volumes with no backup, or none newer than --max-age, are highlighted (in red on a terminal;
     "stale": true in --json).
     """
@@ -37,7 +40,7 @@ def volumes(
     configured = state.config.backends  # a config file given or found is read first: a broken one stops here
     threshold = max_age_seconds(max_age)
     backends = open_locations(from_, configured)
-    rows = run_volumes(state.docker, backends, max_age=threshold)
+    rows = run_volumes(state.docker, backends, max_age=threshold, this_host=state.this_host())
     if as_json:
         print_json([row.to_json() for row in rows])
         return
