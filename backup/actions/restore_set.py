@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backup.actions.restore import RestoreOutcome, refuse_if_in_use, run_restore
-from backup.archive.catalog import list_backups, locate_on_hosts
+from backup.archive.catalog import locate_on_hosts, resolve_set
 from backup.archive.hosts import HostChoice
-from backup.archive.manifest import Manifest
 from backup.archive.naming import Ref, parse_ref
 from backup.docker.host import DockerHost
 from backup.errors import NotFoundError, VolsafeError
@@ -35,23 +34,20 @@ class RestoreSet:
         return not self.failures
 
 
-def project_refs(backends: list[Backend], project: str) -> list[tuple[Backend, Ref]]:
+def project_refs(backends: list[Backend], project: str, hosts: HostChoice) -> list[tuple[Backend, Ref]]:
     """Return, for every volume whose backups carry Compose project ``project`` (the volume label
-    com.docker.compose.project, as recorded in each manifest), its newest backup and the backend that
-    holds it, by volume name. Raises NotFoundError if there is none, BackendError if a backend
-    cannot be listed."""
-    newest: dict[str, tuple[Manifest, Backend]] = {}
-    for backend in backends:
-        for manifest in list_backups(backend):
-            if manifest.volume_labels.get(PROJECT_LABEL) != project:
-                continue
-            current = newest.get(manifest.volume)
-            if current is None or (manifest.created, manifest.backup_id.stamp) > (current[0].created, current[0].backup_id.stamp):
-                newest[manifest.volume] = (manifest, backend)
-    if not newest:
+    com.docker.compose.project, as recorded in each manifest), the backup its REF means and the
+    backend that holds it, by volume name: as ``restore VOLUME`` chooses (this host's newest, else
+    the only other host's, said on stderr; ``--source-host`` picks), among the project's backups.
+    A volume is in the project when the chosen host's newest backup of it carries the label.
+    Raises NotFoundError if there is none, UsageError when a volume's host must be chosen,
+    BackendError if a backend cannot be listed."""
+    chosen = resolve_set(backends, hosts, lambda m: m.volume_labels.get(PROJECT_LABEL) == project)
+    if not chosen:
         where = ", ".join(b.url for b in backends)
-        raise NotFoundError(f"no backups of Compose project {project!r} in {where}")
-    return [(backend, parse_ref(str(manifest.backup_id))) for _, (manifest, backend) in sorted(newest.items())]
+        mine = f" from host {', '.join(hosts.selected)}" if hosts.selected else ""
+        raise NotFoundError(f"no backups of Compose project {project!r}{mine} in {where}")
+    return [(backend, parse_ref(str(manifest.backup_id))) for manifest, backend in chosen]
 
 
 def locate_refs(backends: list[Backend], refs: list[str], hosts: HostChoice) -> list[tuple[Backend, Ref]]:

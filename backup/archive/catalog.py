@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from backup.errors import ManifestError, NotFoundError
 from backup.archive.hosts import HostChoice, choose_newest
@@ -101,6 +103,122 @@ def newest_by_volume(backend: Backend) -> dict[str, BackupId]:
     return newest
 
 
+@dataclass
+class _Candidate:
+    """A stored backup not yet read: its id, where it is, and its manifest once read (a restic
+    repository gives it with the listing)."""
+
+    backup_id: BackupId
+    backend: Backend
+    manifest: Manifest | None = None
+
+
+def _candidates(backends: list[Backend], volume: str | None = None) -> dict[str, list[_Candidate]]:
+    """Return volume -> its backups across ``backends``, newest first (by stamp; the first listed
+    backend first among equals), from one listing per backend; no manifest is read."""
+    from backup.restic import is_repository
+
+    found: dict[str, list[_Candidate]] = {}
+    for backend in backends:
+        if is_repository(backend):
+            for manifest in backend.manifests(volume):
+                found.setdefault(manifest.volume, []).append(_Candidate(manifest.backup_id, backend, manifest))
+            continue
+        for info in backend.list(f"{volume}/" if volume else ""):
+            backup_id = backup_id_from_manifest_key(info.key)
+            if backup_id is not None and (volume is None or backup_id.volume == volume):
+                found.setdefault(backup_id.volume, []).append(_Candidate(backup_id, backend))
+    for items in found.values():
+        items.sort(key=lambda c: c.backup_id.stamp, reverse=True)  # stable: equal stamps keep backend order
+    return found
+
+
+def _read(candidate: _Candidate) -> Manifest | None:
+    """Return the candidate's manifest (read once), or None (with a warning) if it cannot be read."""
+    if candidate.manifest is None:
+        try:
+            candidate.manifest = load_manifest(candidate.backend, candidate.backup_id)
+        except (ManifestError, NotFoundError, PermanentError) as exc:
+            log.warning("skipping %s: %s", candidate.backup_id.manifest_key, exc)
+            return None
+    return candidate.manifest
+
+
+def _newest_where(items: list[_Candidate], fits: Callable[[Manifest], bool]) -> tuple[_Candidate | None, list[_Candidate]]:
+    """Walk ``items`` (newest first), reading manifests, until one ``fits``; return the newest that
+    fits (by created time among those of the same second) or None, and every candidate read."""
+    read: list[_Candidate] = []
+    best: _Candidate | None = None
+    for candidate in items:
+        if best is not None and candidate.backup_id.stamp[:16] != best.backup_id.stamp[:16]:
+            break  # older than the second of the first fit: nothing newer can follow
+        manifest = _read(candidate)
+        if manifest is None:
+            continue
+        read.append(candidate)
+        if fits(manifest) and (best is None or manifest.created > best.manifest.created):  # type: ignore[union-attr]
+            best = candidate
+    return best, read
+
+
+def newest_of_host(backend: Backend, volumes: Iterable[str], host: str) -> dict[str, BackupId]:
+    """Return, for each of ``volumes`` that has one, its newest complete backup in ``backend`` made
+    on ``host``, or recording no host (made before hosts were recorded): what ``volsafe volumes``
+    reports for this host. Other hosts' backups of a volume with the same name do not count.
+
+    One listing; then, per volume, manifests are read newest first until one is this host's (so
+    usually one read per volume). Raises BackendError if the listing fails.
+    """
+    wanted = set(volumes)
+    found = {volume: items for volume, items in _candidates([backend]).items() if volume in wanted}
+    with ThreadPoolExecutor(max_workers=_PARALLEL_LOADS) as pool:
+        chosen = dict(zip(found, pool.map(lambda items: _newest_where(items, lambda m: m.source_hostname in (host, ""))[0], found.values())))
+    return {volume: c.backup_id for volume, c in chosen.items() if c is not None}
+
+
+def _choose(
+    backends: list[Backend], volume: str, items: list[_Candidate], hosts: HostChoice,
+    belongs: Callable[[Manifest], bool] | None = None,
+) -> tuple[Manifest, Backend] | None:
+    """The one REF rule (see ``backup.archive.hosts.choose_newest``) for ``items``, the backups of
+    ``volume`` newest first: the newest from a --source-host, else this host's newest; when there
+    is none, every manifest of the volume is read to choose among the other hosts.
+
+    With ``belongs`` (e.g. "carries this Compose project"): None when the chosen host's newest
+    backup does not belong (the volume is not in the set as that host last backed it up), and
+    only backups that belong are considered among other hosts (None when none does).
+    """
+    where = ", ".join(b.url for b in backends)
+    this = None if hosts.selected else hosts.this_host()
+    if hosts.selected:
+        mine: Callable[[Manifest], bool] = lambda m: m.source_hostname in hosts.selected
+    else:
+        mine = lambda m: this is not None and m.source_hostname == this
+    best, _ = _newest_where(items, mine)
+    if best is not None:
+        assert best.manifest is not None
+        if belongs is not None and not belongs(best.manifest):
+            return None
+        return best.manifest, best.backend
+    found = [(m, c.backend) for c in items if (m := _read(c)) is not None]
+    if belongs is not None:
+        found = [f for f in found if belongs(f[0])]
+        if not found:
+            return None
+    return choose_newest(found, volume, HostChoice(this_host=lambda: this, selected=hosts.selected), where)
+
+
+def resolve_set(backends: list[Backend], hosts: HostChoice, belongs: Callable[[Manifest], bool]) -> list[tuple[Manifest, Backend]]:
+    """Return, by volume name, the backup each stored volume's REF means (``_choose``) among the
+    backups that ``belongs`` admits (``restore --project``): one listing per backend, then usually
+    one manifest read per volume. Raises UsageError as ``restore VOLUME`` would for a volume whose
+    host must be chosen, BackendError if a backend cannot be listed."""
+    found = _candidates(backends)
+    with ThreadPoolExecutor(max_workers=_PARALLEL_LOADS) as pool:
+        chosen = list(pool.map(lambda v: _choose(backends, v, found[v], hosts, belongs), sorted(found)))
+    return [c for c in chosen if c is not None]
+
+
 def locate(backends: list[Backend], ref: Ref) -> tuple[Backend, Ref]:
     """Return the backend to restore ``ref`` from, and the ref of the exact backup there.
 
@@ -147,6 +265,7 @@ def locate_on_hosts(backends: list[Backend], ref: Ref, hosts: HostChoice) -> tup
                 f"backup {ref.backup_id} is from host {manifest.source_hostname or '(unrecorded)'}, not {', '.join(hosts.selected)}"
             )
         return backend, ref, manifest
-    found = [(m, b) for b in backends for m in list_backups(b, ref.volume)]
-    manifest, backend = choose_newest(found, ref.volume, hosts, where)
+    chosen = _choose(backends, ref.volume, _candidates(backends, ref.volume).get(ref.volume, []), hosts)
+    assert chosen is not None  # only with ``belongs`` can there be no choice
+    manifest, backend = chosen
     return backend, Ref(ref.volume, manifest.backup_id), manifest

@@ -31,7 +31,8 @@ def restore(
     project: Optional[str] = typer.Option(
         None, "--project", metavar="NAME",
         help="Restore every volume whose backups carry this Compose project (label com.docker.compose.project), "
-        "each from its newest backup, into its own name (created if missing, with its Compose labels).",
+        "each from this host's newest backup (chosen among hosts as for VOLUME), into its own name (created if missing, "
+        "with its Compose labels).",
         callback=nonempty,
     ),
     stop: bool = typer.Option(
@@ -114,10 +115,10 @@ def restore(
             raise UsageError("give REFs or --project, not both")
         if any(x is not None for x in (to_volume, to_path, to_container)):
             raise UsageError("--to-volume, --to-path and --to-container restore one REF; each of several goes into its own name")
-        if source_host:
-            raise UsageError("--source-host picks the host of one REF; give an exact id for each of several")
+        if source_host and project is None:
+            raise UsageError("--source-host picks the host of one REF or of --project; give an exact id for each of several")
         _restore_set(
-            state, configured, from_, refs, project, quiesce=quiesce, force=force, as_json=as_json, identity=identity,
+            state, configured, from_, refs, project, source_host, quiesce=quiesce, force=force, as_json=as_json, identity=identity,
             passphrase_file=passphrase_file, driver_opts=driver_opts, bind_device=bind_device, keep_compose_labels=keep_compose_labels,
         )
         return
@@ -156,12 +157,13 @@ def restore(
 
 
 def _restore_set(
-    state, configured, from_, refs, project, *, quiesce, force, as_json, identity, passphrase_file, driver_opts, bind_device,
+    state, configured, from_, refs, project, source_host, *, quiesce, force, as_json, identity, passphrase_file, driver_opts, bind_device,
     keep_compose_labels,
 ) -> None:
     """Restore several REFs, or a Compose project, under one quiesce; print one summary."""
     backends = open_locations([from_] if from_ else None, configured)
-    wanted = project_refs(backends, project) if project is not None else locate_refs(backends, refs, host_choice(state, None))
+    hosts = host_choice(state, source_host)
+    wanted = project_refs(backends, project, hosts) if project is not None else locate_refs(backends, refs, hosts)
     if project is not None and not as_json:
         print(f"volsafe: project {project}: {', '.join(ref.volume for _, ref in wanted)}", file=sys.stderr)
     result = run_restore_set(
