@@ -200,6 +200,8 @@ def _choose(
         if belongs is not None and not belongs(best.manifest):
             return None
         return best.manifest, best.backend
+    if belongs is not None and hosts.selected:
+        return None  # none of the chosen hosts has a backup of this volume: not in their set
     found = [(m, c.backend) for c in items if (m := _read(c)) is not None]
     if belongs is not None:
         found = [f for f in found if belongs(f[0])]
