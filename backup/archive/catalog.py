@@ -172,7 +172,7 @@ def newest_of_host(backend: Backend, volumes: Iterable[str], host: str) -> dict[
     wanted = set(volumes)
     found = {volume: items for volume, items in _candidates([backend]).items() if volume in wanted}
     with ThreadPoolExecutor(max_workers=_PARALLEL_LOADS) as pool:
-        chosen = dict(zip(found, pool.map(lambda items: _newest_where(items, lambda m: m.source_hostname in (host, ""))[0], found.values())))
+        chosen = dict(zip(found, pool.map(lambda items: _newest_where(items, lambda m: m.source_hostname in (host, ""))[0], found.values()), strict=True))
     return {volume: c.backup_id for volume, c in chosen.items() if c is not None}
 
 
@@ -190,10 +190,12 @@ def _choose(
     """
     where = ", ".join(b.url for b in backends)
     this = None if hosts.selected else hosts.this_host()
-    if hosts.selected:
-        mine: Callable[[Manifest], bool] = lambda m: m.source_hostname in hosts.selected
-    else:
-        mine = lambda m: this is not None and m.source_hostname == this
+
+    def mine(manifest: Manifest) -> bool:
+        if hosts.selected:
+            return manifest.source_hostname in hosts.selected
+        return this is not None and manifest.source_hostname == this
+
     best, _ = _newest_where(items, mine)
     if best is not None:
         assert best.manifest is not None
@@ -216,6 +218,9 @@ def resolve_set(backends: list[Backend], hosts: HostChoice, belongs: Callable[[M
     one manifest read per volume. Raises UsageError as ``restore VOLUME`` would for a volume whose
     host must be chosen, BackendError if a backend cannot be listed."""
     found = _candidates(backends)
+    if not hosts.selected:
+        this = hosts.this_host()  # asked once, not once per volume (it may mean a connection to the daemon)
+        hosts = HostChoice(this_host=lambda: this)
     with ThreadPoolExecutor(max_workers=_PARALLEL_LOADS) as pool:
         chosen = list(pool.map(lambda v: _choose(backends, v, found[v], hosts, belongs), sorted(found)))
     return [c for c in chosen if c is not None]

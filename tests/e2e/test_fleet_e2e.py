@@ -163,7 +163,7 @@ def test_volumes_reports_this_hosts_backups(docker_host, helper_image, volumes, 
         backup()  # A's again, newer than B's
         assert newest_on_b() == (mine, False)
         table = volsafe(*on_b, "volumes", "--from", store, "--max-age", "1h")
-        assert table.code == 0 and next(l for l in table.out.splitlines() if l.startswith(db + " ")).endswith("ago")
+        assert table.code == 0 and next(line for line in table.out.splitlines() if line.startswith(db + " ")).endswith("ago")
     finally:
         _drop(second_daemon.host, db)
 
