@@ -59,6 +59,15 @@ def value_option(flag: str, metavar: str, help: str) -> Any:
     return typer.Option(None, flag, metavar=metavar, help=help, callback=nonempty)
 
 
+def from_option(what: str) -> Any:
+    """--from BACKEND (repeatable): the backends a command reads, given as ``Backend to WHAT``."""
+    return value_option(
+        "--from", "BACKEND",
+        f"Backend to {what} (repeatable): a name from the config, a path or a URL. "
+        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
+    )
+
+
 def switch_option(flag: str, help: str) -> Any:
     """An on/off option, off unless given."""
     return typer.Option(False, flag, help=help)

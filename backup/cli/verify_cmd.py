@@ -11,12 +11,11 @@ import typer
 from backup.actions.verify import restore_test, run_verify
 from backup.cli.keys import identities_for, identity_option, passphrase_file_option
 from backup.cli.output import print_json, print_table
-from backup.cli.options import command
+from backup.cli.options import command, from_option
 from backup.errors import NotFoundError, UsageError
 from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
-from backup.cli.state import nonempty
 from backup.cli.hosts import host_choice, source_host_option
 
 
@@ -26,12 +25,7 @@ def verify(
         None, metavar="REF", help="VOLUME or VOLUME@latest (this host's newest backup of it), or a backup id as 'list' prints it."
     ),
     all_: bool = typer.Option(False, "--all", help="Verify every backup on the backends (also finds archives without manifests)."),
-    from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND",
-        help="Backend to check (repeatable): a name from the config, a path or a URL. "
-        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
-    ),
+    from_: Optional[List[str]] = from_option("check"),
     restore_test_: bool = typer.Option(
         False, "--restore-test", help="Also restore each backup into a scratch volume (needs Docker) and compare its digest."
     ),
