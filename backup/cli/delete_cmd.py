@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import List, Optional
 
@@ -12,7 +11,7 @@ from backup.actions.delete import Deletion, run_delete
 from backup.archive.manifest import format_time
 from backup.archive.naming import parse_backup_id
 from backup.cli.options import command, from_option
-from backup.cli.output import print_table
+from backup.cli.output import print_json, print_table
 from backup.config.locations import open_locations
 from backup.units import human_size
 
@@ -35,7 +34,7 @@ def delete(
     deletions = run_delete(open_locations(from_, configured), backup_ids, dry_run=dry_run)
     records = [_record(d, dry_run) for d in deletions]
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        print_json(records)
     else:
         print_table(
             ["ACTION", "ID", "CREATED", "SIZE", "BACKEND"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from typing import List, Optional
@@ -11,7 +10,7 @@ import tzlocal
 import typer
 
 from backup.actions.prune import run_prune
-from backup.cli.output import print_table
+from backup.cli.output import print_json, print_table
 from backup.cli.options import command, from_option
 from backup.errors import UsageError
 from backup.config.locations import open_locations
@@ -77,7 +76,7 @@ def prune(
         for r in results
     ]
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        print_json(records)
     elif records:
         print_table(
             ["ACTION", "ID", "HOST", "CREATED", "BACKEND", "REASON"],
