@@ -59,12 +59,13 @@ def value_option(flag: str, metavar: str, help: str) -> Any:
     return typer.Option(None, flag, metavar=metavar, help=help, callback=nonempty)
 
 
-def from_option(what: str) -> Any:
-    """--from BACKEND (repeatable): the backends a command reads, given as ``Backend to WHAT``."""
+def from_option(what: str, *, repeatable: bool = True, which: str = "") -> Any:
+    """--from BACKEND: the backends a command reads, given as ``Backend to WHAT``; ``which`` says
+    which of the config's backends is read by default (all of them, unless it says otherwise)."""
     return value_option(
         "--from", "BACKEND",
-        f"Backend to {what} (repeatable): a name from the config, a path or a URL. "
-        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
+        f"Backend to {what}{' (repeatable)' if repeatable else ''}: a name from the config, a path or a URL. "
+        f"[default: the config's [backends]{which}, else ~/.local/share/volsafe/backups]",
     )
 
 

@@ -17,7 +17,7 @@ from backup.cli.hosts import host_choice, source_host_option
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
 from backup.cli.keys import identities_for, identity_option, passphrase_file_option
-from backup.cli.options import click_exceptions, command, switch_option, value_option
+from backup.cli.options import click_exceptions, command, from_option, switch_option, value_option
 
 
 def restore(
@@ -41,11 +41,7 @@ def restore(
         "Give a new volume with another name the backup's com.docker.compose.* labels too (left out by default, "
         "so that a renamed copy does not join the Compose project).",
     ),
-    from_: Optional[str] = value_option(
-        "--from", "BACKEND",
-        "Backend to restore from: a name from the config, a path or a URL. "
-        "[default: the config's [backends] (the one with the newest backup), else ~/.local/share/volsafe/backups]",
-    ),
+    from_: Optional[str] = from_option("restore from", repeatable=False, which=" (the one with the newest backup)"),
     to_volume: Optional[str] = value_option("--to-volume", "NAME", "Restore into this volume instead of the original name."),
     to_path: Optional[str] = value_option(
         "--to-path", "DIR", "Restore into this existing directory on the Docker daemon's host instead of a volume."
