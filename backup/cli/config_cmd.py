@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from backup.cli.jobs_cmd import next_runs
-from backup.cli.output import print_table
+from backup.cli.output import print_json, print_table
 from backup.cli.options import command
 from backup.config.schema import key_values
 from backup.jobs.retention import Policy
@@ -42,7 +42,7 @@ def check(
             f"{name}={_shown(value)}" for name, value, default in declared if not default and name not in _COLUMNS
         ))
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     if rows:
         print_table(

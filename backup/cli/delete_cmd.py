@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import List, Optional
 
@@ -11,9 +10,8 @@ import typer
 from backup.actions.delete import Deletion, run_delete
 from backup.archive.manifest import format_time
 from backup.archive.naming import parse_backup_id
-from backup.cli.options import command
-from backup.cli.output import print_table
-from backup.cli.state import nonempty
+from backup.cli.options import command, from_option
+from backup.cli.output import print_json, print_table
 from backup.config.locations import open_locations
 from backup.units import human_size
 
@@ -21,12 +19,7 @@ from backup.units import human_size
 def delete(
     ctx: typer.Context,
     ids: List[str] = typer.Argument(..., metavar="ID", help="Backup ids as 'volsafe list' prints them (VOLUME@STAMP)."),
-    from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND",
-        help="Backend to delete from (repeatable): a name from the config, a path or a URL. "
-        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
-    ),
+    from_: Optional[List[str]] = from_option("delete from"),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show what would be deleted."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup and backend."),
 ) -> None:
@@ -41,7 +34,7 @@ def delete(
     deletions = run_delete(open_locations(from_, configured), backup_ids, dry_run=dry_run)
     records = [_record(d, dry_run) for d in deletions]
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        print_json(records)
     else:
         print_table(
             ["ACTION", "ID", "CREATED", "SIZE", "BACKEND"],

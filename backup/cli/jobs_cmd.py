@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 
 import typer
 
 from backup.actions.job import JobOutcome, run_job
-from backup.cli.output import human_size, print_table
+from backup.cli.output import human_size, print_json, print_table
 from backup.cli.options import command
 from backup.config.schema import JobConfig
 from backup.crypto.encryption import configured_key
@@ -60,7 +59,7 @@ def list_jobs(
             "last_bytes": last.get("bytes"),
         })
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        print_json(records)
     elif records:
         print_table(
             ["JOB", "SCHEDULE", "NEXT RUN", "LAST RESULT", "LAST SUCCESS", "LAST FAILURE"],
@@ -103,7 +102,7 @@ def run_now(
         raise
     summary = finish_run(cfg, outcome, log_line=False)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         print_table(
             ["JOB", "RESULT", "VOLUMES", "STORED", "SECONDS", "PRUNED"],

@@ -6,6 +6,10 @@ passphrase_file. Key material is read here and handed to the actions; it is neve
 
 from __future__ import annotations
 
+from typing import Any
+
+import typer
+
 from backup.crypto.encryption import (
     Passphrase,
     Recipients,
@@ -20,6 +24,21 @@ from backup.crypto.encryption import (
 )
 
 PASSPHRASE_OPTION = "--passphrase-file"
+
+
+def identity_option(what: str) -> Any:
+    """--identity/-i FILE (repeatable), to decrypt ``what`` ("an encrypted backup")."""
+    return typer.Option(
+        None, "--identity", "-i", metavar="FILE",
+        help=f"age identity file or SSH private key for {what} (repeatable). [default: [encryption] identity_files]",
+    )
+
+
+def passphrase_file_option(help: str) -> Any:
+    """--passphrase-file FILE; ``help`` says what the passphrase is for, the defaults are added."""
+    return typer.Option(
+        None, PASSPHRASE_OPTION, metavar="FILE", help=f"{help} [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]"
+    )
 
 
 def recipients_for(

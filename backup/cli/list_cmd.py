@@ -8,22 +8,16 @@ import typer
 
 from backup.actions.listing import run_list
 from backup.cli.output import backup_record, print_backups, print_json
-from backup.cli.options import command
+from backup.cli.options import command, from_option
 from backup.config.locations import open_locations
 from backup.archive.naming import validate_volume_name
-from backup.cli.state import nonempty
 from backup.cli.hosts import source_host_option
 
 
 def list_backups(
     ctx: typer.Context,
     volume: Optional[str] = typer.Argument(None, metavar="VOLUME", help="Only list backups of this volume."),
-    from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND",
-        help="Backend to read (repeatable): a name from the config, a path or a URL. "
-        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
-    ),
+    from_: Optional[List[str]] = from_option("read"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup."),
     source_host: Optional[List[str]] = source_host_option("list"),
 ) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import List, Optional
 
 import typer
 
 from backup.actions.migrate import MigrateOptions, MigrationResult, project_volumes, run_migrate
-from backup.cli.output import human_size, print_table
+from backup.cli.output import human_size, print_json, print_table
 from backup.cli.options import command
 from backup.docker.host import TlsOptions, connect
 from backup.errors import UsageError
@@ -116,7 +115,7 @@ def _report(result: MigrationResult, source_url: str, target_url: str, as_json: 
     for problem in result.restart_problems:
         print(f"volsafe: error: {problem}", file=sys.stderr)
     if as_json:
-        typer.echo(json.dumps(_record(result, source_url, target_url), indent=2))
+        print_json(_record(result, source_url, target_url))
         return
     for v in result.volumes:
         print(

@@ -22,7 +22,7 @@ except ImportError:  # older typer runs on Click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]  # the same module, from Click itself
 
 from backup.cli.logsafe import guard
-from backup.cli.state import State
+from backup.cli.state import State, nonempty
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +52,26 @@ def config_option() -> Any:
 
 def debug_option() -> Any:
     return typer.Option(False, "--debug", help=_DEBUG_HELP)
+
+
+def value_option(flag: str, metavar: str, help: str) -> Any:
+    """An option that takes a value (default None), refused when given empty (``--from ""``)."""
+    return typer.Option(None, flag, metavar=metavar, help=help, callback=nonempty)
+
+
+def from_option(what: str, *, repeatable: bool = True, which: str = "") -> Any:
+    """--from BACKEND: the backends a command reads, given as ``Backend to WHAT``; ``which`` says
+    which of the config's backends is read by default (all of them, unless it says otherwise)."""
+    return value_option(
+        "--from", "BACKEND",
+        f"Backend to {what}{' (repeatable)' if repeatable else ''}: a name from the config, a path or a URL. "
+        f"[default: the config's [backends]{which}, else ~/.local/share/volsafe/backups]",
+    )
+
+
+def switch_option(flag: str, help: str) -> Any:
+    """An on/off option, off unless given."""
+    return typer.Option(False, flag, help=help)
 
 
 def apply_global_options(state: State, *, host: str | None, helper_image: str | None, config: str | None, debug: bool) -> None:

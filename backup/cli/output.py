@@ -41,7 +41,7 @@ def _size(size: int | None) -> str:
 
 
 def print_json(records: list[dict[str, Any]] | dict[str, Any]) -> None:
-    """Print ``records`` as one JSON array on stdout."""
+    """Print ``records`` (a JSON array, or one object) as JSON on stdout."""
     typer.echo(json.dumps(records, indent=2))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from typing import List, Optional
@@ -11,15 +10,14 @@ import tzlocal
 import typer
 
 from backup.actions.prune import run_prune
-from backup.cli.output import print_table
-from backup.cli.options import command
+from backup.cli.output import print_json, print_table
+from backup.cli.options import command, from_option
 from backup.errors import UsageError
 from backup.config.locations import open_locations
 from backup.archive.manifest import format_time
 from backup.archive.naming import validate_volume_name
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import timezone_of
-from backup.cli.state import nonempty
 from backup.cli.hosts import all_hosts_option, source_host_option
 from backup.archive.hosts import host_filter, shown
 
@@ -31,12 +29,7 @@ def _keep(flag: str, period: str) -> int:
 def prune(
     ctx: typer.Context,
     volume: Optional[str] = typer.Argument(None, metavar="VOLUME", help="Only prune backups of this volume [default: every volume]."),
-    from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND",
-        help="Backend to prune (repeatable): a name from the config, a path or a URL. "
-        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
-    ),
+    from_: Optional[List[str]] = from_option("prune"),
     keep_last: int = typer.Option(0, "--keep-last", min=0, metavar="N", help="Keep the N newest backups."),
     keep_hourly: int = _keep("--keep-hourly", "hours"),
     keep_daily: int = _keep("--keep-daily", "days"),
@@ -83,7 +76,7 @@ def prune(
         for r in results
     ]
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        print_json(records)
     elif records:
         print_table(
             ["ACTION", "ID", "HOST", "CREATED", "BACKEND", "REASON"],

@@ -16,9 +16,8 @@ from backup.archive.catalog import locate_on_hosts
 from backup.cli.hosts import host_choice, source_host_option
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
-from backup.cli.keys import identities_for
-from backup.cli.state import nonempty
-from backup.cli.options import click_exceptions, command
+from backup.cli.keys import identities_for, identity_option, passphrase_file_option
+from backup.cli.options import click_exceptions, command, from_option, switch_option, value_option
 
 
 def restore(
@@ -28,59 +27,43 @@ def restore(
         help="VOLUME or VOLUME@latest (this host's newest backup of VOLUME), or a backup id as 'list' prints it. Several: "
         "each into its own volume name, under one --stop/--pause.",
     ),
-    project: Optional[str] = typer.Option(
-        None, "--project", metavar="NAME",
-        help="Restore every volume whose backups carry this Compose project (label com.docker.compose.project), "
+    project: Optional[str] = value_option(
+        "--project", "NAME",
+        "Restore every volume whose backups carry this Compose project (label com.docker.compose.project), "
         "each from this host's newest backup (chosen among hosts as for VOLUME), into its own name (created if missing, "
         "with its Compose labels).",
-        callback=nonempty,
     ),
-    stop: bool = typer.Option(
-        False, "--stop", help="Stop the running containers that use a target volume during the restore (once for all), then start them."
+    stop: bool = switch_option(
+        "--stop", "Stop the running containers that use a target volume during the restore (once for all), then start them."
     ),
-    pause: bool = typer.Option(False, "--pause", help="Pause those containers instead of stopping them."),
-    keep_compose_labels: bool = typer.Option(
-        False, "--keep-compose-labels",
-        help="Give a new volume with another name the backup's com.docker.compose.* labels too (left out by default, "
+    pause: bool = switch_option("--pause", "Pause those containers instead of stopping them."),
+    keep_compose_labels: bool = switch_option(
+        "--keep-compose-labels",
+        "Give a new volume with another name the backup's com.docker.compose.* labels too (left out by default, "
         "so that a renamed copy does not join the Compose project).",
     ),
-    from_: Optional[str] = typer.Option(
-        None, "--from", metavar="BACKEND",
-        help="Backend to restore from: a name from the config, a path or a URL. "
-        "[default: the config's [backends] (the one with the newest backup), else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
+    from_: Optional[str] = from_option("restore from", repeatable=False, which=" (the one with the newest backup)"),
+    to_volume: Optional[str] = value_option("--to-volume", "NAME", "Restore into this volume instead of the original name."),
+    to_path: Optional[str] = value_option(
+        "--to-path", "DIR", "Restore into this existing directory on the Docker daemon's host instead of a volume."
     ),
-    to_volume: Optional[str] = typer.Option(
-        None, "--to-volume", metavar="NAME", help="Restore into this volume instead of the original name.", callback=nonempty
+    to_container: Optional[str] = value_option(
+        "--to-container", "NAME:PATH", "Restore into PATH of the running container NAME (e.g. a tmpfs mount), with its own tar."
     ),
-    to_path: Optional[str] = typer.Option(
-        None, "--to-path", metavar="DIR", help="Restore into this existing directory on the Docker daemon's host instead of a volume.",
-        callback=nonempty,
-    ),
-    to_container: Optional[str] = typer.Option(
-        None, "--to-container", metavar="NAME:PATH", help="Restore into PATH of the running container NAME (e.g. a tmpfs mount), with its own tar.",
-        callback=nonempty,
-    ),
-    driver_opts: bool = typer.Option(
-        False, "--driver-opts",
-        help="Create a new volume with the driver and driver options recorded in the backup (default: the local "
+    driver_opts: bool = switch_option(
+        "--driver-opts",
+        "Create a new volume with the driver and driver options recorded in the backup (default: the local "
         "driver, no options). A bind or device volume also needs --bind-device.",
     ),
-    bind_device: Optional[str] = typer.Option(
-        None, "--bind-device", metavar="PATH",
-        help="Allow writing into a volume that keeps its data on this host directory or device (o=bind, device=PATH): "
+    bind_device: Optional[str] = value_option(
+        "--bind-device", "PATH",
+        "Allow writing into a volume that keeps its data on this host directory or device (o=bind, device=PATH): "
         "must equal the volume's (or, with --driver-opts, the backup's) device option.",
-        callback=nonempty,
     ),
-    force: bool = typer.Option(False, "--force", help="Replace the contents of a target that is not empty."),
-    as_json: bool = typer.Option(False, "--json", help="Print what was restored as JSON; no progress bar."),
-    identity: Optional[List[str]] = typer.Option(
-        None, "--identity", "-i", metavar="FILE", help="age identity file or SSH private key for an encrypted backup (repeatable). [default: [encryption] identity_files]"
-    ),
-    passphrase_file: Optional[str] = typer.Option(
-        None, "--passphrase-file", metavar="FILE",
-        help="Passphrase (FILE's first line) for a backup encrypted with one. [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
-    ),
+    force: bool = switch_option("--force", "Replace the contents of a target that is not empty."),
+    as_json: bool = switch_option("--json", "Print what was restored as JSON; no progress bar."),
+    identity: Optional[List[str]] = identity_option("an encrypted backup"),
+    passphrase_file: Optional[str] = passphrase_file_option("Passphrase (FILE's first line) for a backup encrypted with one."),
     source_host: Optional[List[str]] = source_host_option("restore from"),
 ) -> None:
     """Restore a backup into a volume, creating it with its original labels (and, with --driver-opts, driver and options).

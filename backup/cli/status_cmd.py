@@ -12,21 +12,15 @@ from backup.actions.overview import human_age
 from backup.actions.status import run_status
 from backup.archive.hosts import shown
 from backup.archive.manifest import format_time
-from backup.cli.options import command, max_age_seconds
+from backup.cli.options import command, from_option, max_age_seconds
 from backup.cli.output import print_json, print_table
-from backup.cli.state import nonempty
 from backup.config.locations import open_locations
 from backup.units import human_size
 
 
 def status(
     ctx: typer.Context,
-    from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND",
-        help="Backend to read (repeatable): a name from the config, a path or a URL. "
-        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
-    ),
+    from_: Optional[List[str]] = from_option("read"),
     max_age: str = typer.Option(
         "26h", "--max-age", metavar="DURATION", help="A newest backup older than this is stale (e.g. 26h, 2d)."
     ),

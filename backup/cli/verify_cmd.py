@@ -9,14 +9,13 @@ from urllib.parse import unquote, urlparse
 import typer
 
 from backup.actions.verify import restore_test, run_verify
-from backup.cli.keys import identities_for
+from backup.cli.keys import identities_for, identity_option, passphrase_file_option
 from backup.cli.output import print_json, print_table
-from backup.cli.options import command
+from backup.cli.options import command, from_option
 from backup.errors import NotFoundError, UsageError
 from backup.config.locations import open_locations
 from backup.archive.naming import parse_ref
 from backup.progress import reporter_for
-from backup.cli.state import nonempty
 from backup.cli.hosts import host_choice, source_host_option
 
 
@@ -26,22 +25,12 @@ def verify(
         None, metavar="REF", help="VOLUME or VOLUME@latest (this host's newest backup of it), or a backup id as 'list' prints it."
     ),
     all_: bool = typer.Option(False, "--all", help="Verify every backup on the backends (also finds archives without manifests)."),
-    from_: Optional[List[str]] = typer.Option(
-        None, "--from", metavar="BACKEND",
-        help="Backend to check (repeatable): a name from the config, a path or a URL. "
-        "[default: the config's [backends], else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
-    ),
+    from_: Optional[List[str]] = from_option("check"),
     restore_test_: bool = typer.Option(
         False, "--restore-test", help="Also restore each backup into a scratch volume (needs Docker) and compare its digest."
     ),
-    identity: Optional[List[str]] = typer.Option(
-        None, "--identity", "-i", metavar="FILE", help="age identity file or SSH private key for encrypted backups (repeatable)."
-    ),
-    passphrase_file: Optional[str] = typer.Option(
-        None, "--passphrase-file", metavar="FILE",
-        help="Passphrase (FILE's first line) for backups encrypted with one. [default: $VOLSAFE_PASSPHRASE, [encryption] passphrase_file]",
-    ),
+    identity: Optional[List[str]] = identity_option("encrypted backups"),
+    passphrase_file: Optional[str] = passphrase_file_option("Passphrase (FILE's first line) for backups encrypted with one."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per backup; no progress bar."),
     source_host: Optional[List[str]] = source_host_option("verify"),
 ) -> None:

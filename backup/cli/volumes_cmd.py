@@ -9,22 +9,15 @@ import typer
 
 from backup.actions.volumes import run_volumes
 from backup.cli.output import print_json
-from backup.cli.options import command, max_age_seconds
+from backup.cli.options import command, from_option, max_age_seconds
 from backup.config.locations import open_locations
 from backup.actions.overview import human_age
 from backup.units import human_size
-from backup.cli.state import nonempty
 
 
 def volumes(
     ctx: typer.Context,
-    from_: Optional[List[str]] = typer.Option(
-        None,
-        "--from",
-        metavar="BACKEND",
-        help="Backend to look for backups in (repeatable). [default: the config's [backends], else ~/.local/share/volsafe/backups]",
-        callback=nonempty,
-    ),
+    from_: Optional[List[str]] = from_option("look for backups in"),
     max_age: str = typer.Option("24h", "--max-age", metavar="DURATION", help="A newest backup older than this is highlighted (e.g. 36h, 7d)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per volume."),
 ) -> None:

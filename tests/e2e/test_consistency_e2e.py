@@ -11,73 +11,22 @@ import signal
 import tarfile
 import time
 
-import docker
 import pytest
 import zstandard
-from docker.types import Mount
 
 from backup.actions.backup import BackupOptions, backup_volume
 from backup.progress import Reporter
 from storage_backends import BackendError
 from storage_backends.local import LocalBackend
+from tests.support import apps
+from tests.support.apps import events, helpers_of, state_of, wait_until
 from tests.support.configs import job_config
 from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(autouse=True)
-def private_state(tmp_path, monkeypatch):
-    """Keep this test's crash-recovery records to itself (other test runs share the machine)."""
-    state = tmp_path / "state"
-    monkeypatch.setenv("VOLSAFE_STATE_DIR", str(state))
-    return state
-
-
-@pytest.fixture
-def app(docker_host, helper_image):
-    """Start an "application" container (sleep, with the volume at /data); all are removed afterwards."""
-    made: list[str] = []
-
-    def start(volume: str, name: str | None = None, **labels: str):
-        container = docker_host.client.containers.run(
-            helper_image,
-            ["sleep", "3600"],
-            name=f"vstest-app-{name or 'app'}-{secrets.token_hex(3)}",
-            labels=labels,
-            mounts=[Mount("/data", volume, type="volume")],
-            network_mode="none",
-            stop_signal="SIGKILL",  # sleep as pid 1 ignores SIGTERM; do not wait 10 s for each stop
-            detach=True,
-        )
-        made.append(container.id)
-        return container
-
-    yield start
-    for cid in made:
-        try:
-            docker_host.api.remove_container(cid, force=True)
-        except docker.errors.NotFound:
-            pass
-
-
-def state_of(host, container) -> str:
-    return host.api.inspect_container(container.id)["State"]["Status"]
-
-
-def events(host, since: float, containers) -> list[tuple[str, str]]:
-    """Return (action, container name) of the stop/start/pause/unpause events of ``containers`` since ``since``."""
-    names = {c.id: c.name for c in containers}
-    # Fractional Unix times: a datetime would be truncated to whole seconds.
-    found = host.client.events(
-        since=f"{since:.6f}", until=f"{time.time():.6f}", decode=True, filters={"type": "container", "event": ["stop", "start", "pause", "unpause"]}
-    )
-    return [(e["Action"], names[e["id"]]) for e in found if e.get("id") in names]
-
-
-def helpers_of(host, pid: int) -> list[dict]:
-    """Return the helper containers of the volsafe process ``pid``."""
-    return host.api.containers(all=True, filters={"label": ["io.volsafe.helper=true", f"io.volsafe.pid={pid}"]})
+app, private_state = apps.app, apps.private_state  # the shared fixtures; private_state is autouse
 
 
 def writing(directory) -> bool:
@@ -94,14 +43,6 @@ def big_volume(host, image, volume, mb: int = 150) -> None:
     host.api.create_volume(volume)
     # Incompressible data at a high level on one thread keeps the stream busy for a few seconds.
     run_in_volume(host, image, volume, f"head -c {mb}m /dev/urandom > /v/big")
-
-
-def wait_until(check, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def archive_names(backup_dir, volume) -> set[str]:
@@ -172,7 +113,7 @@ def test_sigterm_mid_backup_brings_the_app_back(docker_host, helper_image, volum
     )
     down = "exited" if mode == "--stop" else "paused"
     # Once archive bytes reach the backend, the helper exists and volsafe knows it.
-    wait_until(lambda: state_of(docker_host, container) == down and writing(tmp_path / "b"), what="the backup to be under way")
+    wait_until(lambda: state_of(docker_host, container) == down and writing(tmp_path / "b"), timeout=30, what="the backup to be under way")
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -194,7 +135,7 @@ def test_after_kill_9_the_next_command_restarts_the_app_and_removes_the_helper(
     def helpers():
         return helpers_of(docker_host, proc.pid)
 
-    wait_until(lambda: state_of(docker_host, container) == "exited" and writing(tmp_path / "b"), what="the backup to be under way")
+    wait_until(lambda: state_of(docker_host, container) == "exited" and writing(tmp_path / "b"), timeout=30, what="the backup to be under way")
     proc.kill()
     proc.communicate(timeout=30)  # dead and reaped: nothing of it can act any more
     assert state_of(docker_host, container) == "exited"  # volsafe had no chance to restart it
@@ -274,7 +215,7 @@ def test_two_backups_of_one_volume_are_serialised(docker_host, helper_image, vol
     volume = volumes("lock")
     big_volume(docker_host, helper_image, volume, mb=100)
     first = volsafe_process("backup", volume, "--to", str(tmp_path / "a"), "--threads", "1", "--level", "9")
-    wait_until(lambda: writing(tmp_path / "a"), what="the first backup to start")
+    wait_until(lambda: writing(tmp_path / "a"), timeout=30, what="the first backup to start")
     busy = volsafe("backup", volume, "--to", str(tmp_path / "b"), "--lock-wait", "0")
     assert busy.code == 1 and f"is busy: pid {first.pid}: backup" in busy.err
     waited = volsafe("backup", volume, "--to", str(tmp_path / "b"))

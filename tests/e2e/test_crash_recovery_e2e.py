@@ -4,68 +4,22 @@ and removes the dead process's helper, and the partial archive it left is never 
 from __future__ import annotations
 
 import json
-import secrets
-import time
 
-import docker
 import pytest
-from docker.types import Mount
 
-from backup.docker.helper import LABEL as HELPER_LABEL
 from storage_backends.local import TEMP_MARKER
+from tests.support import apps
+from tests.support.apps import helpers_of, wait_until
 from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(autouse=True)
-def private_state(tmp_path, monkeypatch):
-    """This test's crash-recovery records stay its own (other runs share the machine)."""
-    state = tmp_path / "state"
-    monkeypatch.setenv("VOLSAFE_STATE_DIR", str(state))
-    return state
-
-
-@pytest.fixture
-def app(docker_host, helper_image):
-    """Start an "application" container with the volume at /data; removed afterwards, whatever happened."""
-    made: list[str] = []
-
-    def start(volume: str):
-        container = docker_host.client.containers.run(
-            helper_image,
-            ["sleep", "3600"],
-            name=f"vstest-app-crash-{secrets.token_hex(3)}",
-            mounts=[Mount("/data", volume, type="volume")],
-            network_mode="none",
-            stop_signal="SIGKILL",
-            detach=True,
-        )
-        made.append(container.id)
-        return container
-
-    yield start
-    for cid in made:
-        try:
-            docker_host.api.remove_container(cid, force=True)  # also takes a paused one
-        except docker.errors.NotFound:
-            pass
-
-
-def wait_until(check, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+app, private_state = apps.app, apps.private_state  # the shared fixtures; private_state is autouse
 
 
 def state_of(host, container) -> dict:
     return host.api.inspect_container(container.id)["State"]
-
-
-def helpers_of(host, pid: int) -> list[dict]:
-    return host.api.containers(all=True, filters={"label": [f"{HELPER_LABEL}=true", f"io.volsafe.pid={pid}"]})
 
 
 def partial_files(directory) -> list:
@@ -88,7 +42,7 @@ def test_kill_9_during_backup_pause_next_command_unpauses_and_partial_archive_is
         env={"VOLSAFE_STATE_DIR": str(private_state)},
     )
     try:
-        wait_until(lambda: state_of(docker_host, container)["Paused"] and partial_files(store), what="the paused backup to be writing")
+        wait_until(lambda: state_of(docker_host, container)["Paused"] and partial_files(store), timeout=60, what="the paused backup to be writing")
         proc.kill()
         proc.communicate(timeout=30)
     finally:

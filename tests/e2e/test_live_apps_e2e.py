@@ -4,43 +4,30 @@ project, and ``backup --dry-run``. Docker's own events are the witness of what w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import time
 
-import docker
 import pytest
 
-from tests.e2e.test_consistency_e2e import app, archive_names, events, private_state, small_volume, state_of  # noqa: F401 (fixtures)
+from tests.e2e.test_consistency_e2e import archive_names
+from tests.support import apps
+from tests.support.apps import compose_project, events, state_of
+from tests.support.configs import job_config, job_table
 
 pytestmark = pytest.mark.docker
 
+app, private_state = apps.app, apps.private_state  # the shared fixtures; private_state is autouse
+
 
 @pytest.fixture
-def shop(docker_host, helper_image, volumes, app):  # noqa: F811
+def shop(docker_host, helper_image, volumes, app):
     """A Compose-like project: volumes db and files (project labels as Compose sets them), a "db"
     service using db, and an "api" service (depends on db) using both."""
-    project = f"vsshop{secrets.token_hex(3)}"
-    db_volume, files_volume = volumes("db"), volumes("files")
-    for volume, short in ((db_volume, "db"), (files_volume, "files")):
-        docker_host.api.create_volume(
-            volume, labels={"com.docker.compose.project": project, "com.docker.compose.volume": short, "com.docker.compose.version": "2.29.0"}
-        )
+    shop = compose_project(docker_host, app, f"vsshop{secrets.token_hex(3)}", volumes("db"), volumes("files"))
+    for volume, short in ((shop.db_volume, "db"), (shop.files_volume, "files")):
         small_volume_data(docker_host, helper_image, volume, short)
-    compose = {"com.docker.compose.project": project}
-    db = app(db_volume, "db", **compose, **{"com.docker.compose.service": "db"})
-    api = docker_host.client.containers.run(
-        helper_image, ["sleep", "3600"], name=f"vstest-app-api-{secrets.token_hex(3)}",
-        labels={**compose, "com.docker.compose.service": "api", "com.docker.compose.depends_on": "db:service_started:false"},
-        volumes={db_volume: {"bind": "/data", "mode": "rw"}, files_volume: {"bind": "/files", "mode": "rw"}},
-        network_mode="none", stop_signal="SIGKILL", detach=True,
-    )
-    try:
-        yield type("Shop", (), {"project": project, "db_volume": db_volume, "files_volume": files_volume, "db": db, "api": api})
-    finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_host.api.remove_container(api.id, force=True)
+    return shop
 
 
 def small_volume_data(host, image, volume, text) -> None:
@@ -98,23 +85,11 @@ def test_dry_run_says_what_would_happen_and_writes_nothing(docker_host, helper_i
 
 def test_job_with_a_pre_hook_does_not_warn_and_a_job_without_names_its_keys(docker_host, shop, volsafe, tmp_path):
     config = tmp_path / "volsafe.toml"
-    config.write_text(f"""
-[backends.here]
-type = "local"
-path = "{tmp_path / 'b'}"
-
-[jobs.dumped]
-volumes = ["{shop.db_volume}"]
-schedule = "@daily"
-backends = ["here"]
-hook_container = "{shop.db.name}"
-pre_hook = "echo dumped > /data/dump"
-
-[jobs.plain]
-volumes = ["{shop.db_volume}"]
-schedule = "@daily"
-backends = ["here"]
-""")
+    config.write_text(job_config(
+        tmp_path, job="dumped", volumes=(shop.db_volume,), store=tmp_path / "b", status=False,
+        job_keys=f'hook_container = "{shop.db.name}"\npre_hook = "echo dumped > /data/dump"\n',
+        extra=job_table("plain", volumes=(shop.db_volume,)),
+    ))
     dumped = volsafe("jobs", "run", "dumped", "--config", str(config))
     assert dumped.code == 0, dumped.err
     assert "crash-consistent" not in dumped.err
@@ -132,7 +107,7 @@ def marker(host, image, volume) -> str:
     return out.decode().strip()
 
 
-def test_restore_into_a_volume_in_use_is_refused_and_stop_quiesces_it(docker_host, helper_image, shop, volsafe, tmp_path, private_state):  # noqa: F811
+def test_restore_into_a_volume_in_use_is_refused_and_stop_quiesces_it(docker_host, helper_image, shop, volsafe, tmp_path, private_state):
     from tests.support.volume_tree import run_in_volume
 
     store = str(tmp_path / "b")

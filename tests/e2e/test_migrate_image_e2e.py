@@ -3,59 +3,29 @@
 from __future__ import annotations
 
 import json
-import secrets
 
-import docker
 import pytest
-from docker.types import Mount
 
-from backup.docker.helper_image import build_helper_image
+from tests.support.apps import app_containers
+from tests.support.helper_images import image_present, without_image
 from tests.support.volume_tree import TRICKY_SCRIPT, run_in_volume, snapshot
 
 pytestmark = pytest.mark.docker
-
-
-def _present(host, image: str) -> bool:
-    try:
-        host.api.inspect_image(image)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
 
 
 @pytest.fixture
 def target_without_helper_image(second_daemon, helper_image):
     """The second daemon with the helper image removed for the test; it has the image again afterwards,
     whatever happened (the second daemon is shared by the whole session)."""
-    host = second_daemon.host
-    host.api.remove_image(helper_image, force=True)
-    assert not _present(host, helper_image)
-    try:
+    with without_image(second_daemon.host, helper_image):
         yield second_daemon
-    finally:
-        if not _present(host, helper_image):
-            build_helper_image(host, tag=helper_image)
 
 
 @pytest.fixture
 def running_app(docker_host, helper_image):
     """Start a container that mounts a volume read-write and keeps running; removed afterwards."""
-    made: list[str] = []
-
-    def start(volume: str) -> str:
-        container = docker_host.client.containers.run(
-            helper_image, ["sleep", "3600"], name=f"vstest-app-{secrets.token_hex(4)}",
-            mounts=[Mount("/data", volume, type="volume")], network_mode="none", stop_signal="SIGKILL", detach=True,
-        )
-        made.append(container.id)
-        return container.name
-
-    yield start
-    for cid in made:
-        try:
-            docker_host.api.remove_container(cid, force=True)
-        except docker.errors.NotFound:
-            pass
+    with app_containers(docker_host, helper_image) as start:
+        yield lambda volume: start(volume).name
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ssh"])
@@ -78,7 +48,7 @@ def test_migrate_ships_the_helper_image_to_a_target_without_it(
         assert result.code == 0, result.err
         assert json.loads(result.out)["verified"] is True
         assert f"volsafe: INFO: copying helper image {helper_image} from " in result.err and f"to {where[0]}" in result.err
-        assert _present(target.host, helper_image)  # it stays there for the next migration
+        assert image_present(target.host, helper_image)  # it stays there for the next migration
         assert snapshot(target.host, helper_image, name) == before
     finally:
         target.host.api.remove_volume(name, force=True) if target.host.volume_exists(name) else None

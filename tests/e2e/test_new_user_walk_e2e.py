@@ -10,7 +10,6 @@ volume's tree are the witnesses.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import secrets
@@ -20,23 +19,18 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 
-import docker
 import pytest
 
-from backup.docker.helper_image import build_helper_image
-from tests.e2e.test_consistency_e2e import app, events, private_state, state_of  # noqa: F401 (fixtures)
+from tests.support import apps
+from tests.support.apps import compose_project, events, state_of
+from tests.support.configs import job_config
+from tests.support.helper_images import without_image
 from tests.support.second_daemon import free_port
 from tests.support.volume_tree import fill_tricky, run_in_volume, snapshot
 
 pytestmark = pytest.mark.docker
 
-
-def _present(host, image: str) -> bool:
-    try:
-        host.api.inspect_image(image)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
+app, private_state = apps.app, apps.private_state  # the shared fixtures; private_state is autouse
 
 
 def _scrape(port: int, path: str, deadline: float) -> tuple[int, str]:
@@ -54,26 +48,16 @@ def _scrape(port: int, path: str, deadline: float) -> tuple[int, str]:
 
 
 def test_new_user_walk(
-    docker_host, helper_image, volumes, app, second_daemon, volsafe, volsafe_process, tmp_path, monkeypatch, private_state  # noqa: F811
+    docker_host, helper_image, volumes, app, second_daemon, volsafe, volsafe_process, tmp_path, monkeypatch, private_state
 ):
     # -- a Compose project "shop": volumes db and files, service db, service api (depends on db) ----------
     project = f"vswalk{secrets.token_hex(3)}"
     db_volume, files_volume, copy = volumes("db"), volumes("files"), volumes("db-old")
-    for volume, short in ((db_volume, "db"), (files_volume, "files")):
-        docker_host.api.create_volume(
-            volume, labels={"com.docker.compose.project": project, "com.docker.compose.volume": short, "com.docker.compose.version": "2.29.0"}
-        )
+    shop = compose_project(docker_host, app, project, db_volume, files_volume)
+    db, api = shop.db, shop.api
     fill_tricky(docker_host, helper_image, db_volume)
     run_in_volume(docker_host, helper_image, files_volume, "mkdir -p /v/img && head -c 300000 /dev/urandom > /v/img/a.png")
     db_tree, files_tree = snapshot(docker_host, helper_image, db_volume), snapshot(docker_host, helper_image, files_volume)
-    compose = {"com.docker.compose.project": project}
-    db = app(db_volume, "db", **compose, **{"com.docker.compose.service": "db"})
-    api = docker_host.client.containers.run(
-        helper_image, ["sleep", "3600"], name=f"vstest-app-api-{secrets.token_hex(3)}",
-        labels={**compose, "com.docker.compose.service": "api", "com.docker.compose.depends_on": "db:service_started:false"},
-        volumes={db_volume: {"bind": "/data", "mode": "rw"}, files_volume: {"bind": "/files", "mode": "rw"}},
-        network_mode="none", stop_signal="SIGKILL", detach=True,
-    )
     target = second_daemon.host
     port = free_port()
     try:
@@ -82,22 +66,11 @@ def test_new_user_walk(
         nas = tmp_path / "nas"
         status_file = tmp_path / "status.json"
         config = tmp_path / "volsafe.toml"
-        config.write_text(f"""
-[health]
-status_file = "{status_file}"
-listen = "127.0.0.1:{port}"
-
-[backends.nas]
-type = "local"
-path = "{nas}"
-
-[jobs.shop]
-projects = ["{project}"]
-schedule = "30 2 * * *"
-backends = ["nas"]
-stop_containers = true
-retention = {{ keep_last = 3 }}
-""")
+        config.write_text(job_config(
+            tmp_path, job="shop", volumes=None, backend="nas", store=nas, schedule="30 2 * * *",
+            health_keys=f'listen = "127.0.0.1:{port}"\n',
+            job_keys=f'projects = ["{project}"]\nstop_containers = true\nretention = {{ keep_last = 3 }}\n',
+        ))
         checked = volsafe("config", "check", "--json")
         assert checked.code == 0, checked.err
         (job,) = json.loads(checked.out)
@@ -143,14 +116,13 @@ retention = {{ keep_last = 3 }}
         assert docker_host.api.inspect_volume(db_volume)["Labels"]["com.docker.compose.project"] == project
 
         # -- migrate files to a second host that lacks the helper image ---------------------------------------
-        target.api.remove_image(helper_image, force=True)
-        assert not _present(target, helper_image)
-        migrated = volsafe("migrate", files_volume, "--to-host", second_daemon.unix_url, "--stop", "--json")
-        assert migrated.code == 0, migrated.err
-        assert json.loads(migrated.out)["verified"] is True
-        assert f"copying helper image {helper_image}" in migrated.err
-        assert snapshot(target, helper_image, files_volume) == files_tree
-        assert [state_of(docker_host, c) for c in (db, api)] == ["running", "running"]
+        with without_image(target, helper_image):  # the second daemon is shared by the session: it gets it back
+            migrated = volsafe("migrate", files_volume, "--to-host", second_daemon.unix_url, "--stop", "--json")
+            assert migrated.code == 0, migrated.err
+            assert json.loads(migrated.out)["verified"] is True
+            assert f"copying helper image {helper_image}" in migrated.err
+            assert snapshot(target, helper_image, files_volume) == files_tree
+            assert [state_of(docker_host, c) for c in (db, api)] == ["running", "running"]
 
         # -- the scheduled job, run once by hand; then /metrics from the scheduler ----------------------------
         since = time.time()
@@ -183,9 +155,5 @@ retention = {{ keep_last = 3 }}
         (stored,) = re.findall(r'^volsafe_job_last_bytes\{job="shop"\} (\S+)$', metrics, re.MULTILINE)
         assert stored.isdigit() and int(stored) == status["last_run"]["bytes"] > 0
     finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_host.api.remove_container(api.id, force=True)
         if target.volume_exists(files_volume):
             target.api.remove_volume(files_volume, force=True)
-        if not _present(target, helper_image):  # the second daemon is shared by the session
-            build_helper_image(target, tag=helper_image)

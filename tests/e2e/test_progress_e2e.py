@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 
 import pytest
 
+from tests.support.terminal import CLI, volsafe_on_terminal
 from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
-
-
-def _run_on_terminal(args: list[str], env: dict) -> tuple[int, str]:
-    """Run the volsafe CLI with stdout and stderr on a pseudo-terminal; return (exit code, output)."""
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from backup.cli import main; main()", *args],
-        stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env,
-    )
-    os.close(terminal)
-    output = bytearray()
-    while True:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        output += data
-    os.close(controller)
-    return proc.wait(timeout=120), output.decode(errors="replace")
 
 
 def test_progress_bar_on_a_terminal_only(docker_host, helper_image, volumes, tmp_path):
@@ -41,16 +20,16 @@ def test_progress_bar_on_a_terminal_only(docker_host, helper_image, volumes, tmp
     run_in_volume(docker_host, helper_image, volume, "head -c 150m /dev/urandom > /v/blob")
     env = {**os.environ, "VOLSAFE_HELPER_IMAGE": helper_image, "COLUMNS": "120"}
 
-    code, shown = _run_on_terminal(["backup", volume, "--to", str(tmp_path / "a")], env)
+    code, shown = volsafe_on_terminal(["backup", volume, "--to", str(tmp_path / "a")], env)
     assert code == 0, shown
     assert f"backup {volume}" in shown and "MB/s" in shown  # the bar: what, bytes and rate
 
-    code, quiet = _run_on_terminal(["backup", volume, "--to", str(tmp_path / "b"), "--json"], env)
+    code, quiet = volsafe_on_terminal(["backup", volume, "--to", str(tmp_path / "b"), "--json"], env)
     assert code == 0, quiet
     assert "MB/s" not in quiet and '"volume"' in quiet
 
     piped = subprocess.run(
-        [sys.executable, "-c", "from backup.cli import main; main()", "backup", volume, "--to", str(tmp_path / "c")],
+        [sys.executable, "-c", CLI, "backup", volume, "--to", str(tmp_path / "c")],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert piped.returncode == 0 and "MB/s" not in piped.stderr

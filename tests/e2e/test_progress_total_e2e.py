@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 
 import pytest
 
+from tests.support.terminal import volsafe_on_terminal
 from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
@@ -37,23 +37,9 @@ BAR = re.compile(r"\b\d{1,3}%|[\d,]+/[\d,]+ entries|[\d.]+/[\d.?]+ [kMG]?B")  # 
 
 
 def _on_terminal(args: list[str], env: dict) -> tuple[int, str]:
-    """Run the (slowed) CLI with stdout and stderr on a pseudo-terminal; return (exit code, output without ANSI codes)."""
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, *args], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env,
-    )
-    os.close(terminal)
-    output = bytearray()
-    while True:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        output += data
-    os.close(controller)
-    return proc.wait(timeout=120), ANSI.sub("", output.decode(errors="replace"))
+    """Run the (slowed) CLI on a pseudo-terminal; return (exit code, output without ANSI codes)."""
+    code, output = volsafe_on_terminal(args, env, program=SLOW_CLI)
+    return code, ANSI.sub("", output)
 
 
 def _size_helpers_created(docker_host, volume: str, since: float) -> int:

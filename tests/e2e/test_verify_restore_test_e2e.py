@@ -24,6 +24,7 @@ from backup.config.schema import parse_config
 from backup.jobs.scheduler import Scheduler
 from storage_backends.local import LocalBackend
 from tests.support.archive_factory import make_tar, store_backup
+from tests.support.configs import job_config
 from tests.support.volume_tree import run_in_volume
 
 pytestmark = pytest.mark.docker
@@ -138,22 +139,8 @@ def test_sigterm_during_the_restore_test_removes_the_scratch_volume(volsafe_proc
 
 
 def _job_config(tmp_path, volume: str, restore_test: bool):
-    return parse_config(
-        f"""
-[health]
-status_file = "{tmp_path}/status.json"
-[backends.here]
-type = "local"
-path = "{tmp_path}/store"
-[jobs.nightly]
-volumes = ["{volume}"]
-schedule = "@daily"
-verify = "@weekly"
-verify_restore_test = {"true" if restore_test else "false"}
-backends = ["here"]
-""",
-        environ={},
-    )
+    restore_test_key = f"verify_restore_test = {'true' if restore_test else 'false'}\n"
+    return parse_config(job_config(tmp_path, volumes=(volume,), job_keys='verify = "@weekly"\n' + restore_test_key), environ={})
 
 
 def test_job_verify_restore_test_setting(docker_host, helper_image, volumes, volsafe, tmp_path, scratch):

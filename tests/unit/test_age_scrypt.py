@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import pty
-import select
 import shutil
 import signal
 import time
@@ -18,6 +17,7 @@ from backup.crypto import age_scrypt
 from backup.crypto.age_scrypt import CHUNK_SIZE, DecryptingReader, Passphrase, PassphraseError, encrypt
 from backup.errors import IntegrityError
 from tests.support.required import skip_or_fail
+from tests.support.terminal import read_terminal
 
 WORK = 10  # a low scrypt work factor keeps these tests fast; volsafe itself writes 18
 SECRET = "correct horse battery staple"
@@ -239,25 +239,22 @@ def run_with_passphrase(argv: list[str], passphrase: str, timeout: float = 60) -
             os.execvp(argv[0], argv)
         finally:
             os._exit(127)
-    seen, answered = b"", 0
-    deadline = time.monotonic() + timeout
+    answered = 0
+
+    def respond(seen: bytes) -> bytes | None:
+        nonlocal answered
+        prompts = seen.lower().count(b"passphrase")
+        if prompts > answered and seen.rstrip().endswith(b":"):
+            answered = prompts
+            return passphrase.encode() + b"\n"
+        return None
+
     try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                raise TimeoutError(f"{argv[0]} did not finish: {seen!r}")
-            try:
-                data = os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            seen += data
-            prompts = seen.lower().count(b"passphrase")
-            if prompts > answered and seen.rstrip().endswith(b":"):
-                os.write(fd, passphrase.encode() + b"\n")
-                answered = prompts
+        seen = read_terminal(fd, time.monotonic() + timeout, respond=respond, what=argv[0])
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     finally:
         os.close(fd)
     _, status = os.waitpid(pid, 0)

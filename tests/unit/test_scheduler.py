@@ -14,25 +14,16 @@ import backup.jobs.scheduler as scheduler_module
 from backup.config.schema import parse_config
 from backup.jobs.health import StatusStore, health_report
 from backup.jobs.scheduler import Scheduler, missed_run
+from tests.support.configs import job_config
 from tests.support.signals import signal_after
 
 
 def make_config(tmp_path, schedule="@every 1s", stop_timeout="5s", health=""):
     return parse_config(
-        f"""
-[scheduler]
-stop_timeout = "{stop_timeout}"
-[health]
-status_file = "{tmp_path}/status.json"
-{health}
-[backends.here]
-type = "local"
-path = "{tmp_path}/store"
-[jobs.slow]
-volumes = ["v"]
-schedule = "{schedule}"
-backends = ["here"]
-""",
+        job_config(
+            tmp_path, job="slow", volumes=("v",), schedule=schedule, health_keys=f"{health}\n",
+            extra=f'[scheduler]\nstop_timeout = "{stop_timeout}"\n',
+        ),
         environ={},
     )
 
