@@ -7,20 +7,18 @@ traceback.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import traceback
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from backup import __version__
-from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, prune_cmd, restore_cmd, run_cmd
-from backup.cli import migrate_cmd
-from backup.cli import verify_cmd
-from backup.cli import volumes_cmd
-from backup.cli import status_cmd
-from backup.cli import delete_cmd
-from backup.cli import repo_cmd
 from backup.cli.options import (
     apply_global_options,
     click_exceptions,
@@ -33,15 +31,86 @@ from backup.cli.options import (
 from backup.cli.state import State
 from backup.errors import Cancelled, Interrupted, UsageError, VolsafeError
 
-app = typer.Typer(
-    name="volsafe",
-    help="Back up, restore and migrate Docker volumes as zstd-compressed tar archives.\n\n"
-    "The options below except --version may also follow the command name.",
-    no_args_is_help=True,
+# Each command's module, in the order --help lists them. A module (and the actions, Docker SDK,
+# boto3, ... it imports) loads only when its command runs or --help lists the commands: --version
+# and each single command pay only for what they use.
+COMMANDS = {
+    "backup": "backup_cmd",
+    "restore": "restore_cmd",
+    "list": "list_cmd",
+    "prune": "prune_cmd",
+    "run": "run_cmd",
+    "migrate": "migrate_cmd",
+    "verify": "verify_cmd",
+    "volumes": "volumes_cmd",
+    "status": "status_cmd",
+    "delete": "delete_cmd",
+    "config": "config_cmd",
+    "jobs": "jobs_cmd",
+    "helper-image": "helper_cmd",
+    "repo": "repo_cmd",
+}
+
+_APP_SETTINGS: dict[str, Any] = dict(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _load(name: str) -> Any:
+    """Return command ``name``'s Click command, built from its module's ``register(app)``."""
+    module = importlib.import_module(f"backup.cli.{COMMANDS[name]}")
+    holder = typer.Typer(**_APP_SETTINGS)
+    module.register(holder)
+    return typer.main.get_group(holder).commands[name]
+
+
+class _Commands(MutableMapping):
+    """The root's name -> command mapping: every name in COMMANDS is there, its command built when
+    first looked up (to run it, or by --help listing them all)."""
+
+    def __init__(self) -> None:
+        self.built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.built and name in COMMANDS:
+            self.built[name] = _load(name)
+        return self.built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self.built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(COMMANDS), **self.built})
+
+    def __len__(self) -> int:
+        return len({**dict.fromkeys(COMMANDS), **self.built})
+
+
+class LazyGroup(TyperGroup):
+    """The root command, with its sub-commands in a ``_Commands`` mapping: looking one up by name
+    (to run it, or to suggest a near name for a typo) builds only that one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _Commands()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # names only; TyperGroup's would build every command
+
+
+app = typer.Typer(
+    cls=LazyGroup,
+    name="volsafe",
+    help="Back up, restore and migrate Docker volumes as zstd-compressed tar archives.\n\n"
+    "The options below except --version may also follow the command name.",
+    no_args_is_help=True,
+    **_APP_SETTINGS,
 )
 
 
@@ -64,22 +133,6 @@ def root(
     state = ctx.ensure_object(State)
     apply_global_options(state, host=host, helper_image=helper_image, config=config, debug=debug)
     configure_logging(state.debug)
-
-
-backup_cmd.register(app)
-restore_cmd.register(app)
-list_cmd.register(app)
-prune_cmd.register(app)
-config_cmd.register(app)
-jobs_cmd.register(app)
-run_cmd.register(app)
-helper_cmd.register(app)
-migrate_cmd.register(app)
-verify_cmd.register(app)
-volumes_cmd.register(app)
-status_cmd.register(app)
-delete_cmd.register(app)
-repo_cmd.register(app)
 
 
 def _on_signal(signum, _frame) -> None:
