@@ -17,7 +17,7 @@ import pytest
 pytest.register_assert_rewrite("tests.support.backend_conformance")  # before the import, so its asserts explain
 
 from storage_backends import s3 as s3_module  # noqa: E402
-from storage_backends.base import PermanentError  # noqa: E402
+from storage_backends.base import NotFound, PermanentError  # noqa: E402
 from storage_backends.s3 import S3Backend  # noqa: E402
 from tests.support.backend_conformance import (  # noqa: E402
     MiB,
@@ -125,5 +125,5 @@ def test_beyond_the_largest_object_the_upload_is_aborted_with_one_clear_line(s3:
     assert message.startswith(f"{s3.url}: cannot write vol/huge.tar.zst: larger than S3's largest object")
     assert "raise part_size" not in message
     assert leftovers(s3) == []
-    with pytest.raises(Exception):
-        read_all(s3, "vol/huge.tar.zst")
+    with pytest.raises(NotFound):
+        s3.stat("vol/huge.tar.zst")
