@@ -754,7 +754,7 @@ register(
             Setting("storage_class", TEXT, "S3 storage class, e.g. STANDARD_IA"),
             Setting("sse", Text(SSE_MODES), "server-side encryption"),
             Setting("sse_kms_key_id", TEXT, "KMS key for sse = aws:kms"),
-            Setting("part_size", WholeNumber(MIN_PART_SIZE), "multipart upload part size in bytes (5 MiB to 5 GiB)", DEFAULT_PART_SIZE),
+            Setting("part_size", WholeNumber(MIN_PART_SIZE), "first part size of multipart uploads in bytes (5 MiB to 5 GiB); a long upload's parts grow from it", DEFAULT_PART_SIZE),
             Setting("concurrency", WholeNumber(1), "parts uploaded at once (1 to 64)", DEFAULT_CONCURRENCY),
         ),
         create=_create,
