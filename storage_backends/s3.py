@@ -61,7 +61,8 @@ MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * 1024 * MiB
-MAX_PARTS = 10_000  # S3's limit: the largest object is part_size * MAX_PARTS
+MAX_PARTS = 10_000  # S3's limit on the parts of one upload
+MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB  # S3's largest object, 5 TiB
 DEFAULT_CONCURRENCY = 4
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 READ_BUFFER = 1 * MiB
@@ -167,12 +168,50 @@ def _parse_s3_url(url: str) -> tuple[str, str]:
     return parts.netloc, parts.path
 
 
+def parts_per_size(first: int) -> int:
+    """Return how many parts an upload keeps each part size: the first that many parts are ``first``
+    bytes, the next that many twice that, and so on (never above MAX_PART_SIZE; see part_size).
+
+    It is the largest such count whose MAX_PARTS parts still hold MAX_OBJECT_SIZE bytes: parts
+    stay small as long as they can, and any object up to S3's limit fits however far the stream
+    outruns the first size. (1 if even that cannot reach MAX_OBJECT_SIZE.)
+    """
+    max_parts, max_object = MAX_PARTS, MAX_OBJECT_SIZE
+
+    def capacity(step: int) -> int:
+        total, number, size = 0, 0, first
+        while number < max_parts:
+            count = min(step, max_parts - number)
+            total += count * size
+            number += count
+            size = min(size * 2, MAX_PART_SIZE)
+        return total
+
+    low, high = 1, max_parts  # capacity falls as the step grows: the largest step that holds max_object
+    while low < high:
+        middle = (low + high + 1) // 2
+        if capacity(middle) >= max_object:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def part_size(number: int, first: int, step: int) -> int:
+    """Return the size of part ``number`` (from 1) of an upload whose sizes double every ``step`` parts."""
+    return min(MAX_PART_SIZE, first << min((number - 1) // step, 32))
+
+
 class S3Backend(Backend):
     """Objects live in ``bucket`` under ``prefix/``; keys map to S3 keys one to one.
 
-    ``save`` streams: it cuts the chunks into ``part_size`` parts and uploads up to ``concurrency``
-    of them at once, so memory stays near ``part_size * (concurrency + 1)``. Objects smaller than one
-    part go up in a single PUT. ``retry`` governs the retries done inside (see the module docstring).
+    ``save`` streams: it cuts the chunks into parts of ``part_size`` bytes and uploads up to
+    ``concurrency`` of them at once. S3 allows MAX_PARTS parts, so a long stream's parts grow: the
+    size doubles every ``parts_per_size(part_size)`` parts (about the first 1,000-1,200 at the
+    default 16 MiB, so up to about 16 GiB nothing changes), and any object up to S3's 5 TiB fits.
+    Larger parts go up fewer at a time, so memory stays within ``part_size * (concurrency + 1)``, or
+    twice the largest part when that is more (see _StreamingUpload). Objects smaller than one part
+    go up in a single PUT. ``retry`` governs the retries done inside (see the module docstring).
     """
 
     def __init__(
@@ -215,6 +254,7 @@ class S3Backend(Backend):
         if not 1 <= concurrency <= 64:
             raise PermanentError(f"{self.url}: concurrency must be between 1 and 64, not {concurrency}")
         self.part_size = part_size
+        self.parts_per_size = parts_per_size(part_size)
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self._write_args = self._object_settings(storage_class, sse, sse_kms_key_id)
@@ -503,9 +543,11 @@ class _Stopped(Exception):
 class _StreamingUpload:
     """One ``S3Backend.save``: cuts the chunk stream into parts and uploads them in parallel.
 
-    At most ``concurrency`` parts are in flight (submitted, not finished) while one more fills up, so
-    memory stays near ``part_size * (concurrency + 1)``. Nothing is started on S3 until a first full
-    part exists and more data follows; a smaller object goes up with one PutObject.
+    Parts grow as the stream goes on (part_size). While one part fills up, parts are in flight
+    (submitted, not finished) up to ``concurrency`` of them and up to the memory budget
+    ``part_size * (concurrency + 1)`` with the filling one, but always at least one: memory stays
+    within the larger of that budget and twice the largest part. Nothing is started on S3 until a
+    first full part exists and more data follows; a smaller object goes up with one PutObject.
     """
 
     def __init__(self, backend: S3Backend, key: str, full_key: str):
@@ -518,6 +560,10 @@ class _StreamingUpload:
         self.parts: list[dict] = []
         self.next_part = 1
         self.stopping = threading.Event()
+        self.budget = backend.part_size * (backend.concurrency + 1)
+
+    def _part_size(self, number: int) -> int:
+        return part_size(number, self.backend.part_size, self.backend.parts_per_size)
 
     def run(self, chunks: Iterable[bytes]) -> int:
         """Upload everything; return the byte count. On any exception abort, then re-raise."""
@@ -531,7 +577,7 @@ class _StreamingUpload:
                 self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _upload(self, chunks: Iterable[bytes]) -> int:
-        part_size = self.backend.part_size
+        part_size = self._part_size(self.next_part)
         buffer = bytearray()
         total = 0
         for chunk in chunks:
@@ -542,6 +588,7 @@ class _StreamingUpload:
                     if len(buffer) == part_size:  # full, and more data follows: ship it
                         self._send_part(buffer)
                         buffer = bytearray()
+                        part_size = self._part_size(self.next_part)
                     end = min(len(view), pos + part_size - len(buffer))
                     buffer += view[pos:end]
                     pos = end
@@ -576,12 +623,14 @@ class _StreamingUpload:
         if self.upload_id is None:
             self._start()
         if self.next_part > MAX_PARTS:
-            b = self.backend
             raise PermanentError(
-                f"{b.url}: cannot write {self.key}: larger than {MAX_PARTS} parts of {b.part_size} bytes; "
-                "raise part_size"
+                f"{self.backend.url}: cannot write {self.key}: larger than S3's largest object "
+                f"({MAX_OBJECT_SIZE // (1024 * 1024 * MiB)} TiB in {MAX_PARTS} parts)"
             )
-        self._wait_until(self.backend.concurrency - 1)
+        # In flight with this part: as many as fit in the budget beside the next part filling up.
+        filling = self._part_size(self.next_part + 1)
+        in_flight = max(1, min(self.backend.concurrency, (self.budget - filling) // len(body)))
+        self._wait_until(in_flight - 1)
         assert self.pool is not None
         self.in_flight.add(self.pool.submit(self._upload_part, self.next_part, body))
         self.next_part += 1
@@ -705,7 +754,7 @@ register(
             Setting("storage_class", TEXT, "S3 storage class, e.g. STANDARD_IA"),
             Setting("sse", Text(SSE_MODES), "server-side encryption"),
             Setting("sse_kms_key_id", TEXT, "KMS key for sse = aws:kms"),
-            Setting("part_size", WholeNumber(MIN_PART_SIZE), "multipart upload part size in bytes (5 MiB to 5 GiB)", DEFAULT_PART_SIZE),
+            Setting("part_size", WholeNumber(MIN_PART_SIZE), "first part size of multipart uploads in bytes (5 MiB to 5 GiB); a long upload's parts grow from it", DEFAULT_PART_SIZE),
             Setting("concurrency", WholeNumber(1), "parts uploaded at once (1 to 64)", DEFAULT_CONCURRENCY),
         ),
         create=_create,

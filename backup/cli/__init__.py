@@ -1,4 +1,5 @@
-"""The ``volsafe`` command line: one module per command group; this module wires them together.
+"""The ``volsafe`` command line: one module per command group (``app`` wires them together); this
+module runs it.
 
 Results go to stdout (a table, or JSON with --json); logs, progress and warnings go to stderr.
 Every failure ends with one line ``volsafe: error: …`` and a non-zero exit; --debug adds the
@@ -10,77 +11,14 @@ from __future__ import annotations
 import signal
 import sys
 import traceback
-
-import typer
+from typing import TYPE_CHECKING
 
 from backup import __version__
-from backup.cli import backup_cmd, config_cmd, helper_cmd, jobs_cmd, list_cmd, prune_cmd, restore_cmd, run_cmd
-from backup.cli import migrate_cmd
-from backup.cli import verify_cmd
-from backup.cli import volumes_cmd
-from backup.cli import status_cmd
-from backup.cli import delete_cmd
-from backup.cli import repo_cmd
-from backup.cli.options import (
-    apply_global_options,
-    click_exceptions,
-    config_option,
-    configure_logging,
-    debug_option,
-    helper_image_option,
-    host_option,
-)
 from backup.cli.state import State
 from backup.errors import Cancelled, Interrupted, UsageError, VolsafeError
 
-app = typer.Typer(
-    name="volsafe",
-    help="Back up, restore and migrate Docker volumes as zstd-compressed tar archives.\n\n"
-    "The options below except --version may also follow the command name.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"volsafe {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    ctx: typer.Context,
-    host: str = host_option(),
-    helper_image: str = helper_image_option(from_env=True),
-    config: str = config_option(),
-    debug: bool = debug_option(),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
-) -> None:
-    """Back up, restore and migrate Docker volumes."""
-    state = ctx.ensure_object(State)
-    apply_global_options(state, host=host, helper_image=helper_image, config=config, debug=debug)
-    configure_logging(state.debug)
-
-
-backup_cmd.register(app)
-restore_cmd.register(app)
-list_cmd.register(app)
-prune_cmd.register(app)
-config_cmd.register(app)
-jobs_cmd.register(app)
-run_cmd.register(app)
-helper_cmd.register(app)
-migrate_cmd.register(app)
-verify_cmd.register(app)
-volumes_cmd.register(app)
-status_cmd.register(app)
-delete_cmd.register(app)
-repo_cmd.register(app)
-
+if TYPE_CHECKING:
+    from backup.cli.options import click_exceptions
 
 def _on_signal(signum, _frame) -> None:
     raise Cancelled(signal.Signals(signum).name)
@@ -98,6 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     The one place that reports a failure: one line ``volsafe: error: …`` on stderr and the exit
     code of its kind (see backup.errors); with --debug, the traceback after it.
     """
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:  # the one answer that needs neither Click nor a command: no import of either
+        print(f"volsafe {__version__}")
+        return _exit(0, argv)
+
+    import typer
+
+    from backup.cli.app import app
+    from backup.cli.options import click_exceptions
+
     state = State()
 
     def fail(message: str, code: int) -> int:
@@ -129,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv: list[str] | None) -> int:
+    """Return ``code`` to a caller that passed ``argv``; exit with it when run as the console script."""
     if argv is None:
         sys.exit(code)
     return code

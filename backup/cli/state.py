@@ -6,16 +6,21 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from backup.archive.hosts import configured_host_name
-from backup.config.schema import Config, load_config
-from backup.docker.host import DockerHost, connect
 from backup.errors import UsageError, VolsafeError
-from backup.docker.helper_image import resolve_helper_image
+
+if TYPE_CHECKING:
+    from backup.config.schema import Config
+    from backup.docker.host import DockerHost
 
 
 @dataclass
 class State:
+    """The global options, and what they lead to, each loaded on first use: the config, the daemon,
+    the helper image. The modules behind them load then too, so a command that needs none of them
+    (--version, --help) does not pay for reading config files or importing the Docker SDK."""
+
     host: str | None = None
     helper_image_option: str | None = None
     debug: bool = False
@@ -30,6 +35,8 @@ class State:
     @functools.cached_property
     def config(self) -> Config:
         """Return the validated config (loaded on first use), or the defaults. Raises ConfigError."""
+        from backup.config.schema import load_config
+
         return load_config(self.config_option)
 
     @functools.cached_property
@@ -38,6 +45,8 @@ class State:
 
         --host wins, then $DOCKER_HOST, then the config's [docker] host.
         """
+        from backup.docker.host import connect
+
         host = self.host
         if not host and not os.environ.get("DOCKER_HOST"):
             host = self.config.docker_host
@@ -50,6 +59,8 @@ class State:
     def configured_host_name(self) -> str | None:
         """Return the host name $VOLSAFE_HOST_NAME (wins) or [docker] host_name set, else None.
         Raises UsageError for an invalid $VOLSAFE_HOST_NAME."""
+        from backup.archive.hosts import configured_host_name
+
         return configured_host_name(self.config.host_name, os.environ)
 
     def this_host(self) -> str:
@@ -59,6 +70,8 @@ class State:
 
     def this_host_if_known(self) -> str | None:
         """Return ``this_host()``, or None (with a note on the debug log) when the daemon cannot be asked."""
+        from backup.docker.host import connect
+
         if self.configured_host_name:
             return self.configured_host_name
         try:
@@ -82,6 +95,8 @@ class State:
 
         --helper-image (or $VOLSAFE_HELPER_IMAGE) wins, then the config's [docker] helper_image.
         """
+        from backup.docker.helper_image import resolve_helper_image
+
         return resolve_helper_image(self.docker, self.helper_image_option or self.config.helper_image)
 
 

@@ -23,13 +23,14 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Iterable, Iterator
-
-from docker.types import Mount
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from backup.streams.concurrency import raise_if_cancelled
 from backup.docker.host import DockerHost
 from backup.errors import VolsafeError
+
+if TYPE_CHECKING:
+    from docker.types import Mount  # the SDK loads with the first connection (backup.docker.host)
 
 IO_DIR = "/volsafe/io"
 FIFO_NAME = "tar"
@@ -98,6 +99,8 @@ class FifoDir:
     @property
     def mount(self) -> Mount:
         """Return the bind mount that puts this directory at IO_DIR in a helper."""
+        from docker.types import Mount
+
         return Mount(IO_DIR, self.path, type="bind")
 
     def remove(self) -> None:

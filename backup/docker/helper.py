@@ -19,13 +19,14 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
-
-from docker.types import Mount
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, VolsafeError
 from backup.docker.http_chunked import ChunkedBodyError, iter_chunked
+
+if TYPE_CHECKING:
+    from docker.types import Mount  # the SDK loads with the first connection (backup.docker.host)
 
 LABEL = "io.volsafe.helper"
 MOUNT_POINT = "/volsafe/target"
@@ -68,6 +69,8 @@ def _create(
     volume is mounted read-only), not CAP_DAC_READ_SEARCH, with which Docker's default seccomp
     profile allows open_by_handle_at, a way out of the container's mounts.
     """
+    from docker.types import Mount
+
     api = host.api
     if mount_type == "bind":
         mount = Mount(MOUNT_POINT, volume, type="bind", read_only=not writable)

@@ -14,14 +14,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
-
-import docker
-import docker.errors
-import docker.tls
-import requests.exceptions
+from typing import TYPE_CHECKING, Literal, Mapping
 
 from backup.errors import DockerUnavailable, NotFoundError, UsageError, VolsafeError
+
+if TYPE_CHECKING:
+    import docker
+    import docker.tls
+
+# The Docker SDK (and requests under it) is imported when a daemon is connected to, not when this
+# module is: commands that never talk to a daemon (--version, list, config) do not pay for it.
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # Streams of large volumes can stall for a while (a slow backend, a busy disk); requests' timeout is
@@ -113,6 +115,9 @@ class docker_errors:
     def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc is None or isinstance(exc, VolsafeError):
             return False
+        import docker.errors  # loaded already whenever an SDK call raised
+        import requests.exceptions
+
         if isinstance(exc, docker.errors.NotFound):
             raise NotFoundError(_api_message(exc)) from exc
         if isinstance(exc, docker.errors.APIError):
@@ -264,6 +269,8 @@ def _tls_config(tls: TlsOptions) -> docker.tls.TLSConfig:
         raise UsageError("TLS needs both a client certificate and its key (--tlscert and --tlskey)")
     if tls.verify and not tls.ca_cert:
         raise UsageError("--tlsverify needs a CA certificate (--tlscacert, or ca.pem in $DOCKER_CERT_PATH or ~/.docker)")
+    import docker.tls
+
     return docker.tls.TLSConfig(
         client_cert=(tls.cert, tls.key) if tls.cert else None,
         ca_cert=tls.ca_cert if tls.verify else None,
@@ -278,6 +285,8 @@ def connect(host: str | None = None, tls: TlsOptions | None = None) -> DockerHos
     Raises DockerUnavailable if no daemon answers there, UsageError for bad TLS settings,
     NotFoundError for an unknown context.
     """
+    import docker  # the seam: the SDK loads with the first connection
+
     endpoint = resolve_endpoint(host, tls)
     url = endpoint.url
     with docker_errors(url):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 MACROS = {
     "@hourly": "0 * * * *",
@@ -99,6 +99,11 @@ def parse_schedule(text: str, timezone: str | None = None, jitter: float | None 
     ``timezone`` (default: the local zone). Unlike classic cron, a line that restricts both the
     day of month and the day of week fires only when both match. Raises ValueError with a reason.
     """
+    # APScheduler (and asyncio under it) loads when a schedule is read, not with this module:
+    # durations and time zones serve commands that never schedule anything.
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
     tz = timezone_of(timezone)
     jitter_seconds = int(round(jitter)) if jitter else None
     spec = " ".join(str(text).split())

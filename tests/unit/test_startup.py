@@ -31,3 +31,53 @@ def test_ssh_client_goes_through_the_real_transport(tmp_path):
         home=tmp_path,
     )
     assert out.splitlines() == ["refused by paramiko", "True"]
+
+
+# The import budget: what a command that needs no daemon, no S3, no keys and no schedule must not
+# load (each of these cost start-up time that every `list`, hook and scheduled job paid).
+NOT_FOR_VERSION = ("typer", "click", "rich", "pydantic", "backup.config.schema", "backup.actions")
+NOT_FOR_LIST = (
+    "docker", "requests", "urllib3", "paramiko",  # the Docker SDK: only with a connection to a daemon
+    "boto3", "botocore", "s3transfer",  # S3: only when an s3:// backend is opened
+    "cryptography", "pyrage",  # encryption: only with keys or a passphrase
+    "apscheduler",  # schedules: only when one is read
+    "apprise",  # notifications: only when one is sent
+    "backup.actions.backup", "backup.actions.restore", "backup.quiesce.session",  # other commands' modules
+)
+
+
+def _loaded_after(args: list[str], cwd, watched) -> tuple[str, list[str]]:
+    """Run ``volsafe ARGS`` in a fresh interpreter, with no config file to find; return what it
+    printed on stdout and which of ``watched`` (packages or modules) it had imported by the end."""
+    code = (
+        "import io, sys, contextlib\n"
+        "from backup.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        f"    code = main({args!r})\n"
+        # modules imported from a file: not backup/__init__'s stand-in for docker-py's SSH transport
+        "real = [m for m, mod in list(sys.modules.items()) if getattr(mod, '__spec__', None) is not None]\n"
+        f"loaded = sorted({{w for w in {tuple(watched)!r} for m in real if m == w or m.startswith(w + '.')}})\n"
+        "print(code, out.getvalue().strip(), ','.join(loaded), sep='|')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VOLSAFE_CONFIG"}
+    env["HOME"] = str(cwd)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    exit_code, printed, loaded = done.stdout.strip().split("|")
+    assert exit_code == "0", done.stderr
+    return printed, [m for m in loaded.split(",") if m]
+
+
+def test_version_loads_neither_click_nor_any_command(tmp_path):
+    printed, loaded = _loaded_after(["--version"], tmp_path, NOT_FOR_VERSION + NOT_FOR_LIST)
+    assert printed.startswith("volsafe ")
+    assert loaded == []
+
+
+def test_list_of_an_empty_store_loads_no_docker_s3_crypto_or_scheduler(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    printed, loaded = _loaded_after(["list", "--from", str(store), "--json"], tmp_path, NOT_FOR_LIST)
+    assert printed == "[]"
+    assert loaded == []
