@@ -132,3 +132,30 @@ def test_image_runs_a_scheduled_job_to_a_bind_mounted_store_and_s3_and_restores(
     )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(docker_host, helper_image, from_s3) == before
+
+
+def test_fifo_fast_path_works_from_the_container_with_run_volsafe_mounted(docker_host, helper_image, volsafe_image, volumes, tmp_path):
+    """With /run/volsafe mounted at the same path (the image's TMPDIR is there), helpers reach
+    volsafe's FIFOs, for backup and restore; without it volsafe says so and uses the Docker API."""
+    data, copy = volumes("fifo"), volumes("fifocopy")
+    fill_tricky(docker_host, helper_image, data)
+    before = snapshot(docker_host, helper_image, data)
+    store = tmp_path / "store"
+    store.mkdir()
+    base = ["run", "--rm", "--network", "none", "-v", f"{SOCKET}:{SOCKET}", "-v", f"{store}:/backups"]
+    fast = [*base, "-v", f"{IO_DIR}:{IO_DIR}", volsafe_image, "--debug", "--helper-image", helper_image]
+
+    made = docker(*fast, "backup", data, "--to", "/backups")
+    assert made.returncode == 0, made.stderr
+    assert f"reading {data} through a FIFO" in made.stderr
+    assert "archive endpoint" not in made.stderr
+    restored = docker(*fast, "restore", data, "--from", "/backups", "--to-volume", copy)
+    assert restored.returncode == 0, restored.stderr
+    assert f"writing into {copy} through a FIFO" in restored.stderr
+    assert snapshot(docker_host, helper_image, copy) == before
+
+    slow = docker(*base, volsafe_image, "--debug", "--helper-image", helper_image, "backup", data, "--to", "/backups")
+    assert slow.returncode == 0, slow.stderr
+    assert f"reading {data} through Docker's archive endpoint" in slow.stderr
+    assert "through a FIFO" not in slow.stderr
+    assert len(list(store.glob(f"{data}/*.json"))) == 2
