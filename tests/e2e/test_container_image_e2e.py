@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.support.volume_tree import fill_tricky, snapshot
+from tests.support.volume_tree import TRICKY_SCRIPT, fill_tricky, run_in_volume, snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]  # a first build (debootstrap) takes minutes
 
@@ -159,3 +159,132 @@ def test_fifo_fast_path_works_from_the_container_with_run_volsafe_mounted(docker
     assert f"reading {data} through Docker's archive endpoint" in slow.stderr
     assert "through a FIFO" not in slow.stderr
     assert len(list(store.glob(f"{data}/*.json"))) == 2
+
+
+COMPOSE = ROOT / "docs" / "compose.yml"
+
+
+def compose_command() -> list[str]:
+    """``docker compose`` (the plugin) if this docker CLI has it, else ``docker-compose`` (v1)."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"]
+
+
+def test_compose_example_backs_up_the_app_volume_and_restores_it_in_place(docker_host, helper_image, volsafe_image, tmp_path):
+    """docs/compose.yml as it is, with a test override only for what this machine lacks (the app's
+    image: no registry) and the test helper image; its volsafe.toml is the one its comment shows."""
+    project = f"vstest-compose-{secrets.token_hex(4)}"
+    (tmp_path / "backups").mkdir()
+    (tmp_path / "volsafe.toml").write_text(
+        '[backends.disk]\ntype = "local"\npath = "/backups"\n'
+        '[jobs.nightly]\nschedule = "@every 5s"\nvolume_labels = { "volsafe.backup" = "true" }\nbackends = ["disk"]\n'
+        "stop_containers = true\nretention = { keep_daily = 7, keep_weekly = 4 }\n"
+    )
+    override = tmp_path / "override.yml"
+    override.write_text(
+        "services:\n"
+        f"  app:\n    image: {helper_image}\n"
+        "    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 1; done\"]\n"
+        f"  backup:\n    environment:\n      VOLSAFE_HELPER_IMAGE: {helper_image}\n"
+    )
+    compose = [*compose_command(), "--project-name", project, "--project-directory", str(tmp_path), "-f", str(COMPOSE), "-f", str(override)]
+    env = {**os.environ, "VOLSAFE_IMAGE": volsafe_image}
+
+    def up(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([*compose, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+    data = f"{project}_db"
+    app = f"{project}_app_1"
+    try:
+        started = up("up", "-d", "app")
+        assert started.returncode == 0, started.stderr
+        run_in_volume(docker_host, helper_image, data, TRICKY_SCRIPT)
+        before = snapshot(docker_host, helper_image, data)
+        started = up("up", "-d", "backup")
+        assert started.returncode == 0, started.stderr
+        store = tmp_path / "backups" / data
+
+        def logs() -> str:
+            return up("logs", "--tail", "30", "backup").stdout
+
+        wait_until(lambda: list(store.glob("*.json")), "no backup of the app's volume", 180, logs)
+        # The job stopped the app for the backup and started it again.
+        wait_until(lambda: docker("inspect", "--format", "{{.State.Running}}", app).stdout.strip() == "true", "app not running", 60, logs)
+        assert up("stop", "backup", timeout=120).returncode == 0
+
+        run_in_volume(docker_host, helper_image, data, "echo later > /v/added-after-backup && rm -rf /v/dir")
+        assert snapshot(docker_host, helper_image, data) != before
+        # The restore the compose file's comment shows.
+        assert up("stop", "app").returncode == 0
+        restored = up("run", "--rm", "backup", "restore", data, "--from", "/backups", "--force")
+        assert restored.returncode == 0, restored.stderr
+        assert up("start", "app").returncode == 0
+        assert snapshot(docker_host, helper_image, data) == before
+    finally:
+        up("down", "--volumes", "--remove-orphans", timeout=300)
+
+
+STACK = ROOT / "docs" / "stack.yml"
+
+
+@pytest.fixture
+def single_node_swarm(docker_host):
+    """This daemon as a one-node swarm for the test only (other tests share the daemon): init,
+    then leave (forced) and remove the docker_gwbridge network that init made, always."""
+    if docker_host.api.info()["Swarm"]["LocalNodeState"] != "inactive":
+        pytest.fail("the daemon is already part of a swarm; this test makes and leaves its own")
+    had_gwbridge = docker("network", "inspect", "docker_gwbridge").returncode == 0
+    made = docker("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=120)
+    try:
+        assert made.returncode == 0, made.stderr
+        yield
+    finally:
+        docker("swarm", "leave", "--force", timeout=120)
+        if not had_gwbridge:
+            docker("network", "rm", "docker_gwbridge")
+
+
+def test_stack_runs_a_global_service_whose_task_backs_up_to_s3_under_the_node_name(
+    docker_host, helper_image, volsafe_image, volumes, bucket, s3_http, single_node_swarm, tmp_path
+):
+    data = volumes("swarm")
+    fill_tricky(docker_host, helper_image, data)
+    node_name = docker_host.api.info()["Name"]
+    stack_file = tmp_path / "stack.yml"
+    stack_file.write_bytes(STACK.read_bytes())  # the very file, beside its volsafe.toml and aws-credentials
+    (tmp_path / "volsafe.toml").write_text(
+        f'[docker]\nhelper_image = "{helper_image}"\n'
+        f'[backends.bucket]\ntype = "s3"\nbucket = "{bucket}"\nprefix = "fleet"\nendpoint_url = "{s3_http}"\nregion = "us-east-1"\n'
+        f'[jobs.nightly]\nschedule = "@every 5s"\nvolumes = ["{data}"]\nbackends = ["bucket"]\n'
+    )
+    (tmp_path / "aws-credentials").write_text(
+        f"[default]\naws_access_key_id = {os.environ['AWS_ACCESS_KEY_ID']}\naws_secret_access_key = {os.environ['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    stack = f"vstest-stack-{secrets.token_hex(4)}"
+    env = {**os.environ, "VOLSAFE_IMAGE": volsafe_image}
+    deployed = subprocess.run(
+        ["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(stack_file), stack],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    try:
+        assert deployed.returncode == 0, deployed.stderr
+
+        def tasks() -> str:
+            return docker("service", "ps", "--no-trunc", f"{stack}_volsafe").stdout + docker("service", "logs", "--tail", "20", f"{stack}_volsafe").stdout
+
+        prefix = f"fleet/{data}/"
+        wait_until(lambda: any(k.endswith(".json") for k in s3_keys(bucket, prefix)), "no backup in the bucket", 240, tasks)
+        key = next(k for k in s3_keys(bucket, prefix) if k.endswith(".json"))
+        manifest = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+        assert manifest["source"]["hostname"] == node_name
+        assert manifest["volume"]["name"] == data
+        service = docker_host.api.inspect_service(f"{stack}_volsafe")
+        assert "Global" in service["Spec"]["Mode"]
+    finally:
+        docker("stack", "rm", stack, timeout=120)
+        # Wait for the task's container to go, so that the swarm's leave and the volume removal find it gone.
+        wait_until(
+            lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack}").stdout.strip(), "stack containers left", 120
+        )
+        docker("volume", "rm", f"{stack}_volsafe-state")
