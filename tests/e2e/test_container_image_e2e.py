@@ -288,3 +288,26 @@ def test_stack_runs_a_global_service_whose_task_backs_up_to_s3_under_the_node_na
             lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack}").stdout.strip(), "stack containers left", 120
         )
         docker("volume", "rm", f"{stack}_volsafe-state")
+
+
+def test_volsafe_in_a_container_leaves_the_helpers_of_a_volsafe_on_the_host_alone(docker_host, helper_image, volsafe_image):
+    """Every command's crash recovery removes the helpers of dead volsafe processes, judged by the
+    pid in their labels. A pid of the host is not one the container can see: this one is alive (it
+    is this test's), so its helper must survive a `docker run … volsafe volumes`."""
+    from backup.docker.helper import LABEL
+    from backup.quiesce.recovery import pid_namespace
+
+    labels = {
+        LABEL: "true", "io.volsafe.role": "probe", "io.volsafe.volume": "none", "io.volsafe.pid": str(os.getpid()),
+        "io.volsafe.pidns": pid_namespace() or "", "io.volsafe.created": str(int(time.time())),
+    }
+    name = f"vstest-hosthelper-{secrets.token_hex(4)}"
+    docker_host.api.create_container(helper_image, ["sleep", "120"], name=name, labels=labels,
+                                     host_config=docker_host.api.create_host_config(network_mode="none"))
+    try:
+        docker_host.api.start(name)
+        ran = docker("run", "--rm", "--network", "none", "-v", f"{SOCKET}:{SOCKET}", volsafe_image, "--helper-image", helper_image, "volumes")
+        assert "removed helper container" not in ran.stderr, ran.stderr
+        assert docker_host.api.inspect_container(name)["State"]["Running"]
+    finally:
+        docker_host.api.remove_container(name, force=True)
