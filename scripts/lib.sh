@@ -19,6 +19,8 @@ ensure_system_packages() {
         { [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1; } || missing+=(openssh-server)
         # The reference age CLI: tests decrypt archives by hand with it.
         command -v age >/dev/null 2>&1 || missing+=(age)
+        # docs/compose.yml is tested with Compose; Debian's docker.io has no compose plugin, so v1.
+        { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; } || missing+=(docker-compose)
     fi
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]} from Debian"

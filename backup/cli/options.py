@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _HOST_HELP = "Docker daemon to use: a unix://, tcp:// or ssh:// URL, or a Docker context name [default: $DOCKER_HOST]"
 _HELPER_IMAGE_HELP = "Image with busybox tar for helper containers [default: {env}volsafe-helper:latest if present, else busybox:stable]"
-_CONFIG_HELP = "Config file [default: $VOLSAFE_CONFIG, else ./volsafe.toml, else ~/.config/volsafe/config.toml, if present]"
+_CONFIG_HELP = "Config file [default: $VOLSAFE_CONFIG, else ./volsafe.toml, else ~/.config/volsafe/config.toml, else /etc/volsafe/volsafe.toml, if present]"
 _DEBUG_HELP = "Show debug logs and tracebacks."
 
 

@@ -48,6 +48,7 @@ from storage_backends.settings import FLAG, TEXT, Invalid, Setting, Text, WholeN
 
 ENV_VAR = "VOLSAFE_CONFIG"
 LOCAL_NAME = "volsafe.toml"
+SYSTEM_CONFIG = "/etc/volsafe/volsafe.toml"  # last in the search: where the container image and the systemd unit look
 MAX_CONFIG_SIZE = 1 << 20  # a config is a few KiB; a larger file is refused before it is parsed
 
 
@@ -326,7 +327,8 @@ def default_status_file() -> Path:
 
 def find_config(option: str | None) -> Path | None:
     """Return the config file to use: ``--config``, then $VOLSAFE_CONFIG, then ./volsafe.toml, then
-    ``$XDG_CONFIG_HOME/volsafe/config.toml`` (``~/.config/…``); None when none of them exists.
+    ``$XDG_CONFIG_HOME/volsafe/config.toml`` (``~/.config/…``), then /etc/volsafe/volsafe.toml; None
+    when none of them exists.
 
     Raises ConfigError when a file named by --config or $VOLSAFE_CONFIG does not exist.
     """
@@ -337,7 +339,7 @@ def find_config(option: str | None) -> Path | None:
                 raise ConfigError(f"config file {given} (from {how}) does not exist")
             return path
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    for candidate in (Path(LOCAL_NAME), Path(config_home) / "volsafe" / "config.toml"):
+    for candidate in (Path(LOCAL_NAME), Path(config_home) / "volsafe" / "config.toml", Path(SYSTEM_CONFIG)):
         if candidate.is_file():
             return candidate
     return None

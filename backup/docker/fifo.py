@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 IO_DIR = "/volsafe/io"
 FIFO_NAME = "tar"
 ERRORS_NAME = "errors"
+NAMESPACE_NAME = "pidns"  # the pid namespace of the pid in the directory's name (crash recovery reads it)
 DATA_PATH_ENV = "VOLSAFE_DATA_PATH"  # "api" forces the Docker API paths
 CONNECT_TIMEOUT = 30.0  # seconds for the helper's end of the FIFO to be opened
 PIPE_SIZE = 1 << 20  # Linux lets any user raise a pipe's buffer to 1 MiB: 16x fewer reads and writes
@@ -81,7 +82,7 @@ class FifoDir:
     directory once the process is gone (``kill -9`` leaves it behind)."""
 
     def __init__(self) -> None:
-        from backup.quiesce.recovery import process_start_time
+        from backup.quiesce.recovery import pid_namespace, process_start_time
 
         pid = os.getpid()
         self.path = tempfile.mkdtemp(prefix=f"{FIFO_DIR_PREFIX}{pid}-{process_start_time(pid) or 0}-")
@@ -90,6 +91,8 @@ class FifoDir:
             self.errors = os.path.join(self.path, ERRORS_NAME)
             os.mkfifo(self.fifo)
             open(self.errors, "wb").close()
+            with open(os.path.join(self.path, NAMESPACE_NAME), "w") as f:
+                f.write(pid_namespace() or "")
             os.chmod(self.fifo, 0o666)
             os.chmod(self.errors, 0o666)
         except BaseException:

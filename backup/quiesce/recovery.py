@@ -97,6 +97,45 @@ def process_alive(pid: int, start_time: str | None = None) -> bool:
     return start_time is None or process_start_time(pid) in (None, start_time)
 
 
+INIT_PID_NAMESPACE = "pid:[4026531836]"  # the kernel's initial pid namespace (PROC_PID_INIT_INO)
+
+
+def pid_namespace(pid: int | str = "self") -> str | None:
+    """Return the pid namespace of process ``pid`` (``pid:[INODE]``), or None if unknown."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def owner_alive(pid: int, start_time: str | None = None, namespace: str | None = None) -> bool:
+    """Return whether the volsafe process ``pid`` (as its own pid namespace ``namespace`` numbers
+    it) runs. volsafe in a container and volsafe on the host share a daemon, records and FIFO
+    directories, but not pid numbers: a pid of another namespace is looked up only from the initial
+    namespace, which sees every process (by the last ``NSpid`` of each process of that namespace);
+    from any other namespace, a process of another one counts as alive, never as dead."""
+    ours = pid_namespace()
+    if not namespace or ours is None or namespace == ours:
+        return process_alive(pid, start_time)
+    if ours != INIT_PID_NAMESPACE:
+        return True
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return True
+    for host_pid in entries:
+        if pid_namespace(host_pid) != namespace:
+            continue
+        try:
+            status = Path(f"/proc/{host_pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspid and nspid[-1] == str(pid):
+            return process_alive(int(host_pid), start_time)
+    return False
+
+
 # ---------------------------------------------------------------------------------------------
 # Records
 
@@ -122,6 +161,7 @@ class QuiesceRecord:
         data = {
             "pid": os.getpid(),
             "process_start": process_start_time(os.getpid()),
+            "pid_namespace": pid_namespace(),
             "volume": volume,
             "action": action,
             "mode": mode,
@@ -180,6 +220,7 @@ class WriteRecord:
         self.data: dict = {
             "pid": os.getpid(),
             "process_start": process_start_time(os.getpid()),
+            "pid_namespace": pid_namespace(),
             "volume": volume,
             "mount_type": mount_type,
             "action": action,
@@ -242,7 +283,7 @@ def _claimed_records(directory: Path) -> Iterator[tuple[Path, Path, dict]]:
             pid = int(data.get("pid") or 0)
         except (OSError, ValueError, TypeError, AttributeError):
             continue  # vanished meanwhile (its owner finished), or half-written by a crash before the rename
-        if process_alive(pid, data.get("process_start")):
+        if owner_alive(pid, data.get("process_start"), data.get("pid_namespace")):
             continue
         claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}")
         try:
@@ -302,7 +343,7 @@ def _remove_orphan_helpers(host: DockerHost) -> list[str]:
     for helper in helpers:
         labels = helper.get("Labels") or {}
         pid = labels.get("io.volsafe.pid", "")
-        if not pid.isdigit() or process_alive(int(pid)):
+        if not pid.isdigit() or owner_alive(int(pid), None, labels.get("io.volsafe.pidns")):
             continue
         try:
             with docker_errors(host):
@@ -431,6 +472,16 @@ def _docker_time(text) -> datetime | None:
     return datetime.fromisoformat(found.group(1) + zone)
 
 
+def _fifo_dir_namespace(path: str) -> str | None:
+    """Return the pid namespace recorded in the FIFO directory ``path`` (None for one from before)."""
+    from backup.docker.fifo import NAMESPACE_NAME
+
+    try:
+        return Path(path, NAMESPACE_NAME).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _remove_stale_fifo_dirs() -> list[str]:
     """Remove this user's FIFO directories (``host_fifo``) whose volsafe process is dead. Quietly:
     they hold no data, only an empty FIFO and an errors file."""
@@ -449,7 +500,7 @@ def _remove_stale_fifo_dirs() -> list[str]:
             info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or process_alive(*owner):
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or owner_alive(*owner, _fifo_dir_namespace(entry.path)):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         log.debug("removed %s of a dead volsafe process", entry.path)

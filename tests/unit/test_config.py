@@ -167,6 +167,26 @@ def test_discovery_order(tmp_path, monkeypatch):
         find_config(str(tmp_path / "missing.toml"))
 
 
+def test_system_config_is_found_last(tmp_path, monkeypatch):
+    """/etc/volsafe/volsafe.toml (the container image's and the systemd unit's place) is used when
+    no other config is there, and loses to the per-user one."""
+    from backup.config import schema
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("VOLSAFE_CONFIG", raising=False)
+    system = tmp_path / "etc" / "volsafe.toml"
+    monkeypatch.setattr(schema, "SYSTEM_CONFIG", str(system))
+    assert find_config(None) is None
+    system.parent.mkdir()
+    system.write_text('[jobs.nightly]\nvolumes = ["db"]\nschedule = "@daily"\n')
+    assert find_config(None) == system and list(load_config().jobs) == ["nightly"]
+    home = tmp_path / "xdg" / "volsafe" / "config.toml"
+    home.parent.mkdir(parents=True)
+    home.write_text("")
+    assert find_config(None) == home
+
+
 def test_named_backends_resolve_and_paths_stay_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = parse_config(
