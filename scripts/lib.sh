@@ -21,6 +21,8 @@ ensure_system_packages() {
         command -v age >/dev/null 2>&1 || missing+=(age)
         # docs/compose.yml is tested with Compose; Debian's docker.io has no compose plugin, so v1.
         { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; } || missing+=(docker-compose)
+        # docs/volsafe.service is checked with systemd-analyze verify.
+        command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     fi
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]} from Debian"
