@@ -1,0 +1,111 @@
+"""restic repositories that are not a local directory, end to end: S3 through moto's server and SFTP
+through an sshd, both on 127.0.0.1. Real restic on this host (streamed mode: the helper keeps no
+network), real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.support.volume_tree import fill_tricky, run_in_volume, snapshot
+
+pytestmark = pytest.mark.docker
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def restic_env(tmp_path, volumes, monkeypatch):
+    """restic's password from a file; its host cache and volsafe's cache volume the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "host-cache"))
+    cache = volumes("restic-cache")
+    monkeypatch.setenv("VOLSAFE_RESTIC_CACHE_VOLUME", cache)
+    for name in ("RESTIC_PASSWORD", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    monkeypatch.setenv("RESTIC_PASSWORD_FILE", str(tmp_path / "pw"))
+    return cache
+
+
+@pytest.fixture
+def s3_repo(bucket, s3_http, restic_env, volsafe) -> str:
+    """A restic repository in a fresh bucket of moto's server, made with 'volsafe repo init'."""
+    target = f"restic:s3:{s3_http}/{bucket}/restic"
+    made = volsafe("repo", "init", target)
+    assert made.code == 0, made.err
+    return target
+
+
+def restic(target: str, *args: str, check: bool = True, text: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["restic", "-r", target[len("restic:"):], *args], capture_output=True, text=text, check=check,
+        env={**os.environ, "RESTIC_PASSWORD": PASSWORD},
+    )
+
+
+def _backup(volsafe, volume: str, target: str, *more: str) -> dict:
+    result = volsafe("backup", volume, "--to", target, "--json", *more)
+    assert result.code == 0, result.err
+    (record,) = json.loads(result.out)
+    return record
+
+
+def round_trip(docker_host, helper_image, volumes, volsafe, target: str) -> None:
+    """backup twice, list, restore into a fresh volume (tree equal), verify, prune."""
+    source, copy = volumes("rmsrc"), volumes("rmcopy")
+    docker_host.api.create_volume(source, labels={"app": "db"})
+    fill_tricky(docker_host, helper_image, source)
+    run_in_volume(docker_host, helper_image, source, "head -c 25165824 /dev/urandom > /v/random")
+    before = snapshot(docker_host, helper_image, source)
+    first = _backup(volsafe, source, target)
+    assert first["backend"] == target and first["compression"] == "restic"
+    run_in_volume(docker_host, helper_image, source, "head -c 300000 /dev/urandom > /v/big")
+    second = _backup(volsafe, source, target)
+
+    listed = volsafe("list", source, "--from", target, "--json")
+    assert listed.code == 0, listed.err
+    rows = json.loads(listed.out)
+    assert [r["id"] for r in rows] == [first["id"], second["id"]]
+    assert rows[1]["size"] > rows[0]["size"] > 0
+    assert rows[0]["stored_size"] > 25165824 * 0.95  # random data: restic's compression cannot shrink it
+    # Only the chunks around the new file: restic's chunks average 1 MiB, the tar is ~25 MB.
+    assert 300000 <= rows[1]["stored_size"] < 8_000_000
+
+    restored = volsafe("restore", first["id"], "--from", target, "--to-volume", copy)
+    assert restored.code == 0, restored.err
+    assert snapshot(docker_host, helper_image, copy) == before
+    assert docker_host.api.inspect_volume(copy)["Labels"] == {"app": "db"}
+
+    verified = volsafe("verify", "--all", "--from", target)
+    assert verified.code == 0, verified.err
+    assert "content digest" in verified.out
+
+    # Plain restic gets the volume back without volsafe: the snapshot's file is the volume's tar.
+    dumped = restic(target, "dump", "latest", f"/{source}.tar", text=False).stdout
+    names = subprocess.run(["tar", "-t"], input=dumped, capture_output=True, check=True).stdout.decode(errors="replace")
+    assert "./big" in names.splitlines()
+
+    pruned = volsafe("prune", "--from", target, "--keep-last", "1")
+    assert pruned.code == 0, pruned.err
+    assert [r["id"] for r in json.loads(volsafe("list", "--from", target, "--json").out)] == [second["id"]]
+    assert len(json.loads(restic(target, "snapshots", "--json").stdout)) == 1
+    restic(target, "check")
+
+
+def test_s3_round_trip_streams_and_keeps_the_helper_offline(docker_host, helper_image, volumes, volsafe, s3_repo, restic_env):
+    round_trip(docker_host, helper_image, volumes, volsafe, s3_repo)
+    # Streamed mode needs no cache volume: restic runs on this host.
+    assert not docker_host.volume_exists(restic_env)
+
+
+def test_s3_debug_says_the_backup_is_streamed(docker_host, helper_image, volumes, volsafe, s3_repo):
+    source = volumes("rmdbg")
+    run_in_volume(docker_host, helper_image, source, "echo one > /v/a")
+    result = volsafe("--debug", "backup", source, "--to", s3_repo)
+    assert result.code == 0, result.err
+    assert "streamed mode" in result.err and "every backup reads the whole volume" in result.err
+    assert PASSWORD not in result.err + result.out
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in result.err + result.out
