@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
 
+from tests.support.sftp_server import sftp_server  # noqa: F401  # the module's fixture
 from tests.support.volume_tree import fill_tricky, run_in_volume, snapshot
 
 pytestmark = pytest.mark.docker
@@ -37,6 +39,18 @@ def s3_repo(bucket, s3_http, restic_env, volsafe) -> str:
     made = volsafe("repo", "init", target)
     assert made.code == 0, made.err
     return target
+
+
+@pytest.fixture
+def sftp_repo(sftp_server, restic_env, volsafe, monkeypatch, tmp_path) -> str:  # noqa: F811
+    """A restic repository on the sshd, made with 'volsafe repo init'; removed afterwards."""
+    monkeypatch.setenv("PATH", sftp_server.path)
+    directory = sftp_server.root / tmp_path.name
+    target = f"restic:sftp:{sftp_server.alias}:{directory}"
+    made = volsafe("repo", "init", target)
+    assert made.code == 0, made.err
+    yield target
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def restic(target: str, *args: str, check: bool = True, text: bool = True) -> subprocess.CompletedProcess:
@@ -109,3 +123,7 @@ def test_s3_debug_says_the_backup_is_streamed(docker_host, helper_image, volumes
     assert "streamed mode" in result.err and "every backup reads the whole volume" in result.err
     assert PASSWORD not in result.err + result.out
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in result.err + result.out
+
+
+def test_sftp_round_trip(docker_host, helper_image, volumes, volsafe, sftp_repo):
+    round_trip(docker_host, helper_image, volumes, volsafe, sftp_repo)
