@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 PREFIX = "restic:"
 # restic's backends that are not a local path (``restic help``, "Repository" section).
 _REMOTE = re.compile(r"^(s3|sftp|rest|b2|azure|gs|swift|rclone):", re.IGNORECASE)
+# restic's words (local, S3, SFTP, REST) for "there is no config file": the repository is missing.
+_MISSING = re.compile(r"no such file or directory|does not exist|NoSuchKey|NoSuchBucket|not found|\b404\b", re.IGNORECASE)
 _PASSWORD_SOURCES = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
 INSTALL_HINT = "install Debian's restic package (apt-get install restic) or put a restic binary on PATH"
 TAG = "volsafe"
@@ -189,6 +191,12 @@ class ResticRepository(Backend):
         text = output or ""
         if "wrong password" in text:
             return ResticError(f"{self.url}: {what} failed: wrong password (no key in the repository opens with it)")
+        if ("Is there a repository at the following location?" in text or "unable to open config file" in text) and not _MISSING.search(text):
+            # Not "no config there" but no answer at all (connection refused, an unknown host, ssh
+            # failing): saying "create one" would send the user the wrong way.
+            lines = [line.strip() for line in text.splitlines() if line.strip().startswith("Fatal:")] or ["restic failed"]
+            reason = lines[-1].removeprefix("Fatal: ").removeprefix("unable to open config file: ")
+            return ResticError(f"{self.url}: {what} failed: cannot reach the repository: {reason}")
         if "Is there a repository at the following location?" in text or "unable to open config file" in text:
             return RepositoryMissing(
                 f"{self.url}: {what} failed: there is no restic repository there; create one with "
