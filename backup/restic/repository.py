@@ -285,7 +285,7 @@ class ResticRepository(Backend):
 
     def add_tags(self, snapshot: str, tags: Iterable[str]) -> str:
         """Add ``tags`` to a snapshot; return the snapshot's new id (restic rewrites it)."""
-        self.run(["tag", "--add", ",".join(tags), snapshot], what="tagging the snapshot")
+        self._exclusive(["tag", "--add", ",".join(tags), snapshot], what="tagging the snapshot")  # restic tag locks exclusively
         return snapshot
 
     def forget(self, snapshots: list[str]) -> None:

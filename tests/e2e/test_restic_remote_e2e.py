@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 import shutil
 import subprocess
 
@@ -127,3 +129,124 @@ def test_s3_debug_says_the_backup_is_streamed(docker_host, helper_image, volumes
 
 def test_sftp_round_trip(docker_host, helper_image, volumes, volsafe, sftp_repo):
     round_trip(docker_host, helper_image, volumes, volsafe, sftp_repo)
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+def _objects(bucket: str, prefix: str) -> list[str]:
+    import boto3
+
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [entry["Key"] for page in pages for entry in page.get("Contents", [])]
+
+
+def test_s3_wrong_password_is_one_line_and_never_shows_a_password(docker_host, helper_image, volumes, volsafe, s3_repo, tmp_path, monkeypatch):
+    source = volumes("rmpw")
+    run_in_volume(docker_host, helper_image, source, "echo one > /v/a")
+    (tmp_path / "wrong").write_text("not the password\n")
+    monkeypatch.setenv("RESTIC_PASSWORD_FILE", str(tmp_path / "wrong"))
+    for args in (("backup", source, "--to", s3_repo), ("list", "--from", s3_repo)):
+        result = volsafe(*args)
+        assert result.code == 1, result.err
+        lines = [line for line in result.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("volsafe: error:") and "wrong password" in lines[0], result.err
+        assert "not the password" not in result.err + result.out and PASSWORD not in result.err + result.out
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] not in result.err + result.out
+
+
+def test_s3_missing_repository_names_repo_init_and_is_never_created(docker_host, helper_image, volumes, volsafe, bucket, s3_http, restic_env):
+    source = volumes("rmmiss")
+    run_in_volume(docker_host, helper_image, source, "echo one > /v/a")
+    target = f"restic:s3:{s3_http}/{bucket}/nothing-here"
+    for args in (("backup", source, "--to", target), ("list", "--from", target), ("prune", "--from", target, "--keep-last", "1")):
+        result = volsafe(*args)
+        assert result.code != 0
+        lines = [line for line in result.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and f"volsafe repo init {target}" in lines[0], result.err
+    assert _objects(bucket, "nothing-here") == []  # nothing created, by backup least of all
+
+
+def test_unreachable_repository_is_not_called_missing(docker_host, helper_image, volumes, volsafe, restic_env):
+    from tests.support.second_daemon import free_port
+
+    source = volumes("rmdown")
+    run_in_volume(docker_host, helper_image, source, "echo one > /v/a")
+    target = f"restic:s3:http://127.0.0.1:{free_port()}/bucket/restic"  # nothing listens there
+    result = volsafe("backup", source, "--to", target)
+    assert result.code == 1
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot reach the repository" in lines[0] and "connection refused" in lines[0], result.err
+    assert "repo init" not in result.err
+
+
+BIG = "i=0; while [ $i -lt 96 ]; do head -c 1048576 /dev/urandom > /v/f$i; i=$((i+1)); done"
+
+
+def _wait_for_data(bucket: str, prefix: str, proc, deadline_s: float = 180) -> None:
+    """Wait until restic has uploaded a pack (mid-upload), while ``proc`` runs."""
+    deadline = time.monotonic() + deadline_s
+    while not _objects(bucket, f"{prefix}/data/"):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "restic never uploaded a pack"
+        time.sleep(0.05)
+
+
+def test_volsafe_killed_mid_upload_leaves_no_snapshot_and_a_lock_restic_calls_stale(
+    docker_host, helper_image, volumes, volsafe, volsafe_process, s3_repo, bucket,
+):
+    source = volumes("rmkill")
+    run_in_volume(docker_host, helper_image, source, BIG)
+    proc = volsafe_process("backup", source, "--to", s3_repo)
+    _wait_for_data(bucket, "restic", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    # restic died with volsafe (it never saw the stream's end as the volume's end): no snapshot at all.
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", f"restic -r s3:{s3_repo.split('s3:', 1)[1]}"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "restic outlived the volsafe that fed it"
+        time.sleep(0.1)
+    assert json.loads(restic(s3_repo, "snapshots", "--json").stdout) == []
+    assert _objects(bucket, "restic/locks/")  # the killed restic's lock is still there
+
+    run_in_volume(docker_host, helper_image, source, "rm /v/f1* /v/f2* /v/f3*")  # keep the next backup short
+    again = volsafe("backup", source, "--to", s3_repo, "--json")
+    assert again.code == 0, again.err
+    pruned = volsafe("prune", "--from", s3_repo, "--keep-last", "1")  # needs the exclusive lock: the stale one goes
+    assert pruned.code == 0, pruned.err
+    assert _objects(bucket, "restic/locks/") == []
+    assert len(json.loads(volsafe("list", "--from", s3_repo, "--json").out)) == 1
+    restic(s3_repo, "check")
+
+
+def test_network_drop_mid_upload_then_the_next_run_succeeds(docker_host, helper_image, volumes, volsafe, volsafe_process, bucket, s3_http, restic_env):
+    from urllib.parse import urlsplit
+
+    from tests.support.tcp_proxy import TcpProxy
+
+    endpoint = urlsplit(s3_http)
+    proxy = TcpProxy(endpoint.hostname, endpoint.port)
+    try:
+        target = f"restic:s3:http://127.0.0.1:{proxy.port}/{bucket}/restic"
+        assert volsafe("repo", "init", target).code == 0
+        source = volumes("rmdrop")
+        run_in_volume(docker_host, helper_image, source, BIG)
+        proc = volsafe_process("backup", source, "--to", target)
+        _wait_for_data(bucket, "restic", proc)
+        proxy.down()  # the network drops, and stays down until this run gives up (restic retries ~1 minute)
+        _out, err = proc.communicate(timeout=400)
+        assert proc.returncode == 1, err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines and lines[-1].startswith("volsafe: error:") and target in lines[-1], err
+        proxy.up()
+        assert json.loads(volsafe("list", "--from", target, "--json").out) == []
+
+        again = volsafe("backup", source, "--to", target, "--json")
+        assert again.code == 0, again.err
+        assert len(json.loads(volsafe("list", "--from", target, "--json").out)) == 1
+        restic(target, "check")
+        copy = volumes("rmdropcopy")
+        assert volsafe("restore", source, "--from", target, "--to-volume", copy).code == 0
+        assert snapshot(docker_host, helper_image, copy) == snapshot(docker_host, helper_image, source)
+    finally:
+        proxy.close()
