@@ -13,6 +13,7 @@ import contextlib
 from typing import Any, Iterator
 import json
 import logging
+import os
 import re
 import subprocess
 import tarfile
@@ -140,6 +141,8 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
 def streamed_reason(host: DockerHost, repo: ResticRepository) -> str | None:
     """Return why ``repo`` is used in streamed mode on ``host`` (restic on this host, reading a tar
     stream of the volume), or None where restic runs in the helper beside the volume's files."""
+    if os.environ.get("VOLSAFE_RESTIC_MODE") == "stream":  # to compare the two modes (bench.restic)
+        return "VOLSAFE_RESTIC_MODE=stream"
     if repo.local_path is None:
         return "the repository is not a local directory and the helper has no network"
     if host.remote:

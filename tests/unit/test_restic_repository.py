@@ -154,3 +154,30 @@ def test_a_hostile_repository_cannot_name_paths_options_or_other_volumes(monkeyp
     assert found["e"].tar_size == 0 and found["f"].created.year == 1970
     assert found["9"].extra["restic_path"] == ""  # ".." is no directory name: restore falls back to "db"
     assert [m.volume for m in repo.manifests()] == ["db"] * 5 + ["evil"]
+
+
+def test_a_streamed_snapshot_counts_only_once_its_sizes_are_tagged_on():
+    base = {
+        "time": "2026-11-30T14:24:49Z", "hostname": "h", "id": "cd" * 32, "paths": ["/db.tar"],
+        "tags": ["volsafe", "volume=db", "volsafe-id=20261130T142449Z-3df4", "volsafe-stream"],
+    }
+    assert snapshot_manifest(base) is None  # restic stored it, volsafe never finished it
+    done = {**base, "tags": base["tags"] + ["volsafe-size=10240", "volsafe-added=99", "volsafe-entries=3", "volsafe-digest=" + "ab" * 32]}
+    m = snapshot_manifest(done)
+    assert m.extra["restic_mode"] == "stream" and m.extra["restic_path"] == "db.tar"
+    assert (m.tar_size, m.stored_size, m.entries, m.content_digest) == (10240, 99, 3, "tree-sha256:" + "ab" * 32)
+
+
+def test_no_answer_is_not_called_a_missing_repository():
+    repo = ResticRepository("s3:http://127.0.0.1:9/bucket/restic")
+    refused = repo.error(
+        'Fatal: unable to open config file: Stat: Get "http://127.0.0.1:9/bucket/?location=": dial tcp 127.0.0.1:9: '
+        "connect: connection refused\nIs there a repository at the following location?\ns3:http://127.0.0.1:9/bucket/restic\n",
+        what="listing snapshots",
+    )
+    assert not isinstance(refused, NotFoundError) and "cannot reach the repository" in str(refused) and "repo init" not in str(refused)
+    missing = repo.error(
+        "Fatal: unable to open config file: Stat: The specified key does not exist.\nIs there a repository at the following location?\n",
+        what="listing snapshots",
+    )
+    assert isinstance(missing, NotFoundError) and "volsafe repo init restic:s3:http://127.0.0.1:9/bucket/restic" in str(missing)
