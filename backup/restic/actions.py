@@ -204,9 +204,9 @@ def _backup_streamed(host, volume, repo: ResticRepository, options, progress: Re
             code = process.returncode if process.returncode is not None else 1
             code = code or 1
         except BaseException:
+            # Its lock stays: this host, a process that is gone, so stale by restic's rule, and removed
+            # by the next forget/prune/tag (not here: with the network gone, restic would retry for minutes).
             _stop(process)
-            with contextlib.suppress(VolsafeError):
-                repo.unlock()  # the killed restic's lock: this host, a process that is gone (stale)
             raise
         out.seek(0)
         err.seek(0)
