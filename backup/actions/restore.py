@@ -140,10 +140,10 @@ def run_restore(
         raise UsageError(f"{backend.url}: a restic snapshot is restored into a volume (--to-volume), not --to-path or --to-container")
     # restic in the helper beside the staging directory (a snapshot of the volume's files), or on
     # this host dumping a streamed snapshot's tar: checked now, the cache volume made only to write.
-    in_helper = repository and manifest.extra.get("restic_mode") != "stream"
-    if in_helper:
+    in_helper = is_repository(backend) and manifest.extra.get("restic_mode") != "stream"
+    if is_repository(backend) and in_helper:
         require_local(host, backend)
-    extra_mounts = (lambda: restic_mounts(host, backend)) if in_helper else (lambda: ())
+    extra_mounts = (lambda: restic_mounts(host, backend)) if is_repository(backend) and in_helper else (lambda: ())
     if not repository:
         manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
     if to_path is not None:

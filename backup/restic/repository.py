@@ -338,7 +338,7 @@ def _die_with_parent() -> None:
 try:
     import ctypes
 
-    _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: a child between fork and exec must not import
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)  # loaded here: a child between fork and exec must not import
 except OSError:
     _LIBC = None
 
