@@ -267,3 +267,18 @@ def test_network_drop_mid_upload_then_the_next_run_succeeds(docker_host, helper_
         assert snapshot(docker_host, helper_image, copy) == snapshot(docker_host, helper_image, source)
     finally:
         proxy.close()
+
+
+def test_fan_out_to_s3_restic_and_a_plain_directory(docker_host, helper_image, volumes, volsafe, s3_repo, tmp_path):
+    source = volumes("rmfan")
+    run_in_volume(docker_host, helper_image, source, "echo one > /v/a && mkdir /v/d && echo two > /v/d/b")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = volsafe("backup", source, "--to", s3_repo, "--to", str(plain), "--json")
+    assert result.code == 0, result.err
+    records = json.loads(result.out)
+    assert sorted(r["compression"] for r in records) == ["restic", "zstd"]
+    for target in (s3_repo, str(plain)):
+        copy = volumes("rmfancopy")
+        assert volsafe("restore", source, "--from", target, "--to-volume", copy).code == 0
+        assert run_in_volume(docker_host, helper_image, copy, "cat /v/a /v/d/b") == "one\ntwo\n"
