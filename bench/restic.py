@@ -100,20 +100,23 @@ def main(argv: list[str] | None = None) -> int:
         "VOLSAFE_RESTIC_CACHE_VOLUME": cache_volume, "VOLSAFE_HELPER_IMAGE": DEFAULT_IMAGE,
     }
     volsafe = [sys.executable, "-c", "from backup.cli import main; main()"]
-    stores = {name: f"{work}/{name}" for name in ("volsafe-restic", "restic-direct", "tar-restic", "volsafe-tar")}
-    for name in ("volsafe-restic", "restic-direct", "tar-restic"):
+    stores = {name: f"{work}/{name}" for name in ("volsafe-restic", "volsafe-restic-stream", "restic-direct", "tar-restic", "volsafe-tar")}
+    for name in ("volsafe-restic", "volsafe-restic-stream", "restic-direct", "tar-restic"):
         subprocess.run(["restic", "init", "-q", "-r", stores[name]], env=env, check=True)
     os.makedirs(stores["volsafe-tar"])
     restic_cache = f"{work}/direct-cache"
     commands = {
         "volsafe-restic": (volsafe + ["backup", volume, "--to", f"restic:{stores['volsafe-restic']}", "--json"], False),
+        # The streamed mode remote repositories take (s3:, sftp:, rest:), forced on a local one to compare.
+        "volsafe-restic-stream": (["env", "VOLSAFE_RESTIC_MODE=stream", *volsafe, "backup", volume, "--to",
+                                   f"restic:{stores['volsafe-restic-stream']}", "--json"], False),
         "restic-direct": (["restic", "-r", stores["restic-direct"], "--cache-dir", restic_cache, "backup", mountpoint,
                            "--host", "bench", "--quiet"], False),
         "tar|restic": (f"tar --sort=name -C {mountpoint} -cf - . | restic -r {stores['tar-restic']} --cache-dir {restic_cache}-tar "
                        f"backup --stdin --stdin-filename volume.tar --host bench --quiet", True),
         "volsafe-tar.zst": (volsafe + ["backup", volume, "--to", stores["volsafe-tar"], "--json"], False),
     }
-    store_of = {"volsafe-restic": "volsafe-restic", "restic-direct": "restic-direct", "tar|restic": "tar-restic",
+    store_of = {"volsafe-restic": "volsafe-restic", "volsafe-restic-stream": "volsafe-restic-stream", "restic-direct": "restic-direct", "tar|restic": "tar-restic",
                 "volsafe-tar.zst": "volsafe-tar"}
     log(f"building a {args.size_mb} MB volume {volume}")
     shape = build(mountpoint, args.size_mb, rng)

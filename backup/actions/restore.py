@@ -46,8 +46,8 @@ from backup.docker.staging import (
     write_record,
 )
 from backup.restic import is_repository
-from backup.restic.actions import extract_into_staging as restic_extract
-from backup.restic.helper import restic_mounts
+from backup.restic.actions import dump_tar as restic_dump_tar, extract_into_staging as restic_extract
+from backup.restic.helper import require_local, restic_mounts
 from storage_backends import Backend, NotFound
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,12 @@ def run_restore(
         )
     if repository and (to_path is not None or to_container is not None):
         raise UsageError(f"{backend.url}: a restic snapshot is restored into a volume (--to-volume), not --to-path or --to-container")
-    extra_mounts = restic_mounts(host, backend) if is_repository(backend) else ()
+    # restic in the helper beside the staging directory (a snapshot of the volume's files), or on
+    # this host dumping a streamed snapshot's tar: checked now, the cache volume made only to write.
+    in_helper = is_repository(backend) and manifest.extra.get("restic_mode") != "stream"
+    if is_repository(backend) and in_helper:
+        require_local(host, backend)
+    extra_mounts = (lambda: restic_mounts(host, backend)) if is_repository(backend) and in_helper else (lambda: ())
     if not repository:
         manifest = require_keys(backend, manifest, identities)  # opens an encrypted manifest's sealed fields
     if to_path is not None:
@@ -187,7 +192,7 @@ def refuse_if_in_use(host: DockerHost, volume: str) -> None:
 
 def _write_volume(
     host: DockerHost, backend: Backend, manifest: Manifest, volume: str, creation: tuple[str, dict, dict] | None,
-    helper_image: str, bind_devices, progress: Reporter, identities: list | None, extra_mounts=(),
+    helper_image: str, bind_devices, progress: Reporter, identities: list | None, extra_mounts=lambda: (),
 ) -> None:
     """Create ``volume`` (when ``creation``, its driver, options and labels, is given), then stage the
     archive (or, from a restic repository, its snapshot: ``extra_mounts`` bring restic and the
@@ -203,9 +208,12 @@ def _write_volume(
                 raise
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as raw_headers, staged_target(
             host, helper_image, volume, created=creation is not None, role="restore", action="restore", record=record,
-            extra_mounts=extra_mounts,
+            extra_mounts=extra_mounts(),
         ) as target:
-            if is_repository(backend):
+            if is_repository(backend) and manifest.extra.get("restic_mode") == "stream":
+                with progress.task(f"restore {target.volume}", total=manifest.tar_size or None) as advance:
+                    target.extract(restic_dump_tar(backend, manifest, raw_headers, advance))
+            elif is_repository(backend):
                 restic_extract(target, backend, manifest, raw_headers, progress)
             else:
                 _stream_into_staging(target, manifest, backend, raw_headers, progress, identities)

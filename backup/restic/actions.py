@@ -10,11 +10,14 @@ it with the same swap as every other restore.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Iterator
 import json
 import logging
+import os
 import re
+import subprocess
 import tarfile
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -29,7 +32,7 @@ from backup.docker.locks import volume_lock
 from backup.errors import IntegrityError, VolsafeError
 from backup.progress import Reporter
 from backup.restic.helper import VOLUMES, restic_command, restic_mounts
-from backup.restic.repository import TAG, ResticRepository, encode_meta
+from backup.restic.repository import STREAM_TAG, TAG, ResticRepository, encode_meta
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,7 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
     """
     validate_volume_name(volume)
     repo.password()  # before any work: a missing password stops here
-    mounts = restic_mounts(host, repo) + (Mount(f"{VOLUMES}/{volume}", volume, type="volume", read_only=True, no_copy=True),)
-    info = host.volume(volume)
+    info = host.volume(volume)  # a volume that is not there stops here, before the cache volume is made
     created = datetime.now(timezone.utc).replace(microsecond=0)
     backup_id = BackupId(volume, new_stamp(created))
     meta: dict[str, Any] = {
@@ -91,6 +93,10 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
         "version": __version__,
     }
     tags = [TAG, f"volume={volume}", f"volsafe-id={backup_id.stamp}", f"volsafe-meta={encode_meta(meta)}"]
+    reason = streamed_reason(host, repo)
+    if reason is not None:
+        return _backup_streamed(host, volume, repo, options, progress, reason, backup_id, created, meta, tags)
+    mounts = restic_mounts(host, repo) + (Mount(f"{VOLUMES}/{volume}", volume, type="volume", read_only=True, no_copy=True),)
     args = ["backup", volume, "--json", "--host", host.host_name, "--tag", ",".join(tags), "--time", created.strftime("%Y-%m-%d %H:%M:%S")]
     for pattern in options.exclude:
         args += ["--exclude", f"{VOLUMES}/{volume}/{pattern.lstrip('/')}"]
@@ -130,6 +136,144 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
         compression="restic", compression_level=0, excluded_paths=tuple(options.exclude),
         extra={"restic_snapshot": summary["snapshot_id"]},
     )
+
+
+def streamed_reason(host: DockerHost, repo: ResticRepository) -> str | None:
+    """Return why ``repo`` is used in streamed mode on ``host`` (restic on this host, reading a tar
+    stream of the volume), or None where restic runs in the helper beside the volume's files."""
+    if os.environ.get("VOLSAFE_RESTIC_MODE") == "stream":  # to compare the two modes (bench.restic)
+        return "VOLSAFE_RESTIC_MODE=stream"
+    if repo.local_path is None:
+        return "the repository is not a local directory and the helper has no network"
+    if host.remote:
+        return f"the Docker daemon ({host.url}) is not on this host, so the repository cannot be mounted into its helper"
+    return None
+
+
+def _summary(output: str) -> tuple[list[dict], dict | None]:
+    messages = _json_lines(output)
+    return messages, next((m for m in reversed(messages) if m.get("message_type") == "summary"), None)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Kill restic at once (never let it see the end of its input: it would store what it got)."""
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(Exception):
+        process.wait(timeout=30)
+
+
+def _backup_streamed(host, volume, repo: ResticRepository, options, progress: Reporter, reason: str, backup_id, created, meta, tags) -> Manifest:
+    """Streamed mode: a helper without network writes the volume's tar stream (read-only, the same
+    stream as a ``.tar.zst`` backup's, ``--exclude`` applied); restic on this host stores it as the
+    snapshot's one file ``/VOLUME.tar`` (``restic backup --stdin``). restic's chunks deduplicate
+    what did not change, but every backup reads the whole volume. The sizes and content digest are
+    tagged on at the end: a snapshot without them never counts (``snapshot_manifest``)."""
+    from backup.archive.tar.exclude import FilterStats, exclude_paths
+    from backup.archive.tar.scanner import DIGEST_PREFIX, TarScanner
+    from backup.docker.volume_tar import volume_tar
+
+    log.debug(
+        "restic backup of %s into %s in streamed mode (%s): restic on this host reads the volume's tar stream from a "
+        "helper without network; unlike restic on the volume's files, every backup reads the whole volume "
+        "(only changed chunks are stored)", volume, repo.url, reason,
+    )
+    args = [
+        "backup", "--stdin", "--stdin-filename", f"{volume}.tar", "--json", "--host", host.host_name,
+        "--tag", ",".join([*tags, STREAM_TAG]), "--time", created.strftime("%Y-%m-%d %H:%M:%S"),
+    ]
+    scanner = TarScanner()
+    tar_size = 0
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, volume_lock(
+        host, volume, action="backup", wait=options.lock_wait
+    ):
+        process = repo.start(args, stdin=subprocess.PIPE, stdout=out, stderr=err)
+        try:
+            with volume_tar(host, options.helper_image, volume, role="backup") as chunks, progress.task(f"backup {volume}") as advance:
+                tar = exclude_paths(chunks, options.exclude, FilterStats()) if options.exclude else chunks
+                for chunk in tar:
+                    scanner.feed(chunk)
+                    tar_size += len(chunk)
+                    process.stdin.write(chunk)  # type: ignore[union-attr]
+                    advance(len(chunk), scanner.entries)
+                scanner.finish()  # a stream cut short raises here, before restic sees its end
+            process.stdin.close()  # type: ignore[union-attr]
+            code = process.wait()
+        except BrokenPipeError:  # restic stopped reading: its own message says why
+            _stop(process)
+            code = process.returncode if process.returncode is not None else 1
+            code = code or 1
+        except BaseException:
+            # Its lock stays: this host, a process that is gone, so stale by restic's rule, and removed
+            # by the next forget/prune/tag (not here: with the network gone, restic would retry for minutes).
+            _stop(process)
+            raise
+        out.seek(0)
+        err.seek(0)
+        output, errors = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    messages, summary = _summary(output)
+    if code != 0 or summary is None or not summary.get("snapshot_id"):
+        raise repo.error(errors + "\n" + output, what=f"backup of {volume}")
+    snapshot = summary["snapshot_id"]
+    added = int(summary.get("data_added", 0))
+    digest = scanner.content_digest.removeprefix(DIGEST_PREFIX)
+    try:
+        repo.add_tags(snapshot, [f"volsafe-size={tar_size}", f"volsafe-added={added}", f"volsafe-entries={scanner.entries}", f"volsafe-digest={digest}"])
+    except VolsafeError as exc:
+        with contextlib.suppress(VolsafeError):
+            repo.forget([snapshot])
+        raise VolsafeError(f"{repo.url}: the snapshot of {volume} was stored but could not be completed, so it does not count: {exc}") from None
+    log.debug("restic (streamed): %s", {k: summary.get(k) for k in ("data_added", "total_bytes_processed", "total_duration")})
+    return Manifest(
+        backup_id=backup_id, created=created, volume_labels=meta["labels"], volume_driver=meta["driver"],
+        volume_driver_opts=meta["driver_opts"], source_hostname=host.host_name, source_docker_id=host.daemon_id,
+        volsafe_version=__version__, tar_size=tar_size, stored_size=added, sha256="", entries=scanner.entries,
+        content_digest=scanner.content_digest, compression="restic", compression_level=0, excluded_paths=tuple(options.exclude),
+        extra={"restic_snapshot": snapshot, "restic_mode": "stream"},
+    )
+
+
+def dump_tar(repo: ResticRepository, manifest: Manifest, metadata_sink, advance) -> Iterator[bytes]:
+    """Yield the tar stream of a streamed snapshot (``restic dump SNAPSHOT /VOLUME.tar`` on this host),
+    re-emitted and checked as a ``.tar.zst`` archive is: hostile entries refused, and the last chunk
+    held back until the size, entry count and content digest the snapshot records have matched.
+    Raises IntegrityError or the restic error."""
+    from backup.archive.tar.scanner import TarScanner
+
+    snapshot = manifest.extra.get("restic_snapshot", "")
+    top = manifest.extra.get("restic_path") or f"{manifest.volume}.tar"
+    if not re.fullmatch(r"[0-9a-f]{8,64}", snapshot) or not VOLUME_NAME.fullmatch(top):
+        raise IntegrityError(f"{manifest.backup_id}: refusing snapshot {snapshot[:16]!r} with file {top!r}")
+    scanner = TarScanner(metadata_sink, canonical=True)
+    with tempfile.TemporaryFile() as err:
+        process = repo.start(["dump", snapshot, f"/{top}"], stdout=subprocess.PIPE, stderr=err)
+        try:
+            size, held = 0, b""
+            while True:
+                chunk = process.stdout.read(1 << 20)  # type: ignore[union-attr]
+                if not chunk:
+                    break
+                size += len(chunk)
+                if manifest.tar_size and size > manifest.tar_size:
+                    raise IntegrityError(f"{manifest.backup_id}: the snapshot holds more than the {manifest.tar_size} bytes of tar it records")
+                out = scanner.feed(chunk) or b""
+                advance(len(chunk))
+                if held:
+                    yield held
+                held = out
+            if process.wait() != 0:
+                err.seek(0)
+                raise repo.error(err.read().decode(errors="replace"), what=f"restore of {manifest.backup_id}")
+            end = scanner.finish()
+            if manifest.tar_size and size != manifest.tar_size:
+                raise IntegrityError(f"{manifest.backup_id}: the snapshot holds {size} bytes of tar, not the {manifest.tar_size} it records")
+            if manifest.entries and scanner.entries != manifest.entries:
+                raise IntegrityError(f"{manifest.backup_id}: {scanner.entries} entries, not the {manifest.entries} recorded")
+            if manifest.content_digest and scanner.content_digest != manifest.content_digest:
+                raise IntegrityError(f"{manifest.backup_id}: the content digest does not match the one recorded at backup")
+            yield held + end
+        finally:
+            _stop(process)
 
 
 # Restore the snapshot's /VOLUME ($3) into the staging directory $1: restic writes STAGING/VOLUME, whose
@@ -196,6 +340,13 @@ def verify_repository(repo: ResticRepository, refs, progress: Reporter, restore_
             verdict.error = problem
         else:
             verdict.checks = ["restic check", f"snapshot {manifest.extra.get('restic_snapshot', '')[:8]}"]
+            if manifest.extra.get("restic_mode") == "stream" and restore_with is None:
+                try:  # its tar read back: size, entries and volsafe's content digest
+                    for _ in dump_tar(repo, manifest, None, lambda n: None):
+                        pass
+                    verdict.checks.append("content digest")
+                except VolsafeError as exc:
+                    verdict.error = str(exc) or type(exc).__name__
             if restore_with is not None:
                 try:
                     restore_with(manifest)

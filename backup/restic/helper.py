@@ -12,7 +12,9 @@ The backup helper mounts the volume read-only a second time at /volsafe/volumes/
 included (owner, mode, mtime), ``restic restore ID --target DIR`` gives DIR/VOLUME back by hand,
 and restic itself finds the parent snapshot (same host, same path: the same volume).
 
-Only a repository on a local path works this way (bind-mounted); the daemon must be on this host.
+Only a repository on a local path works this way (bind-mounted), with the daemon on this host. Any
+other (``s3:``, ``sftp:``, ``rest:``…, or a remote daemon) takes the streamed mode of
+``backup.restic.actions``: the helper keeps no network, restic runs on this host.
 """
 
 from __future__ import annotations
@@ -56,11 +58,15 @@ def require_local(host: DockerHost, repo: ResticRepository) -> str:
     path = repo.local_path
     if path is None:
         raise VolsafeError(
-            f"{repo.url}: backup and restore work with a restic repository on a local path for now; "
-            f"list, verify and prune work with this one"
+            f"{repo.url}: this snapshot holds the volume's files (made by restic beside them, from a local repository "
+            f"directory), which volsafe restores only from a local repository; restore it by hand with 'restic restore', "
+            f"or copy the repository to a directory"
         )
     if host.remote:
-        raise VolsafeError(f"{repo.url}: backup and restore with a restic repository need the Docker daemon on this host, not {host.url}")
+        raise VolsafeError(
+            f"{repo.url}: this snapshot holds the volume's files (made by restic beside them), which volsafe restores "
+            f"only with the Docker daemon on this host, not {host.url}"
+        )
     if not os.path.isdir(path):
         raise NotFoundError(
             f"{repo.url}: there is no restic repository there; create one with 'volsafe repo init {repo.url}' (or 'restic init')"

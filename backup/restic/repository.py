@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from backup.archive.manifest import Manifest
+from backup.archive.tar.scanner import DIGEST_PREFIX
 from backup.archive.naming import STAMP, VOLUME_NAME, BackupId, Ref
 from backup.errors import NotFoundError, UsageError, VolsafeError
 from storage_backends.base import Backend, ObjectInfo, PermanentError
@@ -42,14 +43,21 @@ log = logging.getLogger(__name__)
 PREFIX = "restic:"
 # restic's backends that are not a local path (``restic help``, "Repository" section).
 _REMOTE = re.compile(r"^(s3|sftp|rest|b2|azure|gs|swift|rclone):", re.IGNORECASE)
+# restic's words (local, S3, SFTP, REST) for "there is no config file": the repository is missing.
+_MISSING = re.compile(r"no such file or directory|does not exist|NoSuchKey|NoSuchBucket|not found|\b404\b", re.IGNORECASE)
 _PASSWORD_SOURCES = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
 INSTALL_HINT = "install Debian's restic package (apt-get install restic) or put a restic binary on PATH"
 TAG = "volsafe"
+STREAM_TAG = "volsafe-stream"  # a snapshot of one file, VOLUME.tar: the volume's tar stream (streamed mode)
 PASSWORD_NOTICE = "reading repository password from stdin\n"  # restic prints it on stdout
 
 
 class ResticError(VolsafeError):
     """restic failed; the message is one line naming the repository and the cause."""
+
+
+class RepositoryLocked(ResticError):
+    """Another restic holds a lock on the repository (or a killed one left it)."""
 
 
 class RepositoryMissing(NotFoundError):
@@ -151,18 +159,51 @@ class ResticRepository(Backend):
             raise self.error(done.stderr or done.stdout, what=what)
         return done.stdout.replace(PASSWORD_NOTICE, "", 1)
 
+    def start(self, args: list[str], *, stdin=None, stdout=None, stderr=None) -> subprocess.Popen:
+        """Start ``restic -r REPO ARGS`` here with the password on a pipe's descriptor (restic's
+        standard input may carry data, ``backup --stdin``), never on a command line or in an
+        environment. restic is killed if this process dies (``PR_SET_PDEATHSIG``): a restic
+        reading a tar from us must never see a volsafe killed with ``kill -9`` as the end of the
+        volume and store half of it. Raises VolsafeError if restic cannot be run."""
+        binary = restic_binary()
+        log.debug("running restic %s on %s (streamed)", " ".join(shlex.quote(a) for a in args), self.url)
+        password = self.password().encode() + b"\n"
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, password)  # far below a pipe's buffer
+            os.close(write_end)
+            write_end = -1
+            command = [binary, "-r", self.repository, "--password-file", f"/dev/fd/{read_end}", *args]
+            try:
+                return subprocess.Popen(
+                    command, stdin=stdin, stdout=stdout, stderr=stderr, env=self.environment(),
+                    pass_fds=(read_end,), preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise VolsafeError(f"cannot run restic ({exc}): {INSTALL_HINT}") from None
+        finally:
+            if write_end >= 0:
+                os.close(write_end)
+            os.close(read_end)
+
     def error(self, output: str, *, what: str) -> VolsafeError:
         """Return the error for restic's failing ``output``: one line, with what to do where we know."""
         text = output or ""
         if "wrong password" in text:
             return ResticError(f"{self.url}: {what} failed: wrong password (no key in the repository opens with it)")
+        if ("Is there a repository at the following location?" in text or "unable to open config file" in text) and not _MISSING.search(text):
+            # Not "no config there" but no answer at all (connection refused, an unknown host, ssh
+            # failing): saying "create one" would send the user the wrong way.
+            lines = [line.strip() for line in text.splitlines() if line.strip().startswith("Fatal:")] or ["restic failed"]
+            reason = lines[-1].removeprefix("Fatal: ").removeprefix("unable to open config file: ")
+            return ResticError(f"{self.url}: {what} failed: cannot reach the repository: {reason}")
         if "Is there a repository at the following location?" in text or "unable to open config file" in text:
             return RepositoryMissing(
                 f"{self.url}: {what} failed: there is no restic repository there; create one with "
                 f"'volsafe repo init {self.url}' (or 'restic init')"
             )
         if "repository is already locked" in text:
-            return ResticError(
+            return RepositoryLocked(
                 f"{self.url}: {what} failed: the repository is locked by another restic; if none is running "
                 f"(a killed run left its lock), remove it with 'volsafe repo unlock --all {self.url}'"
             )
@@ -244,17 +285,28 @@ class ResticRepository(Backend):
 
     def add_tags(self, snapshot: str, tags: Iterable[str]) -> str:
         """Add ``tags`` to a snapshot; return the snapshot's new id (restic rewrites it)."""
-        self.run(["tag", "--add", ",".join(tags), snapshot], what="tagging the snapshot")
+        self._exclusive(["tag", "--add", ",".join(tags), snapshot], what="tagging the snapshot")  # restic tag locks exclusively
         return snapshot
 
     def forget(self, snapshots: list[str]) -> None:
         """Forget the snapshots (their data stays until ``prune``)."""
         if snapshots:
-            self.run(["forget", *snapshots], what="forgetting snapshots")
+            self._exclusive(["forget", *snapshots], what="forgetting snapshots")
 
     def prune(self) -> None:
         """Remove the data no snapshot uses any more."""
-        self.run(["prune"], what="prune")
+        self._exclusive(["prune"], what="prune")
+
+    def _exclusive(self, args: list[str], *, what: str) -> str:
+        """Run a command that needs the repository's exclusive lock. Where a lock blocks it, remove
+        the stale ones as ``restic unlock`` does (a lock of a process on this host that is gone, or
+        older than 30 minutes; never a live one) and try once more; else RepositoryLocked."""
+        try:
+            return self.run(args, what=what)
+        except RepositoryLocked:
+            self.unlock()
+            log.info("%s: removed stale locks (restic unlock) and tried again", self.url)
+            return self.run(args, what=what)
 
     # The Backend object interface: a repository holds snapshots, not byte objects, so it refuses.
     def _refused(self) -> PermanentError:
@@ -274,6 +326,22 @@ class ResticRepository(Backend):
 
     def remove(self, key: str) -> None:
         raise self._refused()
+
+def _die_with_parent() -> None:
+    """In a child before exec: get SIGKILL when the parent (thread) dies (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        _LIBC.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
+try:
+    import ctypes
+
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)  # loaded here: a child between fork and exec must not import
+except OSError:
+    _LIBC = None
+
 
 def _first_line_of(path: str, what: str) -> str:
     try:
@@ -344,6 +412,10 @@ def snapshot_manifest(snapshot: dict[str, Any]) -> Manifest | None:
         return None  # not one of volsafe's, or a name that could point anywhere (``../..``)
     if not re.fullmatch(r"[0-9a-f]{8,64}", str(snapshot.get("id", ""))):
         return None  # an id is handed to restic as an argument: never one that reads as an option
+    streamed = STREAM_TAG in tags
+    if streamed and "volsafe-size" not in tags:
+        return None  # a streamed backup that never finished (its sizes are tagged on only at the end)
+    digest = tags.get("volsafe-digest", "")
     meta = decode_meta(tags.get("volsafe-meta", ""))
     created = _parse_time(snapshot.get("time", ""))
     return Manifest(
@@ -361,7 +433,8 @@ def snapshot_manifest(snapshot: dict[str, Any]) -> Manifest | None:
         entries=_int(tags.get("volsafe-entries")),
         compression="restic",
         compression_level=0,
-        extra={"restic_snapshot": snapshot.get("id", ""), "restic_path": _top(snapshot)},
+        content_digest=DIGEST_PREFIX + digest if re.fullmatch(r"[0-9a-f]{64}", digest) else "",
+        extra={"restic_snapshot": snapshot.get("id", ""), "restic_path": _top(snapshot), **({"restic_mode": "stream"} if streamed else {})},
     )
 
 

@@ -225,3 +225,21 @@ def test_volumes_overview_reads_a_restic_backend_and_migrate_refuses_one(volsafe
     assert record["id"].split("@")[1] in overview.out
     refused = volsafe("migrate", source, "--to-host", "unix:///var/run/docker.sock", "--to-volume", volumes("rvols2"), "--via", repo)
     assert refused.code == 2 and "not a restic repository yet" in refused.err, refused.err
+
+
+def test_cache_volume_is_not_made_for_a_refused_target(docker_host, helper_image, volumes, volsafe, repo, monkeypatch):
+    cache = volumes("restic-cache-refused")
+    monkeypatch.setenv("VOLSAFE_RESTIC_CACHE_VOLUME", cache)
+    missing = volumes("rmissing")  # named, never created
+    backed = volsafe("backup", missing, "--to", repo)
+    assert backed.code != 0 and f"no volume named '{missing}'" in backed.err
+    assert not docker_host.volume_exists(cache)
+
+    source = volumes("rcachesrc")
+    run_in_volume(docker_host, helper_image, source, "echo one > /v/a")
+    monkeypatch.setenv("VOLSAFE_RESTIC_CACHE_VOLUME", volumes("restic-cache-backup"))
+    _backup(volsafe, source, repo)
+    monkeypatch.setenv("VOLSAFE_RESTIC_CACHE_VOLUME", cache)
+    restored = volsafe("restore", source, "--from", repo, "--to-volume", "bad/name")
+    assert restored.code == 2 and "bad/name" in restored.err
+    assert not docker_host.volume_exists(cache)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -72,19 +73,35 @@ def _readable_lock(repo) -> bool:
     return False
 
 
-def test_a_lock_left_by_a_killed_restic_names_volsafe_repo_unlock(tmp_path, monkeypatch):
+def _kill_once_locked(repo, command: list[str]) -> None:
     import signal
     import time
 
-    monkeypatch.setenv("RESTIC_PASSWORD", "pw")
-    repo = ResticRepository(str(tmp_path / "r"))
-    repo.init()
-    with subprocess.Popen(["restic", "-r", repo.repository, "backup", "/usr"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as killed:
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as killed:
         deadline = time.monotonic() + 60
         while not _readable_lock(repo):  # the lock file is written completely, not only created
             assert killed.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
         killed.send_signal(signal.SIGKILL)
+
+
+def test_a_stale_lock_of_a_killed_restic_on_this_host_is_removed_as_restic_unlock_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTIC_PASSWORD", "pw")
+    repo = ResticRepository(str(tmp_path / "r"))
+    repo.init()
+    _kill_once_locked(repo, ["restic", "-r", repo.repository, "backup", "/usr"])
+    repo.prune()  # its process is gone: stale by restic's own rule
+    assert not os.listdir(tmp_path / "r" / "locks")
+
+
+def test_a_lock_restic_cannot_call_stale_names_volsafe_repo_unlock(tmp_path, monkeypatch):
+    # A restic in a helper container has another host name: restic cannot see that its process is
+    # gone, and calls the lock stale only after 30 minutes.
+    monkeypatch.setenv("RESTIC_PASSWORD", "pw")
+    repo = ResticRepository(str(tmp_path / "r"))
+    repo.init()
+    _kill_once_locked(repo, ["unshare", "--uts", "sh", "-c", 'hostname elsewhere && exec "$@"', "sh",
+                             "restic", "-r", repo.repository, "backup", "/usr"])
     with pytest.raises(Exception) as locked:
         repo.prune()
     assert "volsafe repo unlock --all" in str(locked.value) and "\n" not in str(locked.value)
@@ -137,3 +154,30 @@ def test_a_hostile_repository_cannot_name_paths_options_or_other_volumes(monkeyp
     assert found["e"].tar_size == 0 and found["f"].created.year == 1970
     assert found["9"].extra["restic_path"] == ""  # ".." is no directory name: restore falls back to "db"
     assert [m.volume for m in repo.manifests()] == ["db"] * 5 + ["evil"]
+
+
+def test_a_streamed_snapshot_counts_only_once_its_sizes_are_tagged_on():
+    base = {
+        "time": "2026-11-30T14:24:49Z", "hostname": "h", "id": "cd" * 32, "paths": ["/db.tar"],
+        "tags": ["volsafe", "volume=db", "volsafe-id=20261130T142449Z-3df4", "volsafe-stream"],
+    }
+    assert snapshot_manifest(base) is None  # restic stored it, volsafe never finished it
+    done = {**base, "tags": base["tags"] + ["volsafe-size=10240", "volsafe-added=99", "volsafe-entries=3", "volsafe-digest=" + "ab" * 32]}
+    m = snapshot_manifest(done)
+    assert m.extra["restic_mode"] == "stream" and m.extra["restic_path"] == "db.tar"
+    assert (m.tar_size, m.stored_size, m.entries, m.content_digest) == (10240, 99, 3, "tree-sha256:" + "ab" * 32)
+
+
+def test_no_answer_is_not_called_a_missing_repository():
+    repo = ResticRepository("s3:http://127.0.0.1:9/bucket/restic")
+    refused = repo.error(
+        'Fatal: unable to open config file: Stat: Get "http://127.0.0.1:9/bucket/?location=": dial tcp 127.0.0.1:9: '
+        "connect: connection refused\nIs there a repository at the following location?\ns3:http://127.0.0.1:9/bucket/restic\n",
+        what="listing snapshots",
+    )
+    assert not isinstance(refused, NotFoundError) and "cannot reach the repository" in str(refused) and "repo init" not in str(refused)
+    missing = repo.error(
+        "Fatal: unable to open config file: Stat: The specified key does not exist.\nIs there a repository at the following location?\n",
+        what="listing snapshots",
+    )
+    assert isinstance(missing, NotFoundError) and "volsafe repo init restic:s3:http://127.0.0.1:9/bucket/restic" in str(missing)
