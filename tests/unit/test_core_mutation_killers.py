@@ -545,3 +545,65 @@ def test_encrypted_stored_measures_the_encrypted_bytes(monkeypatch):
     assert b"".join(checked_backup_tar(io.BytesIO(encrypted), manifest, decrypt=decrypt, canonical=False)) == tar
     with pytest.raises(IntegrityError):
         b"".join(checked_backup_tar(io.BytesIO(encrypted), manifest, decrypt=None))
+
+
+def test_more_manifest_and_naming_edges(monkeypatch):
+    data = _data()
+    assert data["archive"]["format"] == "tar" and data["format"] == "volsafe-manifest"
+    zero = _data(tar_size=0, stored_size=0, entries=0)
+    assert parse_manifest(json.dumps(zero)).entries == 0  # an empty volume is a valid backup
+    with pytest.raises(ManifestError, match="^not a volsafe manifest$"):
+        parse_manifest(json.dumps({"format": "other"}))
+    with pytest.raises(ManifestError, match="is not a sha256 hex digest"):
+        parse_manifest(json.dumps(dict(data, archive=dict(data["archive"], sha256="X" * 64))))
+    with pytest.raises(ManifestError, match="^manifest volume name does not match its id$"):
+        parse_manifest(json.dumps(dict(data, volume=dict(data["volume"], name="web"))))
+    with pytest.raises(ValueError, match="^yesterday$"):
+        parse_time("yesterday")
+    with pytest.raises(ValueError, match=r"^2026-13-01T00:00:00Z$"):
+        parse_time("2026-13-01T00:00:00Z")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert format_time(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    # A REF is split at its last "@": volume names cannot hold one, so "a@b@STAMP" is no REF.
+    from backup.archive.naming import parse_ref
+
+    with pytest.raises(UsageError):
+        parse_ref("a@b@20261127T230405Z-1a2b")
+    with pytest.raises(UsageError):
+        parse_backup_id("a@b@20261127T230405Z-1a2b")
+
+
+def test_compress_tar_counts_every_stored_chunk():
+    import hashlib
+    import random
+
+    tar = make_tar([(".", tarfile.DIRTYPE, b""), ("./noise", tarfile.REGTYPE, random.Random(3).randbytes(3 << 20))])
+    stored, stats, progressed = _stored(tar)
+    assert stats.stored_size == len(stored) > 3 << 20 and stats.sha256 == hashlib.sha256(stored).hexdigest()
+    assert progressed == len(tar)
+
+
+def test_a_one_character_ustar_prefix_is_read():
+    from backup.archive.codec import tree_digest
+
+    raw = bytearray(make_tar([("./f", tarfile.REGTYPE, b"x")]))
+    raw[0:100] = b"f".ljust(100, b"\x00")
+    raw[257:263] = b"ustar\x00"
+    raw[345:500] = b"a".ljust(155, b"\x00")
+    raw[148:156] = b"        "
+    raw[148:156] = b"%06o\x00 " % sum(raw[0:512])
+    expected = make_tar([("a/f", tarfile.REGTYPE, b"x")])
+    assert tree_digest([bytes(raw)])[0] == tree_digest([expected])[0]
+
+
+def test_header_checksums_count_high_bytes():
+    from backup.archive.codec import tree_digest
+
+    name = ("./" + "\u00ff" * 40).encode()  # many bytes of 0xc3/0xbf: sums past one 16-bit half
+    raw = make_tar([(name.decode(), tarfile.REGTYPE, b"x")])
+    assert tree_digest([raw])[1] == 1
