@@ -607,3 +607,22 @@ def test_header_checksums_count_high_bytes():
     name = ("./" + "\u00ff" * 40).encode()  # many bytes of 0xc3/0xbf: sums past one 16-bit half
     raw = make_tar([(name.decode(), tarfile.REGTYPE, b"x")])
     assert tree_digest([raw])[1] == 1
+
+
+def test_sealed_fields_are_parsed_strictly():
+    from backup.archive.manifest import MAX_SEALED_SIZE, parse_sealed_fields
+    from backup.bounds import MAX_DEPTH
+
+    digest = "tree-sha256:" + "a" * 64
+    fields = {"tar_size": 10, "entries": 2, "content_digest": digest}
+    good = json.dumps(fields).encode()
+    assert parse_sealed_fields(good) == (10, 2, digest)
+    at_limit = good[:-1] + b" " * (MAX_SEALED_SIZE - len(good)) + b"}"  # exactly the limit is read
+    assert len(at_limit) == MAX_SEALED_SIZE and parse_sealed_fields(at_limit) == (10, 2, digest)
+    deep = json.dumps(dict(fields, x=[])).encode().replace(b"[]", b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    assert json.loads(deep)  # valid JSON, refused for its depth alone
+    for raw in (at_limit[:-1] + b" }", deep, b"[]", b'"text"', b"\xff{}", b"{"):
+        with pytest.raises(ManifestError, match="^manifest's sealed metadata is not a JSON object$"):
+            parse_sealed_fields(raw)
+    with pytest.raises(ManifestError, match="^manifest field 'archive.content_digest' is not a tree-sha256 digest$"):
+        parse_sealed_fields(json.dumps(dict(fields, content_digest="md5:00")).encode())
