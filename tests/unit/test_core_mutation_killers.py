@@ -626,3 +626,38 @@ def test_sealed_fields_are_parsed_strictly():
             parse_sealed_fields(raw)
     with pytest.raises(ManifestError, match="^manifest field 'archive.content_digest' is not a tree-sha256 digest$"):
         parse_sealed_fields(json.dumps(dict(fields, content_digest="md5:00")).encode())
+
+
+def test_checked_backup_tar_refuses_hostile_entries_and_enforces_the_tar_size_when_only_checking():
+    # verify reads with canonical=False: the refusal and the tar-size bound must not rely on the re-emission.
+    hostile = make_tar([("./x", tarfile.REGTYPE, b"1"), ("./../escape", tarfile.REGTYPE, b"2")])
+    stored, stats, _ = _stored(hostile)
+    with pytest.raises(HostileArchiveError):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, canonical=False))
+    tar = make_tar(SAMPLE)
+    stored, stats, _ = _stored(tar)
+    with pytest.raises(IntegrityError, match=rf"^archive decompresses to more than the {len(tar) - 512} bytes of tar"):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(tar) - 512), decrypt=None, canonical=False))
+    with pytest.raises(IntegrityError, match=rf"^archive holds a tar of {len(tar)} bytes, but its manifest says {len(tar) + 512}$"):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(tar) + 512), decrypt=None, canonical=False))
+
+
+def test_retention_future_rule_boundary_and_reason():
+    from backup.jobs.retention import FUTURE_TOLERANCE
+
+    items = [Item("at-horizon", NOW + FUTURE_TOLERANCE), Item("beyond", NOW + FUTURE_TOLERANCE + timedelta(seconds=1)),
+             Item("old", NOW - timedelta(days=30))]
+    decisions = {d.id: d for d in decide(items, Policy(keep_last=1), NOW)}
+    assert decisions["at-horizon"].reasons == ("last 1", "newer than now (clock skew)")  # at now + tolerance: still counted
+    assert decisions["beyond"].keep
+    assert decisions["beyond"].reasons == ("created in the future (beyond now + clock skew): kept, not counted",)
+    assert not decisions["old"].keep
+
+
+def test_the_tar_size_bound_counts_every_chunk():
+    import random
+
+    big = make_tar([(".", tarfile.DIRTYPE, b""), ("./noise", tarfile.REGTYPE, random.Random(5).randbytes(3 << 20))])
+    stored, stats, _ = _stored(big)
+    with pytest.raises(IntegrityError, match=rf"^archive decompresses to more than the {len(big) - 1024} bytes"):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(big) - 1024), decrypt=None, canonical=False))
