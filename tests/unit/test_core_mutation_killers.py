@@ -661,3 +661,37 @@ def test_the_tar_size_bound_counts_every_chunk():
     stored, stats, _ = _stored(big)
     with pytest.raises(IntegrityError, match=rf"^archive decompresses to more than the {len(big) - 1024} bytes"):
         b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(big) - 1024), decrypt=None, canonical=False))
+
+
+def test_the_canonical_stream_keeps_every_attribute_a_reader_sees():
+    # What restore extracts is re-emitted from the checked entries: link targets (short and long),
+    # owners, times and device numbers must come out as tarfile reads them from the original.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        def add(name, kind, data=b"", **attrs):
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mode, info.mtime = kind, len(data), 0o640, 1_700_000_000
+            info.uid, info.gid = 1000, 1001
+            for key, value in attrs.items():
+                setattr(info, key, value)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        add("./", tarfile.DIRTYPE, mode=0o755)
+        add("./file", tarfile.REGTYPE, b"data", uid=0, gid=0, mtime=0)
+        add("./short-link", tarfile.SYMTYPE, linkname="file")
+        add("./long-link", tarfile.SYMTYPE, linkname="d/" + "t" * 120)
+        add("./hard", tarfile.LNKTYPE, linkname="./file")
+        add("./tty", tarfile.CHRTYPE, devmajor=4, devminor=64)
+        add("./" + "n" * 100, tarfile.REGTYPE, b"x")  # a name of exactly 100 bytes
+        add("./big-ids", tarfile.REGTYPE, b"y", uid=8**7, gid=8**7, mtime=8**11)  # just past the octal fields
+        add("./before-1970", tarfile.REGTYPE, b"z", mtime=-1000)
+    original = buffer.getvalue()
+    stored, stats, _ = _stored(original)
+    emitted = b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None))
+
+    def seen(raw):
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            return [(m.name.removeprefix("./").rstrip("/"), m.type, m.size, m.mode, m.uid, m.gid, m.mtime,
+                     m.linkname.removeprefix("./"), m.devmajor, m.devminor) for m in tar]
+
+    assert seen(emitted) == seen(original)
