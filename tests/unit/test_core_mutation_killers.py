@@ -649,7 +649,7 @@ def test_retention_future_rule_boundary_and_reason():
              Item("old", NOW - timedelta(days=30))]
     decisions = {d.id: d for d in decide(items, Policy(keep_last=1), NOW)}
     assert decisions["at-horizon"].reasons == ("last 1", "newer than now (clock skew)")  # at now + tolerance: still counted
-    assert decisions["beyond"].keep
+    assert decisions["beyond"].keep and not decisions["beyond"].counted and decisions["at-horizon"].counted
     assert decisions["beyond"].reasons == ("created in the future (beyond now + clock skew): kept, not counted",)
     assert not decisions["old"].keep
 
