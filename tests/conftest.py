@@ -107,11 +107,16 @@ _PRELOAD_THEN_MAIN = (
 
 @pytest.fixture
 def volsafe_process(helper_image):
-    """Start the volsafe CLI as a separate process (for signals); return a Popen factory."""
+    """Start the volsafe CLI as a separate process (for signals); return a Popen factory.
+
+    Every process started is ended at teardown, whatever the test did: SIGTERM (volsafe cleans up
+    its helpers), then SIGKILL if it has not exited within 30 s; its pipes are closed.
+    """
+    started: list[subprocess.Popen] = []
 
     def start(*args: str, **kwargs) -> subprocess.Popen:
         env = {**os.environ, "VOLSAFE_HELPER_IMAGE": helper_image, **kwargs.pop("env", {})}
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-c", _PRELOAD_THEN_MAIN, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -119,5 +124,18 @@ def volsafe_process(helper_image):
             env=env,
             **kwargs,
         )
+        started.append(proc)
+        return proc
 
-    return start
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate(timeout=30)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()

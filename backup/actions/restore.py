@@ -14,6 +14,7 @@ import posixpath
 import re
 import tempfile
 from dataclasses import dataclass
+from typing import BinaryIO, cast
 
 from backup.archive.codec import checked_backup_tar
 from backup.archive.catalog import resolve_ref
@@ -28,6 +29,7 @@ from backup.archive.naming import Ref, validate_volume_name
 from backup.progress import Reporter
 from backup.quiesce.containers import containers_using
 from backup.quiesce.session import QuiesceSession
+from backup.streams.deferred_close import DeferredClose
 from backup.streams.read_ahead import read_ahead
 from backup.docker.staging import (
     DEFAULT_DRIVER,
@@ -71,7 +73,8 @@ def _stream_into_staging(
     """Extract the verified archive into the staging directory. Raises on any mismatch or tar error,
     and HostileArchiveError for an entry that would escape the target (before tar sees it)."""
     try:
-        stored = backend.open(manifest.backup_id.archive_key)
+        # Read in the read-ahead thread: closing it on SIGTERM must not wait for a read a stalled store holds up.
+        stored = cast(BinaryIO, DeferredClose(backend.open(manifest.backup_id.archive_key)))  # read() is all the checks use
     except NotFound:
         raise NotFoundError(f"archive of {manifest.backup_id} is missing from {backend.url}") from None
     with stored, progress.task(f"restore {target.volume}", total=manifest.stored_size) as advance:

@@ -171,10 +171,7 @@ def _cut_mid_extraction(docker_host, helper_image, volume, volsafe_process, stal
             return staged_bytes(docker_host, volume) >= EXTRACTED
 
         wait_until(staged, what="tar in the helper to extract past the held-back chunk", interval=0.2)
-        proc.send_signal(sig)
-        # Let the stream flow again: a signal only reaches volsafe's main thread while data moves
-        # (a read stalled in another thread would hold it up), and after it nothing more is taken.
-        feeder.release()
+        proc.send_signal(sig)  # the read stays stalled: the signal must end restore all the same
         _out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
@@ -284,3 +281,47 @@ def test_kill_9_restore_into_a_new_volume_is_recovered_by_the_next_restore(
     assert leftovers(docker_host, helper_image, volume) == []
     entries, _ = snapshot(docker_host, helper_image, volume)
     assert sorted(entries) == [".", "fresh"]
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["force-into-existing", "into-new-volume"])
+def test_sigterm_while_the_archive_read_is_blocked_ends_restore_promptly(
+    docker_host, helper_image, volumes, volsafe_process, stalling, tmp_path, private_state, existing
+):
+    # The store stops answering (a stalled NAS or S3 connection): the archive read blocks in the
+    # read-ahead thread and is never released. SIGTERM must still end restore at once, exit 130,
+    # with the staging directory gone (old contents intact) or the volume restore created removed.
+    volume = volumes("cut-stall")
+    before = old_volume(docker_host, helper_image, volume) if existing else None
+    store = tmp_path / "store"
+    manifest = big_backup(store, "7e5a" if existing else "7e5b")
+    feeder = stalling(store / manifest.backup_id.archive_key)
+    proc = volsafe_process(
+        "restore", str(manifest.backup_id), "--from", str(store), "--to-volume", volume, *(["--force"] if existing else []),
+        env={"VOLSAFE_STATE_DIR": str(private_state), **feeder.env},
+    )
+    try:
+        wait_until(lambda: feeder.stalled.is_set() or proc.poll() is not None, what="the archive to be served")
+        assert proc.poll() is None and feeder.served == STALL_AT, "restore ended before the stall"
+
+        def staged() -> bool:
+            assert proc.poll() is None, proc.communicate()
+            return docker_host.volume_exists(volume) and staged_bytes(docker_host, volume) >= EXTRACTED
+
+        wait_until(staged, what="tar in the helper to extract past the held-back chunk", interval=0.2)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # the read stays blocked: the stall is never released
+        _out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err, err
+    assert took < 20, f"SIGTERM took {took:.1f} s to end restore"
+    assert not helpers_of(docker_host, proc.pid)
+    if existing:
+        assert snapshot(docker_host, helper_image, volume) == before
+        assert leftovers(docker_host, helper_image, volume) == []
+    else:
+        assert not docker_host.volume_exists(volume)

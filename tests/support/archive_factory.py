@@ -41,9 +41,10 @@ SAMPLE = [
 ]
 
 
-def store_backup(backend, volume: str, tar_bytes: bytes, *, stamp_token: str, recipients=None) -> Manifest:
-    """Compress (and encrypt, with ``recipients``) ``tar_bytes``, store archive and manifest; return it."""
-    created = datetime.now(timezone.utc)
+def store_backup(backend, volume: str, tar_bytes: bytes, *, stamp_token: str, recipients=None, created: datetime | None = None) -> Manifest:
+    """Compress (and encrypt, with ``recipients``) ``tar_bytes``, store archive and manifest; return it.
+    ``created`` (default: now) sets the backup's time, and so its id."""
+    created = created if created is not None else datetime.now(timezone.utc)
     backup_id = BackupId(volume, new_stamp(created, stamp_token))
     stats = ArchiveStats()
     chunks = compress_tar([tar_bytes[i : i + 7000] for i in range(0, len(tar_bytes), 7000)], stats, threads=1)

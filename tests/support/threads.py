@@ -6,6 +6,7 @@ join has a deadline, so a hang fails one test instead of the run.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -39,4 +40,21 @@ def blocked(condition: threading.Condition, waiters: int = 1) -> None:
     end = time.monotonic() + DEADLINE
     while len(condition._waiters) < waiters:
         assert time.monotonic() < end, "the thread never blocked"
+        time.sleep(0.001)
+
+
+def parked_in(thread: threading.Thread, filename_end: str, function: str) -> None:
+    """Wait until ``thread`` is blocked (its innermost frame is threading's ``wait``) with a call to
+    ``function`` of a file whose path ends in ``filename_end`` on its stack: an observed wait, not a
+    guessed one."""
+    end = time.monotonic() + DEADLINE
+    while True:
+        frame = sys._current_frames().get(thread.ident)  # type: ignore[arg-type]
+        if frame is not None and frame.f_code.co_name == "wait" and frame.f_code.co_filename.endswith("threading.py"):
+            caller = frame
+            while caller is not None:
+                if caller.f_code.co_name == function and caller.f_code.co_filename.endswith(filename_end):
+                    return
+                caller = caller.f_back
+        assert time.monotonic() < end, f"the thread never blocked in {function}"
         time.sleep(0.001)

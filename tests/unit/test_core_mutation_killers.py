@@ -545,3 +545,153 @@ def test_encrypted_stored_measures_the_encrypted_bytes(monkeypatch):
     assert b"".join(checked_backup_tar(io.BytesIO(encrypted), manifest, decrypt=decrypt, canonical=False)) == tar
     with pytest.raises(IntegrityError):
         b"".join(checked_backup_tar(io.BytesIO(encrypted), manifest, decrypt=None))
+
+
+def test_more_manifest_and_naming_edges(monkeypatch):
+    data = _data()
+    assert data["archive"]["format"] == "tar" and data["format"] == "volsafe-manifest"
+    zero = _data(tar_size=0, stored_size=0, entries=0)
+    assert parse_manifest(json.dumps(zero)).entries == 0  # an empty volume is a valid backup
+    with pytest.raises(ManifestError, match="^not a volsafe manifest$"):
+        parse_manifest(json.dumps({"format": "other"}))
+    with pytest.raises(ManifestError, match="is not a sha256 hex digest"):
+        parse_manifest(json.dumps(dict(data, archive=dict(data["archive"], sha256="X" * 64))))
+    with pytest.raises(ManifestError, match="^manifest volume name does not match its id$"):
+        parse_manifest(json.dumps(dict(data, volume=dict(data["volume"], name="web"))))
+    with pytest.raises(ValueError, match="^yesterday$"):
+        parse_time("yesterday")
+    with pytest.raises(ValueError, match=r"^2026-13-01T00:00:00Z$"):
+        parse_time("2026-13-01T00:00:00Z")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert format_time(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    # A REF is split at its last "@": volume names cannot hold one, so "a@b@STAMP" is no REF.
+    from backup.archive.naming import parse_ref
+
+    with pytest.raises(UsageError):
+        parse_ref("a@b@20261127T230405Z-1a2b")
+    with pytest.raises(UsageError):
+        parse_backup_id("a@b@20261127T230405Z-1a2b")
+
+
+def test_compress_tar_counts_every_stored_chunk():
+    import hashlib
+    import random
+
+    tar = make_tar([(".", tarfile.DIRTYPE, b""), ("./noise", tarfile.REGTYPE, random.Random(3).randbytes(3 << 20))])
+    stored, stats, progressed = _stored(tar)
+    assert stats.stored_size == len(stored) > 3 << 20 and stats.sha256 == hashlib.sha256(stored).hexdigest()
+    assert progressed == len(tar)
+
+
+def test_a_one_character_ustar_prefix_is_read():
+    from backup.archive.codec import tree_digest
+
+    raw = bytearray(make_tar([("./f", tarfile.REGTYPE, b"x")]))
+    raw[0:100] = b"f".ljust(100, b"\x00")
+    raw[257:263] = b"ustar\x00"
+    raw[345:500] = b"a".ljust(155, b"\x00")
+    raw[148:156] = b"        "
+    raw[148:156] = b"%06o\x00 " % sum(raw[0:512])
+    expected = make_tar([("a/f", tarfile.REGTYPE, b"x")])
+    assert tree_digest([bytes(raw)])[0] == tree_digest([expected])[0]
+
+
+def test_header_checksums_count_high_bytes():
+    from backup.archive.codec import tree_digest
+
+    name = ("./" + "\u00ff" * 40).encode()  # many bytes of 0xc3/0xbf: sums past one 16-bit half
+    raw = make_tar([(name.decode(), tarfile.REGTYPE, b"x")])
+    assert tree_digest([raw])[1] == 1
+
+
+def test_sealed_fields_are_parsed_strictly():
+    from backup.archive.manifest import MAX_SEALED_SIZE, parse_sealed_fields
+    from backup.bounds import MAX_DEPTH
+
+    digest = "tree-sha256:" + "a" * 64
+    fields = {"tar_size": 10, "entries": 2, "content_digest": digest}
+    good = json.dumps(fields).encode()
+    assert parse_sealed_fields(good) == (10, 2, digest)
+    at_limit = good[:-1] + b" " * (MAX_SEALED_SIZE - len(good)) + b"}"  # exactly the limit is read
+    assert len(at_limit) == MAX_SEALED_SIZE and parse_sealed_fields(at_limit) == (10, 2, digest)
+    deep = json.dumps(dict(fields, x=[])).encode().replace(b"[]", b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    assert json.loads(deep)  # valid JSON, refused for its depth alone
+    for raw in (at_limit[:-1] + b" }", deep, b"[]", b'"text"', b"\xff{}", b"{"):
+        with pytest.raises(ManifestError, match="^manifest's sealed metadata is not a JSON object$"):
+            parse_sealed_fields(raw)
+    with pytest.raises(ManifestError, match="^manifest field 'archive.content_digest' is not a tree-sha256 digest$"):
+        parse_sealed_fields(json.dumps(dict(fields, content_digest="md5:00")).encode())
+
+
+def test_checked_backup_tar_refuses_hostile_entries_and_enforces_the_tar_size_when_only_checking():
+    # verify reads with canonical=False: the refusal and the tar-size bound must not rely on the re-emission.
+    hostile = make_tar([("./x", tarfile.REGTYPE, b"1"), ("./../escape", tarfile.REGTYPE, b"2")])
+    stored, stats, _ = _stored(hostile)
+    with pytest.raises(HostileArchiveError):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, canonical=False))
+    tar = make_tar(SAMPLE)
+    stored, stats, _ = _stored(tar)
+    with pytest.raises(IntegrityError, match=rf"^archive decompresses to more than the {len(tar) - 512} bytes of tar"):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(tar) - 512), decrypt=None, canonical=False))
+    with pytest.raises(IntegrityError, match=rf"^archive holds a tar of {len(tar)} bytes, but its manifest says {len(tar) + 512}$"):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(tar) + 512), decrypt=None, canonical=False))
+
+
+def test_retention_future_rule_boundary_and_reason():
+    from backup.jobs.retention import FUTURE_TOLERANCE
+
+    items = [Item("at-horizon", NOW + FUTURE_TOLERANCE), Item("beyond", NOW + FUTURE_TOLERANCE + timedelta(seconds=1)),
+             Item("old", NOW - timedelta(days=30))]
+    decisions = {d.id: d for d in decide(items, Policy(keep_last=1), NOW)}
+    assert decisions["at-horizon"].reasons == ("last 1", "newer than now (clock skew)")  # at now + tolerance: still counted
+    assert decisions["beyond"].keep and not decisions["beyond"].counted and decisions["at-horizon"].counted
+    assert decisions["beyond"].reasons == ("created in the future (beyond now + clock skew): kept, not counted",)
+    assert not decisions["old"].keep
+
+
+def test_the_tar_size_bound_counts_every_chunk():
+    import random
+
+    big = make_tar([(".", tarfile.DIRTYPE, b""), ("./noise", tarfile.REGTYPE, random.Random(5).randbytes(3 << 20))])
+    stored, stats, _ = _stored(big)
+    with pytest.raises(IntegrityError, match=rf"^archive decompresses to more than the {len(big) - 1024} bytes"):
+        b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(big) - 1024), decrypt=None, canonical=False))
+
+
+def test_the_canonical_stream_keeps_every_attribute_a_reader_sees():
+    # What restore extracts is re-emitted from the checked entries: link targets (short and long),
+    # owners, times and device numbers must come out as tarfile reads them from the original.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        def add(name, kind, data=b"", **attrs):
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mode, info.mtime = kind, len(data), 0o640, 1_700_000_000
+            info.uid, info.gid = 1000, 1001
+            for key, value in attrs.items():
+                setattr(info, key, value)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        add("./", tarfile.DIRTYPE, mode=0o755)
+        add("./file", tarfile.REGTYPE, b"data", uid=0, gid=0, mtime=0)
+        add("./short-link", tarfile.SYMTYPE, linkname="file")
+        add("./long-link", tarfile.SYMTYPE, linkname="d/" + "t" * 120)
+        add("./hard", tarfile.LNKTYPE, linkname="./file")
+        add("./tty", tarfile.CHRTYPE, devmajor=4, devminor=64)
+        add("./" + "n" * 100, tarfile.REGTYPE, b"x")  # a name of exactly 100 bytes
+        add("./big-ids", tarfile.REGTYPE, b"y", uid=8**7, gid=8**7, mtime=8**11)  # just past the octal fields
+        add("./before-1970", tarfile.REGTYPE, b"z", mtime=-1000)
+    original = buffer.getvalue()
+    stored, stats, _ = _stored(original)
+    emitted = b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None))
+
+    def seen(raw):
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            return [(m.name.removeprefix("./").rstrip("/"), m.type, m.size, m.mode, m.uid, m.gid, m.mtime,
+                     m.linkname.removeprefix("./"), m.devmajor, m.devminor) for m in tar]
+
+    assert seen(emitted) == seen(original)

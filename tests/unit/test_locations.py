@@ -4,7 +4,7 @@ directory; a bare word is a backend name, never a directory; a broken config sto
 from __future__ import annotations
 
 import json
-import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -109,9 +109,9 @@ def test_backup_to_a_mistyped_name_writes_nothing(run, tmp_path):
 def stored(tmp_path):
     """volsafe.toml with nas and usb; an older backup of db on nas, a newer one on usb, web on nas."""
     two_stores(tmp_path)
-    older = store_backup(LocalBackend(tmp_path / "nas"), "db", make_tar(SAMPLE), stamp_token="0001")
-    web = store_backup(LocalBackend(tmp_path / "nas"), "web", make_tar(SAMPLE), stamp_token="0002")
-    time.sleep(1.1)  # ids carry the time to the second
+    earlier = datetime.now(timezone.utc) - timedelta(minutes=1)  # ids carry the time to the second
+    older = store_backup(LocalBackend(tmp_path / "nas"), "db", make_tar(SAMPLE), stamp_token="0001", created=earlier)
+    web = store_backup(LocalBackend(tmp_path / "nas"), "web", make_tar(SAMPLE), stamp_token="0002", created=earlier)
     newer = store_backup(LocalBackend(tmp_path / "usb"), "db", make_tar(SAMPLE), stamp_token="0003")
     return older, web, newer
 

@@ -25,6 +25,7 @@ from moto.core import set_initial_no_auth_action_count
 
 pytest.register_assert_rewrite("tests.support.backend_conformance")  # before the import, so its asserts explain
 
+from tests.support.threads import parked_in  # noqa: E402
 from tests.support.backend_conformance import (  # noqa: E402
     MULTI,
     MiB,
@@ -268,14 +269,21 @@ def test_parts_upload_in_parallel_with_bounded_memory(s3: S3Backend) -> None:
 
     snapshot = {}
 
+    saver = threading.current_thread()
+
     def observe() -> None:
-        deadline = time.monotonic() + 10
-        while len(waiting) < s3.concurrency and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)  # time enough for save to read on, if it wrongly did
-        with lock:
-            snapshot.update(consumed=consumed[0], waiting=len(waiting))
-        gate.set()
+        try:
+            deadline = time.monotonic() + 10
+            while len(waiting) < s3.concurrency and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # Every upload slot is stalled: save must now wait for a part to finish, having read no further.
+            parked_in(saver, "concurrent/futures/_base.py", "wait")
+            with lock:
+                snapshot.update(consumed=consumed[0], waiting=len(waiting))
+        except AssertionError as exc:
+            snapshot["error"] = exc
+        finally:
+            gate.set()
 
     observer = threading.Thread(target=observe)
     observer.start()
@@ -284,6 +292,7 @@ def test_parts_upload_in_parallel_with_bounded_memory(s3: S3Backend) -> None:
     finally:
         gate.set()
         observer.join()
+    assert "error" not in snapshot, snapshot.get("error")
     assert snapshot["waiting"] == s3.concurrency
     assert snapshot["consumed"] <= (s3.concurrency + 1) * PART + MiB
     with s3.open("big") as stream:
