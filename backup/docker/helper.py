@@ -250,23 +250,27 @@ class HelperSession:
         self.host = host
         self.id = container_id
 
-    def exec(self, command: list[str], stdin: Iterable[bytes] = ()) -> HelperResult:
+    def exec(self, command: list[str], stdin: Iterable[bytes] | None = None) -> HelperResult:
         """Run ``command`` in the helper, feeding it ``stdin``; return its exit code and output tail.
+
+        A command given no ``stdin`` gets none attached (it reads /dev/null): with stdin attached and
+        closed at once, Docker 20.10 now and then ended the output stream before a short command's
+        output was copied (``stat`` answered nothing with exit code 0, seen under load).
 
         If iterating ``stdin`` raises, the exception propagates; the caller removes the helper, which
         kills the command, so a partial stream is never taken for a whole one.
         """
         api = self.host.api
         if api.base_url.startswith("https://"):
-            return self._exec_over_tls(command, stdin)
+            return self._exec_over_tls(command, stdin or ())
         with docker_errors(self.host):
-            exec_id = api.exec_create(self.id, command, stdin=True, stdout=True, stderr=True)["Id"]
+            exec_id = api.exec_create(self.id, command, stdin=stdin is not None, stdout=True, stderr=True)["Id"]
             sock = _raw_socket(api.exec_start(exec_id, socket=True))
         collector = _OutputCollector(sock)
         collector.start()
         try:
             try:
-                for chunk in stdin:
+                for chunk in stdin or ():
                     sock.sendall(chunk)
             except BrokenPipeError:
                 pass  # the command stopped reading; its exit code tells why
@@ -278,8 +282,9 @@ class HelperSession:
                 self._close(sock)
                 self._exit_code(exec_id)
                 raise
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_WR)  # EOF on the command's stdin
+            if stdin is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)  # EOF on the command's stdin
             collector.join()  # the stream ends when the command exits
             return HelperResult(self._exit_code(exec_id), collector.text())
         finally:
