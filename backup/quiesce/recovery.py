@@ -123,17 +123,23 @@ def owner_alive(pid: int, start_time: str | None = None, namespace: str | None =
         entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
     except OSError:
         return True
+    unsure = False
     for host_pid in entries:
-        if pid_namespace(host_pid) != namespace:
-            continue
         try:
             status = Path(f"/proc/{host_pid}/status").read_text()
         except OSError:
             continue
         nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
-        if nspid and nspid[-1] == str(pid):
-            return process_alive(int(host_pid), start_time)
-    return False
+        if len(nspid) < 2 or nspid[-1] != str(pid):
+            continue  # not numbered ``pid`` inside a container's namespace
+        seen = pid_namespace(host_pid)
+        if seen is None:
+            # Reading another process's namespace needs ptrace rights (CAP_SYS_PTRACE for a root
+            # process in a container; the systemd unit drops it). Unknown is never dead.
+            unsure = True
+        elif seen == namespace and process_alive(int(host_pid), start_time):
+            return True
+    return unsure
 
 
 # ---------------------------------------------------------------------------------------------

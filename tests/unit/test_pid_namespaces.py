@@ -61,3 +61,20 @@ def test_inside_a_container_a_pid_of_another_namespace_is_never_taken_for_dead()
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False"]
+
+
+def test_without_ptrace_rights_a_process_of_another_namespace_is_never_taken_for_dead(monkeypatch):
+    """A host volsafe without CAP_SYS_PTRACE (docs/volsafe.service drops it) cannot read a container
+    process's namespace; it must not take a container volsafe's live helpers for orphans."""
+    from backup.quiesce import recovery
+
+    proc, host_pid = child_namespace_process()
+    namespace, started = pid_namespace(host_pid), process_start_time(host_pid)
+    own = pid_namespace()
+    monkeypatch.setattr(recovery, "pid_namespace", lambda pid="self": own if pid == "self" else None)
+    try:
+        assert owner_alive(1, started, namespace)  # pid 1 of some namespace runs: cannot say it is dead
+        assert not owner_alive(4_000_000, None, namespace)  # no process anywhere is numbered so: dead
+    finally:
+        os.kill(host_pid, 9)
+        proc.wait(timeout=30)
