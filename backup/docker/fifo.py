@@ -85,16 +85,22 @@ class FifoDir:
         from backup.quiesce.recovery import pid_namespace, process_start_time
 
         pid = os.getpid()
-        self.path = tempfile.mkdtemp(prefix=f"{FIFO_DIR_PREFIX}{pid}-{process_start_time(pid) or 0}-")
+        # Made under a name crash recovery does not match (the ".new" suffix), filled, then renamed
+        # into place: a volsafe in another pid namespace never sees it without its namespace file
+        # (it would look the pid up among its own processes and could remove a live directory).
+        self.path = tempfile.mkdtemp(prefix=f"{FIFO_DIR_PREFIX}{pid}-{process_start_time(pid) or 0}-", suffix=".new")
         try:
-            self.fifo = os.path.join(self.path, FIFO_NAME)
-            self.errors = os.path.join(self.path, ERRORS_NAME)
-            os.mkfifo(self.fifo)
-            open(self.errors, "wb").close()
             with open(os.path.join(self.path, NAMESPACE_NAME), "w") as f:
                 f.write(pid_namespace() or "")
-            os.chmod(self.fifo, 0o666)
-            os.chmod(self.errors, 0o666)
+            os.mkfifo(os.path.join(self.path, FIFO_NAME))
+            open(os.path.join(self.path, ERRORS_NAME), "wb").close()
+            os.chmod(os.path.join(self.path, FIFO_NAME), 0o666)
+            os.chmod(os.path.join(self.path, ERRORS_NAME), 0o666)
+            final = self.path.removesuffix(".new")
+            os.rename(self.path, final)
+            self.path = final
+            self.fifo = os.path.join(self.path, FIFO_NAME)
+            self.errors = os.path.join(self.path, ERRORS_NAME)
         except BaseException:
             self.remove()
             raise

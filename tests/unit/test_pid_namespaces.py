@@ -78,3 +78,30 @@ def test_without_ptrace_rights_a_process_of_another_namespace_is_never_taken_for
     finally:
         os.kill(host_pid, 9)
         proc.wait(timeout=30)
+
+
+def test_a_fifo_directory_appears_under_its_recovered_name_only_with_its_namespace_file(monkeypatch):
+    """Crash recovery must never see a FIFO directory without its owner's namespace: a volsafe in
+    another namespace would look the pid up among its own processes and could remove it."""
+    import tempfile
+
+    from backup.docker import fifo
+
+    seen: list[tuple[str, bool]] = []
+    real_mkfifo = os.mkfifo
+
+    def watching_mkfifo(path, *args):
+        root = os.path.dirname(path)
+        for name in os.listdir(tempfile.gettempdir()):
+            if fifo.fifo_dir_owner(name) is not None and os.path.join(tempfile.gettempdir(), name) == root:
+                seen.append((name, os.path.exists(os.path.join(root, fifo.NAMESPACE_NAME))))
+        return real_mkfifo(path, *args)
+
+    monkeypatch.setattr(fifo.os, "mkfifo", watching_mkfifo)
+    made = fifo.FifoDir()
+    try:
+        assert seen == []  # while being filled, it has a name recovery does not match
+        assert fifo.fifo_dir_owner(os.path.basename(made.path)) == (os.getpid(), process_start_time(os.getpid()))
+        assert sorted(os.listdir(made.path)) == sorted([fifo.ERRORS_NAME, fifo.FIFO_NAME, fifo.NAMESPACE_NAME])
+    finally:
+        made.remove()
