@@ -27,6 +27,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -285,7 +286,7 @@ class ResticRepository(Backend):
 
     def add_tags(self, snapshot: str, tags: Iterable[str]) -> str:
         """Add ``tags`` to a snapshot; return the snapshot's new id (restic rewrites it)."""
-        self._exclusive(["tag", "--add", ",".join(tags), snapshot], what="tagging the snapshot")  # restic tag locks exclusively
+        self._exclusive(["tag", "--add", ",".join(tags), snapshot], what="tagging the snapshot", wait=self.TAG_WAIT)  # restic tag locks exclusively
         return snapshot
 
     def forget(self, snapshots: list[str]) -> None:
@@ -297,16 +298,34 @@ class ResticRepository(Backend):
         """Remove the data no snapshot uses any more."""
         self._exclusive(["prune"], what="prune")
 
-    def _exclusive(self, args: list[str], *, what: str) -> str:
+    # How long tagging a new snapshot waits for other runs' locks (restic 0.14 does not wait
+    # itself, and ``restic tag`` needs the exclusive lock): long enough for another volume's backup
+    # into the same repository (``--concurrency``, another host, another job) to end, short enough
+    # that a forgotten lock shows as an error within a scheduled run.
+    TAG_WAIT = 900.0
+
+    def _exclusive(self, args: list[str], *, what: str, wait: float = 0.0) -> str:
         """Run a command that needs the repository's exclusive lock. Where a lock blocks it, remove
         the stale ones as ``restic unlock`` does (a lock of a process on this host that is gone, or
-        older than 30 minutes; never a live one) and try once more; else RepositoryLocked."""
+        older than 30 minutes; never a live one) and try again; with ``wait``, keep trying with
+        growing pauses (1 s up to 15 s) for that many seconds while live locks remain; then
+        RepositoryLocked (which names ``volsafe repo unlock --all``)."""
+        deadline = time.monotonic() + wait
+        pause = 1.0
         try:
             return self.run(args, what=what)
         except RepositoryLocked:
             self.unlock()
             log.info("%s: removed stale locks (restic unlock) and tried again", self.url)
-            return self.run(args, what=what)
+        while True:
+            try:
+                return self.run(args, what=what)
+            except RepositoryLocked:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.info("%s: %s waits for another run's lock on the repository", self.url, what)
+                time.sleep(pause)
+                pause = min(pause * 2, 15.0)
 
     # The Backend object interface: a repository holds snapshots, not byte objects, so it refuses.
     def _refused(self) -> PermanentError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -181,3 +182,41 @@ def test_no_answer_is_not_called_a_missing_repository():
         what="listing snapshots",
     )
     assert isinstance(missing, NotFoundError) and "volsafe repo init restic:s3:http://127.0.0.1:9/bucket/restic" in str(missing)
+
+
+def test_tagging_waits_for_another_runs_live_lock(tmp_path, monkeypatch):
+    """restic tag needs the exclusive lock, and restic 0.14 does not wait for it: two volumes backed
+    up at once into one repository (--concurrency, another host, another job) must both complete."""
+    import threading
+    import time
+
+    monkeypatch.setenv("RESTIC_PASSWORD", "pw")
+    repo = ResticRepository(str(tmp_path / "r"))
+    repo.init()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("x")
+    repo.run(["backup", "--tag", "first", str(tmp_path / "src")], what="backup")
+    (first,) = [s["id"] for s in json.loads(repo.run(["--no-lock", "snapshots", "--json"], what="listing"))]
+    env = {**os.environ, "RESTIC_PASSWORD": "pw"}
+    other = subprocess.Popen(["restic", "-r", repo.repository, "backup", "--stdin", "--stdin-filename", "other"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not _readable_lock(repo):  # the other run holds its (live, non-exclusive) lock
+            assert other.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        def finish_other() -> None:
+            other.stdin.write(b"other data\n")
+            other.stdin.close()
+
+        threading.Timer(3.0, finish_other).start()  # the other run ends after a while
+        started = time.monotonic()
+        repo.add_tags(first, ["volsafe-size=1"])
+        assert time.monotonic() - started >= 2.0  # it waited, and did not fail at once
+        assert other.wait(timeout=60) == 0
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+    tags = {t for s in json.loads(repo.run(["--no-lock", "snapshots", "--json"], what="listing")) for t in s.get("tags") or []}
+    assert "volsafe-size=1" in tags
