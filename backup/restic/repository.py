@@ -20,6 +20,7 @@ options, the daemon's id, volsafe's version), and once stored,
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -178,7 +179,7 @@ class ResticRepository(Backend):
             try:
                 return subprocess.Popen(
                     command, stdin=stdin, stdout=stdout, stderr=stderr, env=self.environment(),
-                    pass_fds=(read_end,), preexec_fn=_die_with_parent,
+                    pass_fds=(read_end,), preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 )
             except OSError as exc:
                 raise VolsafeError(f"cannot run restic ({exc}): {INSTALL_HINT}") from None
@@ -346,12 +347,17 @@ class ResticRepository(Backend):
     def remove(self, key: str) -> None:
         raise self._refused()
 
-def _die_with_parent() -> None:
-    """In a child before exec: get SIGKILL when the parent (thread) dies (Linux ``PR_SET_PDEATHSIG``)."""
+
+def _die_with_parent(parent: int) -> None:
+    """In a child before exec: get SIGKILL when the parent (thread) dies (Linux ``PR_SET_PDEATHSIG``).
+    If the parent died between the fork and this call, the signal would never come: exit at once.
+    (Only a system call and os functions here: nothing that takes a lock another thread may hold.)"""
     try:
         _LIBC.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 try:
