@@ -205,11 +205,12 @@ def _choose(
     if belongs is not None and hosts.selected:
         return None  # none of the chosen hosts has a backup of this volume: not in their set
     found = [(m, c.backend) for c in items if (m := _read(c)) is not None]
-    if belongs is not None:
-        found = [f for f in found if belongs(f[0])]
-        if not found:
-            return None
-    return choose_newest(found, volume, HostChoice(this_host=lambda: this, selected=hosts.selected), where)
+    if belongs is not None and not any(belongs(m) for m, _ in found):
+        return None  # no host's backup of it is in the set
+    chosen = choose_newest(found, volume, HostChoice(this_host=lambda: this, selected=hosts.selected), where)
+    if belongs is not None and not belongs(chosen[0]):
+        return None  # the chosen host's newest is not in the set: never an older one that is
+    return chosen
 
 
 def resolve_set(backends: list[Backend], hosts: HostChoice, belongs: Callable[[Manifest], bool]) -> list[tuple[Manifest, Backend]]:

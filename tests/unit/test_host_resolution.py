@@ -87,3 +87,18 @@ def test_project_set_uses_each_volumes_host_rule(tmp_path, reads):
     assert [m.source_hostname for m, _ in resolve_set([store], HostChoice(this_host=lambda: "me", selected=("other",)), in_project)] == [
         "other", "other"
     ]
+
+
+def test_project_set_never_takes_an_older_backup_than_the_chosen_hosts_newest(tmp_path):
+    """Without a backup of its own, a volume belongs to the set only if the one other host's newest
+    backup carries the label: an older backup that does is not the one ``restore VOLUME`` means."""
+    store = LocalBackend(tmp_path / "s")
+    in_project = lambda m: m.volume_labels.get("com.docker.compose.project") == "shop"  # noqa: E731
+    _store(store, "cache", "20261127T230000Z-aaaa", "other", T0, "shop")
+    _store(store, "cache", "20261127T230100Z-bbbb", "other", T0 + timedelta(minutes=1))  # newest: left the project
+    assert resolve_set([store], HostChoice(this_host=lambda: "me"), in_project) == []
+    # Volumes of other projects, backed up by several other hosts, do not stand in the way.
+    _store(store, "blog", "20261127T230000Z-cccc", "x", T0, "blog")
+    _store(store, "blog", "20261127T230000Z-dddd", "y", T0, "blog")
+    db = _store(store, "db", "20261127T230000Z-eeee", "other", T0, "shop")
+    assert [m for m, _ in resolve_set([store], HostChoice(this_host=lambda: "me"), in_project)] == [db]
