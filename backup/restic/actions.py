@@ -377,14 +377,17 @@ def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_ru
         for decision in decide(manifests.values(), policy, now, tz):
             (kept if decision.keep or dry_run else dropped).append((manifests[decision.id], decision))
     results = [Pruned(m, repo, d) for m, d in kept]
-    if dropped:
+    unfinished = [] if dry_run else repo.unfinished(volumes, hosts, now)
+    if unfinished:
+        log.warning("%s: forgetting %d streamed snapshot(s) never finished (older than a day)", repo.url, len(unfinished))
+    if dropped or unfinished:
         try:
-            repo.forget([m.extra["restic_snapshot"] for m, _ in dropped])
+            repo.forget([m.extra["restic_snapshot"] for m, _ in dropped] + unfinished)
         except VolsafeError as exc:
             log.warning("could not forget snapshots in %s: %s", repo.url, exc)
             return results + [Pruned(m, repo, d, error=str(exc)) for m, d in dropped]
         try:  # the snapshots are gone from the listing already; prune only frees their data
             repo.prune()
         except VolsafeError as exc:
-            log.warning("forgot %d snapshot(s) in %s, but could not prune their data: %s", len(dropped), repo.url, exc)
+            log.warning("forgot %d snapshot(s) in %s, but could not prune their data: %s", len(dropped) + len(unfinished), repo.url, exc)
     return results + [Pruned(m, repo, d, removed=True) for m, d in dropped]

@@ -253,6 +253,30 @@ class ResticRepository(Backend):
         found = json.loads(self.run(args, what="listing snapshots") or "[]") or []
         return sorted(found, key=lambda s: s.get("time", ""))
 
+    # A streamed snapshot is tagged with its sizes only once restic has stored all of it; one
+    # without them this much later was never finished (tagging failed, or the run was cut off) and
+    # would otherwise keep a whole copy of the volume's data forever, unseen by list and retention.
+    UNFINISHED_AFTER = 86400.0
+
+    def unfinished(self, volumes: list[str] | None, hosts: set[str] | None, now: datetime) -> list[str]:
+        """Return the ids of streamed snapshots (of ``volumes``, from ``hosts``) that were never
+        finished and are older than UNFINISHED_AFTER seconds at ``now``: ``prune`` forgets them."""
+        ids = []
+        wanted: list[str | None] = list(volumes) if volumes else [None]
+        for volume in wanted:
+            for snapshot in self.snapshots(volume):
+                tags = _tags(snapshot)
+                if STREAM_TAG not in tags or "volsafe-size" in tags:
+                    continue
+                if hosts is not None and snapshot.get("hostname") not in hosts:
+                    continue
+                made = _parse_time(str(snapshot.get("time", "")))
+                if made == datetime.fromtimestamp(0, timezone.utc):
+                    continue  # no time that parses: never taken for old
+                if (now - made).total_seconds() > self.UNFINISHED_AFTER and re.fullmatch(r"[0-9a-f]{8,64}", str(snapshot.get("id", ""))):
+                    ids.append(str(snapshot["id"]))
+        return ids
+
     def manifests(self, volume: str | None = None) -> list[Manifest]:
         """Return the manifest of each volsafe snapshot (of ``volume``), oldest first.
 

@@ -220,3 +220,40 @@ def test_tagging_waits_for_another_runs_live_lock(tmp_path, monkeypatch):
             other.wait()
     tags = {t for s in json.loads(repo.run(["--no-lock", "snapshots", "--json"], what="listing")) for t in s.get("tags") or []}
     assert "volsafe-size=1" in tags
+
+
+def test_prune_forgets_streamed_snapshots_that_were_never_finished_after_a_day(tmp_path, monkeypatch):
+    """A streamed snapshot gets its sizes tagged on only once it is whole; one without them (tagging
+    failed, the run was cut off) is unseen by list and retention, so prune forgets it once it is a
+    day old, and leaves a younger one (it may still be being finished) and finished ones alone."""
+    from datetime import datetime, timedelta, timezone
+
+    from backup.jobs.retention import Policy
+    from backup.restic.actions import prune_repository
+
+    monkeypatch.setenv("RESTIC_PASSWORD", "pw")
+    repo = ResticRepository(str(tmp_path / "r"))
+    repo.init()
+    now = datetime.now(timezone.utc)
+
+    def streamed(stamp: str, when: datetime, *tags: str) -> None:
+        tag = ",".join(["volsafe", "volume=db", f"volsafe-id={stamp}", "volsafe-stream", *tags])
+        subprocess.run(
+            ["restic", "-r", repo.repository, "backup", "--stdin", "--stdin-filename", "db.tar", "--tag", tag,
+             "--host", "me", "--time", when.strftime("%Y-%m-%d %H:%M:%S")],
+            input=b"tar bytes " + stamp.encode(), check=True, capture_output=True, env={**os.environ, "RESTIC_PASSWORD": "pw"},
+        )
+
+    old, young = now - timedelta(days=3), now - timedelta(hours=1)
+    streamed("20260101T000000Z-0a0a", old)  # unfinished, old: forgotten
+    streamed("20260101T000001Z-0b0b", young)  # unfinished, young: kept
+    streamed("20260101T000002Z-0c0c", old, "volsafe-size=10", "volsafe-added=10", "volsafe-entries=1")  # finished
+    assert [str(m.backup_id) for m in repo.manifests("db")] == ["db@20260101T000002Z-0c0c"]
+
+    prune_repository(repo, Policy(keep_last=5), volumes=["db"], now=now, tz=timezone.utc, dry_run=True, hosts={"me"})
+    assert len(repo.snapshots("db")) == 3  # a dry run forgets nothing
+    prune_repository(repo, Policy(keep_last=5), volumes=["db"], now=now, tz=timezone.utc, dry_run=False, hosts={"other"})
+    assert len(repo.snapshots("db")) == 3  # another host's only
+    prune_repository(repo, Policy(keep_last=5), volumes=["db"], now=now, tz=timezone.utc, dry_run=False, hosts={"me"})
+    left = sorted(dict(t.partition("=")[::2] for t in s["tags"])["volsafe-id"] for s in repo.snapshots("db"))
+    assert left == ["20260101T000001Z-0b0b", "20260101T000002Z-0c0c"]
