@@ -13,6 +13,7 @@ volsafe), dotfiles and the root's mtime included. The next restore sweeps every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -155,11 +156,14 @@ def stalling():
         feeder.join(timeout=60)
 
 
-def _cut_mid_extraction(docker_host, helper_image, volume, volsafe_process, stalling, root, manifest, private_state, sig):
-    """Start ``restore --force`` of the stalling archive, wait until most of what it got is staged, send ``sig``."""
+@contextlib.contextmanager
+def _restore_stalled_after_extraction(docker_host, volume, volsafe_process, stalling, root, manifest, private_state, *extra):
+    """Start ``restore`` of the stalling archive into ``volume`` (with ``extra`` options); yield the
+    process once the read has stalled and tar in the helper has staged EXTRACTED bytes. On the way
+    out the process is killed if it still runs, and the stall released."""
     feeder = stalling(root / manifest.backup_id.archive_key)
     proc = volsafe_process(
-        "restore", str(manifest.backup_id), "--from", str(root), "--to-volume", volume, "--force",
+        "restore", str(manifest.backup_id), "--from", str(root), "--to-volume", volume, *extra,
         env={"VOLSAFE_STATE_DIR": str(private_state), **feeder.env},
     )
     try:
@@ -171,13 +175,19 @@ def _cut_mid_extraction(docker_host, helper_image, volume, volsafe_process, stal
             return staged_bytes(docker_host, volume) >= EXTRACTED
 
         wait_until(staged, what="tar in the helper to extract past the held-back chunk", interval=0.2)
-        proc.send_signal(sig)  # the read stays stalled: the signal must end restore all the same
-        _out, err = proc.communicate(timeout=90)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=30)
         feeder.finish()
+
+
+def _cut_mid_extraction(docker_host, helper_image, volume, volsafe_process, stalling, root, manifest, private_state, sig):
+    """Start ``restore --force`` of the stalling archive, wait until most of what it got is staged, send ``sig``."""
+    with _restore_stalled_after_extraction(docker_host, volume, volsafe_process, stalling, root, manifest, private_state, "--force") as proc:
+        proc.send_signal(sig)  # the read stays stalled: the signal must end restore all the same
+        _out, err = proc.communicate(timeout=90)
     return proc, err
 
 
@@ -294,28 +304,13 @@ def test_sigterm_while_the_archive_read_is_blocked_ends_restore_promptly(
     before = old_volume(docker_host, helper_image, volume) if existing else None
     store = tmp_path / "store"
     manifest = big_backup(store, "7e5a" if existing else "7e5b")
-    feeder = stalling(store / manifest.backup_id.archive_key)
-    proc = volsafe_process(
-        "restore", str(manifest.backup_id), "--from", str(store), "--to-volume", volume, *(["--force"] if existing else []),
-        env={"VOLSAFE_STATE_DIR": str(private_state), **feeder.env},
-    )
-    try:
-        wait_until(lambda: feeder.stalled.is_set() or proc.poll() is not None, what="the archive to be served")
-        assert proc.poll() is None and feeder.served == STALL_AT, "restore ended before the stall"
-
-        def staged() -> bool:
-            assert proc.poll() is None, proc.communicate()
-            return docker_host.volume_exists(volume) and staged_bytes(docker_host, volume) >= EXTRACTED
-
-        wait_until(staged, what="tar in the helper to extract past the held-back chunk", interval=0.2)
+    with _restore_stalled_after_extraction(
+        docker_host, volume, volsafe_process, stalling, store, manifest, private_state, *(["--force"] if existing else [])
+    ) as proc:
         sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)  # the read stays blocked: the stall is never released
+        proc.send_signal(signal.SIGTERM)  # the read stays blocked: the stall is not released until the end
         _out, err = proc.communicate(timeout=30)
         took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "terminated (SIGTERM)" in err and "Traceback" not in err, err
     assert took < 20, f"SIGTERM took {took:.1f} s to end restore"

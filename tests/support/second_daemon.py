@@ -46,6 +46,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(proc: subprocess.Popen, port: int, log: Path) -> None:
+    """Wait until ``proc`` (an sshd) accepts connections on 127.0.0.1:``port``; fail with the tail
+    of its ``log`` if it exits, or after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail("sshd did not start listening")
+            time.sleep(0.1)
+
+
 @dataclass
 class SecondDaemon:
     """The running second daemon: how to reach it, and a connection for the tests' own checks.
@@ -261,17 +277,7 @@ def ssh_server(second_daemon: SecondDaemon) -> Iterator[SshServer]:
     proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(root / "sshd_config")], stdout=log_file, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited ({proc.returncode}): {(root / 'sshd.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("sshd did not start listening")
-                time.sleep(0.1)
+        wait_listening(proc, port, root / "sshd.log")
         yield SshServer(url=f"ssh://root@127.0.0.1:{port}", home=home)
     finally:
         _stop_process(proc, timeout=10)

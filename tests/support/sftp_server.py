@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.support.second_daemon import free_port
+from tests.support.second_daemon import free_port, wait_listening
 
 
 @dataclass
@@ -31,20 +29,6 @@ class SftpServer:
     root: Path  # a directory for repositories, readable through the server
     path: str  # PATH with the ssh wrapper first
     process: subprocess.Popen
-
-
-def _wait_listening(proc: subprocess.Popen, port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited ({proc.returncode}): {log.read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail("sshd did not start listening")
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +83,7 @@ def sftp_server() -> Iterator[SftpServer]:
         proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(root / "sshd_config")], stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        _wait_listening(proc, port, log)
+        wait_listening(proc, port, log)
         yield SftpServer(alias=alias, root=root / "repos", path=f"{bin_dir}:{os.environ.get('PATH', '')}", process=proc)
     finally:
         proc.terminate()
