@@ -22,10 +22,12 @@ import shlex
 import tarfile
 import tempfile
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 from backup.docker.host import DockerHost, docker_errors
 from backup.errors import NotFoundError, TargetNotEmpty, UnsafeTarget, VolsafeError
+from backup.docker.helper import LABEL as HELPER_LABEL
 from backup.docker.helper import MOUNT_PARENT, MOUNT_POINT, HelperResult, HelperSession, helper_session, run_helper
 from backup.docker.fifo import (
     FIFO_NAME,
@@ -389,12 +391,29 @@ def _discard_in_new_helper(host: DockerHost, image: str, target: StagedTarget, r
 
 
 def remove_volume(host: DockerHost, volume: str) -> None:
-    """Remove a volume that a failed write created; log (never raise) if that fails."""
-    try:
-        with docker_errors(host):
-            host.api.remove_volume(volume, force=True)
-    except VolsafeError as exc:
-        log.error("could not remove volume %s after the failure: %s", volume, exc)
+    """Remove a volume that a failed write (or a restore test) created; log (never raise) if that fails.
+
+    When the daemon says the volume is in use by one of volsafe's own helpers (a SIGTERM can land
+    while a helper's removal is still under way), those helpers are removed and the removal tried
+    again, for up to 30 s; a container that is not a volsafe helper is never touched."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with docker_errors(host):
+                host.api.remove_volume(volume, force=True)
+            return
+        except VolsafeError as exc:
+            helpers = []
+            if "in use" in str(exc) and time.monotonic() < deadline:
+                with contextlib.suppress(VolsafeError), docker_errors(host):
+                    helpers = host.api.containers(all=True, filters={"volume": volume, "label": f"{HELPER_LABEL}=true"})
+            if not helpers:
+                log.error("could not remove volume %s after the failure: %s", volume, exc)
+                return
+            for container in helpers:
+                with contextlib.suppress(VolsafeError), docker_errors(host):
+                    host.api.remove_container(container["Id"], force=True)
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
