@@ -18,7 +18,6 @@ import re
 import subprocess
 import tarfile
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from docker.types import Mount
@@ -103,19 +102,14 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
     log.debug("restic backup of %s into %s in a helper, the volume read-only at %s/%s (not streamed: restic reads the files)",
               volume, repo.url, VOLUMES, volume)
     # The caller's QuiesceSession (backup.actions.backup) holds the volume's applications still around this.
-    with ThreadPoolExecutor(1) as background, volume_lock(host, volume, action="backup", wait=options.lock_wait), helper_session(
+    with volume_lock(host, volume, action="backup", wait=options.lock_wait), helper_session(
         host, options.helper_image, volume, role="restic-backup", writable=False, extra_mounts=mounts, reads_all=True
     ) as helper, progress.task(f"backup {volume}") as advance:
         result = _exec_or_unlock(repo, helper, ["sh", "-c", f'cd {VOLUMES} && exec "$@"', "sh", *restic_command(*args)])
         messages = _json_lines(result.output)
         summary = next((m for m in reversed(messages) if m.get("message_type") == "summary"), None)
         if result.exit_code == 0 and summary is not None:
-            sizes = _sizes(summary)
-            advance(sizes[0])
-            # restic records no sizes in a snapshot: tag them on while the helper is removed.
-            tagged = background.submit(
-                repo.add_tags, summary["snapshot_id"], [f"volsafe-size={sizes[0]}", f"volsafe-added={sizes[1]}", f"volsafe-entries={sizes[2]}"]
-            )
+            advance(_sizes(summary)[0])
     if result.exit_code == _INCOMPLETE and summary is not None:
         repo.forget([summary["snapshot_id"]])
         errors = [m for m in messages if m.get("message_type") == "error"]
@@ -123,10 +117,13 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
         raise VolsafeError(f"{repo.url}: restic could not read every file of {volume!r}{': ' + detail if detail else ''}")
     if result.exit_code != 0 or summary is None:
         raise repo.error(result.output, what=f"backup of {volume}")
-    try:
-        tagged.result()
-    except VolsafeError as exc:  # the snapshot is stored; only list's sizes will be missing
-        log.warning("%s: could not record the sizes of snapshot %s: %s", repo.url, summary["snapshot_id"][:8], exc)
+    # restic records no sizes in a snapshot: beside it in a local repository, else as tags.
+    sizes = _sizes(summary)
+    if not repo.record_sizes(backup_id, *sizes):
+        try:
+            repo.add_tags(summary["snapshot_id"], [f"volsafe-size={sizes[0]}", f"volsafe-added={sizes[1]}", f"volsafe-entries={sizes[2]}"])
+        except VolsafeError as exc:  # the snapshot is stored; only list's sizes will be missing
+            log.warning("%s: could not record the sizes of snapshot %s: %s", repo.url, summary["snapshot_id"][:8], exc)
     size, added, entries = sizes
     log.debug("restic: %s", {k: summary.get(k) for k in ("files_new", "files_changed", "files_unmodified", "data_added", "total_duration")})
     return Manifest(
@@ -383,6 +380,7 @@ def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_ru
     if dropped or unfinished:
         try:
             repo.forget([m.extra["restic_snapshot"] for m, _ in dropped] + unfinished)
+            repo.forget_sizes(m.backup_id for m, _ in dropped)
         except VolsafeError as exc:
             log.warning("could not forget snapshots in %s: %s", repo.url, exc)
             return results + [Pruned(m, repo, d, error=str(exc)) for m, d in dropped]

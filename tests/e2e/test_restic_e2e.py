@@ -99,6 +99,11 @@ def test_repeat_backup_adds_only_the_change_and_list_reports_it(docker_host, hel
     assert {s["hostname"] for s in snapshots} == {docker_host.name}
     assert all(f"volume={source}" in s["tags"] for s in snapshots)
     assert _restic(repo, "dump", "latest", f"/{source}/small/s7") == "changed\n"
+    # The sizes are recorded beside the snapshots, not by rewriting them with 'restic tag' (a second
+    # key derivation and the exclusive lock); restic's own check is content with the extra directory.
+    assert sorted(os.listdir(Path(repo[len("restic:"):]) / "volsafe-sizes")) == sorted([first["id"], second["id"]])
+    assert not any(t.startswith("volsafe-size=") for s in snapshots for t in s["tags"])
+    _restic(repo, "check")
 
     # Labels come back from the snapshot's manifest data.
     copy = volumes("rrepcopy")
@@ -123,6 +128,7 @@ def test_verify_and_prune_use_restic_check_and_forget(docker_host, helper_image,
     rows = json.loads(volsafe("list", "--from", repo, "--json").out)
     assert [r["id"] for r in rows] == [newest["id"]]
     assert len(json.loads(_restic(repo, "snapshots", "--json"))) == 1
+    assert os.listdir(Path(repo[len("restic:"):]) / "volsafe-sizes") == [newest["id"]]  # the forgotten one's sizes went with it
     _restic(repo, "check")
 
     # A damaged repository fails verify.
@@ -131,6 +137,17 @@ def test_verify_and_prune_use_restic_check_and_forget(docker_host, helper_image,
         pack.write_bytes(b"garbage")
     broken = volsafe("verify", "--all", "--from", repo)
     assert broken.code == 1
+
+
+def test_sizes_are_tagged_on_where_they_cannot_be_written_beside_the_snapshots(docker_host, helper_image, volumes, volsafe, repo):
+    source = volumes("rtagged")
+    run_in_volume(docker_host, helper_image, source, "head -c 100000 /dev/urandom > /v/blob")
+    (Path(repo[len("restic:"):]) / "volsafe-sizes").write_text("not a directory\n")
+    made = _backup(volsafe, source, repo)
+    (row,) = json.loads(volsafe("list", source, "--from", repo, "--json").out)
+    assert row["id"] == made["id"] and row["size"] == 100000 and row["stored_size"] > 90000
+    (snapshot,) = json.loads(_restic(repo, "snapshots", "--json"))
+    assert "volsafe-size=100000" in snapshot["tags"]
 
 
 def test_restore_refuses_a_volume_with_data(docker_host, helper_image, volumes, volsafe, repo):

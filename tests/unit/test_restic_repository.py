@@ -125,6 +125,32 @@ def test_manifest_data_round_trips_through_tags():
     assert snapshot_manifest({**snapshot, "tags": ["something-else"]}) is None
 
 
+def test_sizes_recorded_beside_a_local_repositorys_snapshots(tmp_path):
+    from backup.archive.naming import BackupId
+
+    repo = ResticRepository(str(tmp_path / "repo"))
+    (tmp_path / "repo").mkdir()
+    backup_id = BackupId("db", "20261130T142449Z-3df4")
+    assert repo.record_sizes(backup_id, 6, 5, 4)
+    (tmp_path / "repo" / "volsafe-sizes" / "junk").write_text("[not json")
+    assert repo.recorded_sizes() == {"db@20261130T142449Z-3df4": {"size": 6, "added": 5, "entries": 4}}
+    snapshot = {"time": "2026-11-30T14:24:49Z", "hostname": "h", "id": "ab" * 32, "paths": ["/volsafe/volumes/db"],
+                "tags": ["volsafe", "volume=db", "volsafe-id=20261130T142449Z-3df4"]}
+    m = snapshot_manifest(snapshot, repo.recorded_sizes())
+    assert (m.tar_size, m.stored_size, m.entries) == (6, 5, 4)
+    assert snapshot_manifest(snapshot).tar_size == 0  # not recorded, not tagged: unknown
+    # A streamed snapshot counts only with its tagged sizes: a recorded file cannot finish it.
+    assert snapshot_manifest({**snapshot, "tags": snapshot["tags"] + ["volsafe-stream"]}, repo.recorded_sizes()) is None
+    repo.forget_sizes([backup_id])
+    assert repo.recorded_sizes() == {}
+    # Where the file cannot be written, the caller is told (it tags the sizes on instead).
+    (tmp_path / "repo" / "volsafe-sizes" / "junk").unlink()
+    (tmp_path / "repo" / "volsafe-sizes").rmdir()
+    (tmp_path / "repo" / "volsafe-sizes").write_text("a file")
+    assert not repo.record_sizes(backup_id, 1, 1, 1)
+    assert not ResticRepository("s3:http://127.0.0.1:9/bucket").record_sizes(backup_id, 1, 1, 1)
+
+
 def test_a_hostile_repository_cannot_name_paths_options_or_other_volumes(monkeypatch):
     """Whoever can write the repository writes snapshots and tags: none of them may name a path
     (``volume=../../repo`` would become ``mv $s/../../repo``), read as an option to restic, answer
