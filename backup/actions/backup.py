@@ -51,6 +51,9 @@ class BackupOptions:
     exclude: tuple[str, ...] = ()  # path patterns left out of the archive (backup.selectors.path_excluded)
     quiesce_each: bool = False  # quiesce (and run hooks) around each volume, not once for the whole run
     advice: str = CLI_ADVICE  # how the crash-consistency warning says to quiesce (CLI flags, or a job's keys)
+    # Why a backup into a restic repository must be a streamed snapshot (the volume's tar as one
+    # file) even where restic could run beside the files: migrate --via restores it on another daemon.
+    restic_stream_reason: str | None = None
 
     @property
     def quiesce_mode(self) -> str:

@@ -31,6 +31,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from backup.restic import is_repository
 from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.restore import COMPOSE_LABEL_PREFIX, run_restore
 from backup.archive.codec import coalesce
@@ -379,9 +380,11 @@ def _via(
 ) -> VolumeMigration:
     """Back up ``src`` on the source to ``backend``, then restore it as ``dst`` on the target. Raises VolsafeError."""
     started = time.monotonic()
-    (backed_up,) = run_backup(
-        source, [src], [backend], BackupOptions(helper_image=options.source_image, lock_wait=options.lock_wait), progress
-    )
+    # A restic snapshot of the volume's files can only be restored by restic beside the repository
+    # (restic dump turns device nodes and FIFOs into empty files); a streamed one, from anywhere.
+    stream = "migrate: the snapshot is restored by another Docker daemon" if is_repository(backend) else None
+    backup_options = BackupOptions(helper_image=options.source_image, lock_wait=options.lock_wait, restic_stream_reason=stream)
+    (backed_up,) = run_backup(source, [src], [backend], backup_options, progress)
     if not backed_up.ok:
         reasons = "; ".join(backed_up.failures.values())
         raise VolsafeError(f"backup of {src!r} to {backend.url} failed: {reasons}")
@@ -398,6 +401,9 @@ def _via(
     # that the backup wrote from what it read: both digests are of the stored archive.
     return VolumeMigration(
         src, dst, created_volume=restored.created_volume, tar_size=manifest.tar_size, entries=manifest.entries,  # type: ignore[arg-type]  # set: just written
-        seconds=time.monotonic() - started, digest="sha256", sent_digest=manifest.sha256, received_digest=manifest.sha256,
+        seconds=time.monotonic() - started, digest="sha256" if manifest.sha256 else "content",
+        # A restic snapshot has no archive: restore checked the tar restic gave back against the
+        # content digest the backup computed from what the helper read.
+        sent_digest=manifest.sha256 or manifest.content_digest, received_digest=manifest.sha256 or manifest.content_digest,
         backup_id=str(manifest.backup_id),
     )

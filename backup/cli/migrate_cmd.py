@@ -14,7 +14,6 @@ from backup.docker.host import TlsOptions, connect
 from backup.errors import UsageError
 from backup.docker.helper_image import resolve_helper_image
 from backup.config.locations import open_locations
-from backup.restic import is_repository
 from backup.docker.locks import DEFAULT_WAIT
 from backup.progress import reporter_for
 from backup.cli.state import nonempty
@@ -41,7 +40,8 @@ def migrate(
     ),
     via: Optional[str] = typer.Option(
         None, "--via", metavar="BACKEND",
-        help="Go through a backend (directory, file:// or s3:// URL, or [backends] name): backup on the source, restore on the target.",
+        help="Go through a backend (directory, file:// or s3:// URL, restic:REPOSITORY, or [backends] name): backup on the source, "
+        "restore on the target. A restic repository gets a streamed snapshot (the volume's tar), which any daemon can restore.",
         callback=nonempty,
     ),
     bind_device: Optional[List[str]] = typer.Option(
@@ -81,8 +81,6 @@ def migrate(
     if no_restart and not stop:
         raise UsageError("--no-restart only makes sense with --stop")
     backend = open_locations([via], configured)[0] if via else None
-    if backend is not None and is_repository(backend):
-        raise UsageError(f"--via {via}: migrate goes through a .tar.zst backend (a directory, s3://…), not a restic repository yet")
     source = state.docker
     names = project_volumes(source, project) if project else list(volumes or ())
     target = connect(to_host, TlsOptions(to_tlsverify, to_tlscacert, to_tlscert, to_tlskey))

@@ -231,7 +231,7 @@ def test_interrupted_backup_leaves_no_lock_and_no_snapshot(docker_host, helper_i
     _restic(repo, "check")
 
 
-def test_volumes_overview_reads_a_restic_backend_and_migrate_refuses_one(volsafe, repo, tmp_path, docker_host, helper_image, volumes):
+def test_volumes_overview_reads_a_restic_backend(volsafe, repo, tmp_path, docker_host, helper_image, volumes):
     config = tmp_path / "only-restic.toml"
     config.write_text(f'[backends.vault]\ntype = "restic"\nrepository = "{repo[len("restic:"):]}"\n')
     source = volumes("rvols")
@@ -240,9 +240,26 @@ def test_volumes_overview_reads_a_restic_backend_and_migrate_refuses_one(volsafe
     overview = volsafe("--config", str(config), "volumes", "--json")
     assert overview.code == 0, overview.err
     assert record["id"].split("@")[1] in overview.out
-    refused = volsafe("migrate", source, "--to-host", "unix:///var/run/docker.sock", "--to-volume", volumes("rvols2"), "--via", repo)
-    assert refused.code == 2 and "not a restic repository yet" in refused.err, refused.err
 
+
+def test_migrate_via_a_restic_repository_to_another_daemon(volsafe, repo, docker_host, helper_image, volumes, second_daemon, target_volumes):
+    """The second daemon cannot mount this host's repository: migrate stores a streamed snapshot
+    (the volume's tar), which restore reads back with restic dump on this host, checked against
+    the content digest, into the other daemon's volume: every kind of entry arrives."""
+    source, target = volumes("rmig"), target_volumes("rmigdst")
+    docker_host.api.create_volume(source, labels={"tier": "db"})
+    fill_tricky(docker_host, helper_image, source)
+    before = snapshot(docker_host, helper_image, source)
+    moved = volsafe("migrate", source, "--to-host", second_daemon.unix_url, "--to-volume", target, "--via", repo, "--json")
+    assert moved.code == 0, moved.err
+    result = json.loads(moved.out)
+    assert result["mode"] == "via" and result["verified"] is True
+    assert snapshot(second_daemon.host, helper_image, target) == before
+    assert second_daemon.host.api.inspect_volume(target)["Labels"] == {"tier": "db"}
+    (listed,) = json.loads(volsafe("list", source, "--from", repo, "--json").out)
+    assert listed["id"] == result["volumes"][0]["backup_id"] and listed["size"] > 0
+    (snap,) = json.loads(_restic(repo, "snapshots", "--json"))
+    assert snap["paths"] == [f"/{source}.tar"]  # plain restic sees the tar: restic dump gets it back by hand
 
 def test_cache_volume_is_not_made_for_a_refused_target(docker_host, helper_image, volumes, volsafe, repo, monkeypatch):
     cache = volumes("restic-cache-refused")
