@@ -150,6 +150,32 @@ def test_sizes_are_tagged_on_where_they_cannot_be_written_beside_the_snapshots(d
     assert "volsafe-size=100000" in snapshot["tags"]
 
 
+def test_a_full_disk_fails_in_one_line_and_the_next_run_succeeds(docker_host, helper_image, volumes, volsafe, repo, tmp_path):
+    """A local repository on a filesystem that fills up mid-backup: one line naming the cause, no
+    snapshot listed, restic's check passes, and once there is room the next backup succeeds."""
+    source = volumes("rfull")
+    run_in_volume(docker_host, helper_image, source, "head -c 20000000 /dev/urandom > /v/blob && echo small > /v/note")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    try:
+        target = f"restic:{disk / 'repo'}"
+        assert volsafe("repo", "init", target).code == 0
+        failed = volsafe("backup", source, "--to", target)
+        assert failed.code == 1, failed.err
+        assert "no space left on device" in failed.err.lower() and "Traceback" not in failed.err
+        assert len(failed.err.strip().splitlines()) == 1, failed.err
+        assert json.loads(volsafe("list", "--from", target, "--json").out) == []
+        subprocess.run(["mount", "-o", "remount,size=64m", "tmpfs", str(disk)], check=True)
+        _restic(target, "check")
+        assert volsafe("backup", source, "--to", target).code == 0
+        (row,) = json.loads(volsafe("list", "--from", target, "--json").out)
+        assert row["size"] == 20000000 + len("small\n")
+        _restic(target, "check")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
 def test_restore_refuses_a_volume_with_data(docker_host, helper_image, volumes, volsafe, repo):
     source, other = volumes("rref"), volumes("rrefother")
     run_in_volume(docker_host, helper_image, source, "echo new > /v/a")
