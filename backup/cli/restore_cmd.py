@@ -111,7 +111,7 @@ def restore(
     container_target = parse_container_target(to_container) if to_container is not None else None
     if to_path is not None:
         check_to_path(to_path)
-    backend, parsed, _manifest = locate_on_hosts(
+    backend, parsed, manifest = locate_on_hosts(
         open_locations([from_] if from_ else None, configured), parsed, host_choice(state, source_host)
     )
     outcome = run_restore(
@@ -129,6 +129,7 @@ def restore(
         bind_devices=(bind_device,) if bind_device else (),
         quiesce=quiesce,
         keep_compose_labels=keep_compose_labels,
+        manifest=manifest,
     )
     if as_json:
         record = backup_record(outcome.manifest, outcome.backend)
