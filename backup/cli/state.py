@@ -45,12 +45,7 @@ class State:
 
         --host wins, then $DOCKER_HOST, then the config's [docker] host.
         """
-        from backup.docker.host import connect
-
-        host = self.host
-        if not host and not os.environ.get("DOCKER_HOST"):
-            host = self.config.docker_host
-        docker = connect(host)
+        docker = self.__dict__.pop("_asked_for_its_name", None) or self._connect()
         docker.host_name_override = self.configured_host_name
         _recover(docker)
         return docker
@@ -70,24 +65,28 @@ class State:
 
     def this_host_if_known(self) -> str | None:
         """Return ``this_host()``, or None (with a note on the debug log) when the daemon cannot be asked."""
-        from backup.docker.host import connect
-
         if self.configured_host_name:
             return self.configured_host_name
         try:
             if "docker" in self.__dict__:
                 return self.docker.host_name
-            host = self.host
-            if not host and not os.environ.get("DOCKER_HOST"):
-                host = self.config.docker_host
-            docker = connect(host)  # only to ask its name: no crash recovery for a command that needs no Docker
-            try:
-                return docker.host_name
-            finally:
-                docker.close()
+            # Only to ask its name: no crash recovery for a command that needs no Docker. A command
+            # that goes on to use the daemon (restore choosing among hosts) takes this connection
+            # over instead of making a second one (the SDK asks version, _ping and info each time).
+            docker = self.__dict__.setdefault("_asked_for_its_name", self._connect())
+            return docker.host_name
         except VolsafeError as exc:
             logging.getLogger(__name__).debug("this host's name is unknown: %s", exc)
             return None
+
+    def _connect(self) -> DockerHost:
+        """Connect to the daemon: --host wins, then $DOCKER_HOST, then the config's [docker] host."""
+        from backup.docker.host import connect
+
+        host = self.host
+        if not host and not os.environ.get("DOCKER_HOST"):
+            host = self.config.docker_host
+        return connect(host)
 
     @functools.cached_property
     def helper_image(self) -> str:
