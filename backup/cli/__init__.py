@@ -8,20 +8,16 @@ traceback.
 
 from __future__ import annotations
 
-import signal
 import sys
-import traceback
 from typing import TYPE_CHECKING
 
 from backup import __version__
-from backup.cli.state import State
-from backup.errors import Cancelled, Interrupted, UsageError, VolsafeError
 
 if TYPE_CHECKING:
     from backup.cli.options import click_exceptions
 
-def _on_signal(signum, _frame) -> None:
-    raise Cancelled(signal.Signals(signum).name)
+# Everything else is imported in main(), after the --version answer: backup.cli.state and
+# backup.errors bring storage_backends, dataclasses and pathlib (about 0.04 s of --version's 0.15 s).
 
 
 def _usage_message(exc: click_exceptions.UsageError) -> str:
@@ -41,10 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"volsafe {__version__}")
         return _exit(0, argv)
 
+    import signal
+    import traceback
+
     import typer
 
     from backup.cli.app import app
     from backup.cli.options import click_exceptions
+    from backup.cli.state import State
+    from backup.errors import Cancelled, Interrupted, UsageError, VolsafeError
+
+    def on_signal(signum, _frame) -> None:  # defined here: backup.errors is imported by now
+        raise Cancelled(signal.Signals(signum).name)
 
     state = State()
 
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return code
 
-    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = app(args=argv, prog_name="volsafe", standalone_mode=False, obj=state)
         code = result if isinstance(result, int) else 0
