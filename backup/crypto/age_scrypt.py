@@ -25,12 +25,6 @@ import os
 import re
 from typing import BinaryIO, Iterable, Iterator
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from backup.errors import IntegrityError, VolsafeError
 
 VERSION_LINE = b"age-encryption.org/v1\n"
@@ -46,6 +40,9 @@ NONCE_SIZE = 16
 _LINE_LIMIT = 1024  # no line of a valid scrypt header is near this long
 _COLUMNS = 64  # stanza bodies wrap at 64 base64 characters
 _B64 = re.compile(rb"[A-Za-z0-9+/]*")
+
+# cryptography is imported where a key is derived or a chunk sealed or opened, not with this module:
+# every backup imports it (through the CLI's key options), and most do not encrypt (about 0.02 s).
 
 
 class PassphraseError(VolsafeError):
@@ -77,6 +74,8 @@ class Passphrase:
         if known is None:
             if len(self._derived) >= 8:
                 self._derived.clear()  # each backup has a new salt: keep a scheduler's memory flat
+            from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
             known = Scrypt(salt=SCRYPT_LABEL + salt, length=32, n=1 << work_factor, r=8, p=1).derive(self._secret)
             self._derived[(salt, work_factor)] = known
         return known
@@ -102,6 +101,9 @@ def _unb64(text: bytes, what: str) -> bytes:
 
 def _hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
     """Return HKDF-SHA256(``key``, ``salt``, ``info``), 32 bytes."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(key)
 
 
@@ -125,6 +127,8 @@ def is_passphrase_header(head: bytes) -> bool:
 
 def _header(file_key: bytes, passphrase: Passphrase, work_factor: int) -> bytes:
     """Return the age header that seals ``file_key`` with ``passphrase``, its MAC line included."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
     salt = os.urandom(SALT_SIZE)
     sealed = ChaCha20Poly1305(passphrase.wrapping_key(salt, work_factor)).encrypt(bytes(12), file_key, None)
     body = _b64(sealed)
@@ -141,6 +145,8 @@ def encrypt(chunks: Iterable[bytes], passphrase: Passphrase, *, work_factor: int
     A generator: it holds at most one input chunk and one 64 KiB payload chunk, and yields the
     header before it reads any input. Exceptions while iterating ``chunks`` propagate.
     """
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
     file_key, nonce = os.urandom(FILE_KEY_SIZE), os.urandom(NONCE_SIZE)
     yield _header(file_key, passphrase, work_factor) + nonce
     aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
@@ -285,6 +291,9 @@ class DecryptingReader(io.RawIOBase):
     """
 
     def __init__(self, stored: BinaryIO, passphrase: Passphrase, *, max_work_factor: int = MAX_WORK_FACTOR):
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
         self._source = _Input(stored)
         salt, work_factor, sealed, mac, header = _read_header(self._source, max_work_factor)
         try:
@@ -297,6 +306,7 @@ class DecryptingReader(io.RawIOBase):
         if len(nonce) != NONCE_SIZE:
             raise IntegrityError("encrypted archive is truncated: it ends inside the age header")
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+        self._invalid_tag = InvalidTag  # what a payload chunk that fails authentication raises
         self._counter = 0
         self._plain = memoryview(b"")
         self._done = False
@@ -314,10 +324,9 @@ class DecryptingReader(io.RawIOBase):
             raise IntegrityError("encrypted archive is malformed: its age payload ends with an empty chunk")
         try:
             plain = self._aead.decrypt(_chunk_nonce(self._counter, last), sealed, None)
-        except InvalidTag:
+        except self._invalid_tag:
             raise IntegrityError(
-                "encrypted archive is corrupt, truncated or was tampered with (age payload chunk "
-                f"{self._counter} fails authentication)"
+                f"encrypted archive is corrupt, truncated or was tampered with (age payload chunk {self._counter} fails authentication)"
             ) from None
         self._counter += 1
         self._done = last

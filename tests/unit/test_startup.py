@@ -86,3 +86,19 @@ def test_list_of_an_empty_store_loads_no_docker_s3_crypto_or_scheduler(tmp_path)
     printed, loaded = _loaded_after(["list", "--from", str(store), "--json"], tmp_path, NOT_FOR_LIST)
     assert printed == "[]"
     assert loaded == []
+
+
+def test_a_backup_without_keys_does_not_load_cryptography(tmp_path):
+    # The backup command resolves its key (options, $VOLSAFE_PASSPHRASE, the config) on every run;
+    # with none of them, nothing is encrypted and cryptography's ciphers need not load.
+    code = (
+        "import sys\n"
+        "import backup.cli.backup_cmd\n"
+        "from backup.cli.keys import recipients_for\n"
+        "from backup.cli.state import State\n"
+        "print(recipients_for(State(), None, None), 'cryptography' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("VOLSAFE_CONFIG", "VOLSAFE_PASSPHRASE")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "False"]
