@@ -102,3 +102,20 @@ def test_a_backup_without_keys_does_not_load_cryptography(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**env, "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "False"]
+
+
+def test_a_connection_to_a_unix_socket_daemon_loads_no_ssh_transport(tmp_path):
+    # docker-py imports its SSH transport (paramiko, and invoke under it: about 0.25 s) whatever the
+    # daemon; backup/__init__.py defers it to ssh:// hosts. (Importing backup.cli alone no longer
+    # imports the SDK, so only a connection shows whether the deferral works.)
+    out = _run(
+        "import sys\n"
+        "from backup.docker.host import connect\n"
+        "from backup.errors import DockerUnavailable\n"
+        "try:\n"
+        f"    connect('unix://{tmp_path}/no-daemon.sock')\n"
+        "except DockerUnavailable:\n"
+        "    print('no daemon', 'docker' in sys.modules, *(m in sys.modules for m in ('paramiko', 'invoke')))\n",
+        home=tmp_path,
+    )
+    assert out.splitlines() == ["no daemon True False False"]
