@@ -42,7 +42,8 @@ from backup.archive.manifest import Manifest
 from backup.archive.tar.scanner import DIGEST_PREFIX
 from backup.archive.naming import STAMP, VOLUME_NAME, BackupId, Ref
 from backup.errors import NotFoundError, UsageError, VolsafeError
-from storage_backends.base import Backend, ObjectInfo, PermanentError
+from storage_backends.base import Backend, BackendError, ObjectInfo, PermanentError
+from storage_backends.local import LocalBackend
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +286,16 @@ class ResticRepository(Backend):
 
     SIZES_DIR = "volsafe-sizes"
 
+    def _sizes_store(self) -> LocalBackend | None:
+        """The repository's directory as a store of the sizes files: whoever can write the
+        repository must not make volsafe follow a link or open a FIFO there (LocalBackend opens
+        every name below its root with O_NOFOLLOW and refuses special files)."""
+        return None if self.local_path is None else LocalBackend(self.local_path)
+
     def record_sizes(self, backup_id: BackupId, size: int, added: int, entries: int) -> bool:
         """Record a new snapshot's sizes in a local repository, as ``volsafe-sizes/VOLUME@STAMP``
-        (one small JSON file, written under a temporary name and renamed); return False where the
-        repository is not local or the file cannot be written (the caller tags them on instead).
+        (one small JSON file, written atomically); return False where the repository is not
+        local or the file cannot be written (the caller tags them on instead).
 
         Why not ``restic tag``: every restic command derives the repository key again (restic
         calibrates its scrypt to about 0.5 s) and ``tag`` takes the exclusive lock, so tagging cost
@@ -296,51 +303,47 @@ class ResticRepository(Backend):
         and made concurrent backups into one repository wait for each other. restic ignores other
         directories in a repository (``restic check`` passes); whoever can write the repository can
         change these files, as they can its tags: they only change the sizes ``list`` shows."""
-        if self.local_path is None:
+        store = self._sizes_store()
+        if store is None:
             return False
-        directory = Path(self.local_path, self.SIZES_DIR)
-        name = f"{backup_id.volume}@{backup_id.stamp}"
-        temporary = directory / f".{name}.{os.getpid()}.tmp"
+        record = json.dumps({"size": size, "added": added, "entries": entries}).encode() + b"\n"
         try:
-            directory.mkdir(mode=0o700, exist_ok=True)
-            temporary.write_text(json.dumps({"size": size, "added": added, "entries": entries}) + "\n", encoding="utf-8")
-            os.replace(temporary, directory / name)
-        except OSError as exc:
-            log.debug("%s: cannot record sizes in %s (%s); tagging the snapshot instead", self.url, directory, exc)
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            store.save(f"{self.SIZES_DIR}/{backup_id}", [record])
+        except (OSError, BackendError) as exc:
+            log.debug("%s: cannot record sizes in %s (%s); tagging the snapshot instead", self.url, self.SIZES_DIR, exc)
             return False
         return True
 
     def recorded_sizes(self) -> dict[str, dict[str, int]]:
         """Return the sizes ``record_sizes`` wrote, by ``VOLUME@STAMP`` (nothing for a remote repository)."""
-        if self.local_path is None:
-            return {}
-        directory = Path(self.local_path, self.SIZES_DIR)
-        try:
-            names = os.listdir(directory)
-        except OSError:
+        store = self._sizes_store()
+        if store is None:
             return {}
         found = {}
-        for name in names:
-            if name.startswith("."):
-                continue
-            try:
-                with open(directory / name, "rb") as file:
-                    data = json.loads(file.read(4096))
-            except (OSError, ValueError, RecursionError):
-                continue
-            if isinstance(data, dict):
-                found[name] = {k: _int(str(data.get(k, ""))) for k in ("size", "added", "entries")}
+        try:
+            for info in store.list(f"{self.SIZES_DIR}/"):
+                name = info.key[len(self.SIZES_DIR) + 1:]
+                if "/" in name or info.size > 4096:
+                    continue
+                try:
+                    with store.open(info.key) as file:
+                        data = json.loads(file.read(4096))
+                except (OSError, BackendError, ValueError, RecursionError):
+                    continue
+                if isinstance(data, dict):
+                    found[name] = {k: _int(str(data.get(k, ""))) for k in ("size", "added", "entries")}
+        except (OSError, BackendError) as exc:
+            log.debug("%s: cannot read %s: %s", self.url, self.SIZES_DIR, exc)
         return found
 
     def forget_sizes(self, backup_ids: Iterable[BackupId]) -> None:
         """Remove the recorded sizes of snapshots that were forgotten."""
-        if self.local_path is None:
+        store = self._sizes_store()
+        if store is None:
             return
         for backup_id in backup_ids:
-            with contextlib.suppress(OSError):
-                os.unlink(Path(self.local_path, self.SIZES_DIR, f"{backup_id.volume}@{backup_id.stamp}"))
+            with contextlib.suppress(OSError, BackendError):
+                store.remove(f"{self.SIZES_DIR}/{backup_id}")
 
     def manifests(self, volume: str | None = None) -> list[Manifest]:
         """Return the manifest of each volsafe snapshot (of ``volume``), oldest first.

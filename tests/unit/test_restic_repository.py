@@ -151,6 +151,30 @@ def test_sizes_recorded_beside_a_local_repositorys_snapshots(tmp_path):
     assert not ResticRepository("s3:http://127.0.0.1:9/bucket").record_sizes(backup_id, 1, 1, 1)
 
 
+def test_sizes_files_never_follow_links_or_open_fifos(tmp_path):
+    """Whoever can write the repository must not make volsafe (root) write or read elsewhere."""
+    from backup.archive.naming import BackupId
+
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "db@20261130T142449Z-3df4").write_text('{"size": 666, "added": 666, "entries": 666}')
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "volsafe-sizes").symlink_to(decoy)
+    repo = ResticRepository(str(tmp_path / "repo"))
+    assert repo.recorded_sizes() == {}  # the decoy's file is not read through the link
+    assert not repo.record_sizes(BackupId("db", "20261130T142449Z-aaaa"), 1, 2, 3)
+    assert sorted(p.name for p in decoy.iterdir()) == ["db@20261130T142449Z-3df4"]  # nothing written there
+    repo.forget_sizes([BackupId("db", "20261130T142449Z-3df4")])
+    assert (decoy / "db@20261130T142449Z-3df4").exists()
+
+    (tmp_path / "repo" / "volsafe-sizes").unlink()
+    (tmp_path / "repo" / "volsafe-sizes").mkdir()
+    os.mkfifo(tmp_path / "repo" / "volsafe-sizes" / "db@20261130T142449Z-ffff")  # opening it would block for ever
+    (tmp_path / "repo" / "volsafe-sizes" / "db@20261130T142449Z-eeee").symlink_to(decoy / "db@20261130T142449Z-3df4")
+    assert repo.record_sizes(BackupId("db", "20261130T142449Z-1111"), 1, 2, 3)
+    assert repo.recorded_sizes() == {"db@20261130T142449Z-1111": {"size": 1, "added": 2, "entries": 3}}
+
+
 def test_a_hostile_repository_cannot_name_paths_options_or_other_volumes(monkeypatch):
     """Whoever can write the repository writes snapshots and tags: none of them may name a path
     (``volume=../../repo`` would become ``mv $s/../../repo``), read as an option to restic, answer
