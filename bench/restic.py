@@ -27,7 +27,10 @@ once, in an order rotated each round; the median is reported.
   fresh Docker volume's directory, created with ``docker volume create`` like volsafe's target, so
   both write to the same filesystem (/var/lib/docker's). Its creation is not timed; volsafe's
   creation of its volume (and its helper, and its start-up) is. The snapshot holds the source
-  mountpoint's absolute path, so the tree lands under MOUNTPOINT/var/lib/docker/volumes/...;
+  mountpoint's absolute path, so the tree lands under MOUNTPOINT/var/lib/docker/volumes/...
+  Its timing ends with ``sync -f MOUNTPOINT``: volsafe's restore ends with its data on disk (removing
+  the helper unmounts its root filesystem, which syncs /var/lib/docker's filesystem), restic's
+  ``restore`` with the data in the page cache; both are timed to "restored and on disk";
 - ``volsafe-restic-stream`` (``restic dump`` on the host piped into a helper's tar) and
   ``volsafe-tar.zst``: the same volsafe command on their stores, for information.
 
@@ -121,7 +124,7 @@ def change(path: str, shape: dict, rng: random.Random) -> None:
             f.write(f"changed {time.time()}\n")
 
 
-def measured(cmd: list[str], env: dict, shell: bool = False) -> tuple[float, int, str]:
+def measured(cmd: list[str] | str, env: dict, shell: bool = False) -> tuple[float, int, str]:
     """Run ``cmd``; return (wall seconds, peak RSS in bytes of the process itself, stdout). Raises on failure."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, shell=shell)
@@ -271,12 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         target, target_dir = new_volume_name(f"restore{serial}"), ""
         if name == "restic-direct":
             target_dir = create_volume(target)  # untimed, like volsafe's target: a fresh Docker volume
-            cmd = ["restic", "-r", stores["restic-direct"], "--cache-dir", restic_cache, "restore", "latest", "--target", target_dir]
+            cmd: list[str] | str = f"restic -r {stores['restic-direct']} --cache-dir {restic_cache} restore latest --target {target_dir} && sync -f {target_dir}"
+            shell = True
         else:
             cmd = volsafe + ["restore", volume, "--from", restore_from[name], "--to-volume", target, "--json"]
+            shell = False
         try:
             dropped = drop_caches() and dropped
-            elapsed, rss, _out = measured(cmd, env)
+            elapsed, rss, _out = measured(cmd, env, shell)
             root = target_dir + mountpoint if name == "restic-direct" else volume_mountpoint(target)
             got = tree_summary(root)
             if got != source:
