@@ -754,3 +754,22 @@ def test_compress_tar_fills_in_the_scanner_it_is_given():
     b"".join(compress_tar([tar], stats, threads=1, scanner=scanner))
     assert scanner.entries == stats.entries == len(SAMPLE) and scanner.tar_size == len(tar)
     assert scanner.content_digest == stats.content_digest
+
+
+def test_checking_a_stored_backup_reports_progress_in_stored_bytes():
+    # restore and verify show how far they are from this callback.
+    tar = make_tar(SAMPLE)
+    stored, stats, _ = _stored(tar)
+    seen: list[int] = []
+    b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, canonical=False, progress=seen.append))
+    assert sum(seen) == len(stored) and seen
+
+
+def test_an_archive_of_several_read_sizes_verifies():
+    # Stored bytes are handed to the hashing thread a read size at a time: every hand-over must count.
+    import random
+
+    tar = make_tar([(".", tarfile.DIRTYPE, b""), ("./noise", tarfile.REGTYPE, random.Random(7).randbytes(5 << 20))])
+    stored, stats, _ = _stored(tar)
+    assert len(stored) > 4 * codec.READ_SIZE
+    assert _verify(stored, stats) == tar

@@ -14,7 +14,7 @@ import tarfile
 import pytest
 
 from backup.archive.tar.exclude import FilterStats, exclude_paths
-from backup.archive.tar.scanner import MAX_META_SIZE, HostileArchiveError, TarScanner, normalize_name
+from backup.archive.tar.scanner import MAX_META_SIZE, Entry, HostileArchiveError, TarScanner, normalize_name
 from backup.errors import IntegrityError
 from tests.support.crafted_tars import END, entry, gnu_long, header, pad, pax
 
@@ -86,6 +86,9 @@ REFUSED = {
     ),
     "pax record without '='": (header(b"PaxHeaders/e", b"x", 6) + pad(b"6 abc\n") + entry(b"f", b"x"), "archive has a malformed pax header"),
     "pax record with an empty key": (header(b"PaxHeaders/e", b"x", 7) + pad(b"7 =abc\n") + entry(b"f", b"x"), "archive has a malformed pax header"),
+    # Only mtime may have a fraction (whole seconds are kept); a fractional owner or size is no number.
+    "pax uid with a fraction": (pax([(b"uid", b"1.5")]) + entry(b"f", b"x"), "archive has a malformed pax uid record"),
+    "pax size with a fraction": (pax([(b"size", b"1.5")]) + entry(b"f", b"x"), "archive has a malformed pax size record"),
     "data after one zero block": (entry(b"f", b"x") + bytes(512) + entry(b"g", b"y"), "archive is not a valid tar stream (data after a zero block)"),
     "header checksum mismatch": (
         header(b"f")[:148] + b"000000\x00 " + header(b"f")[156:],
@@ -208,3 +211,9 @@ def test_every_hard_link_to_an_excluded_file_is_counted():
     assert stats.excluded == 3 and stats.links_dropped == 2 and stats.sample == ["big", "h1", "h2"]
     with tarfile.open(fileobj=io.BytesIO(out)) as tar:
         assert tar.getnames() == ["keep"]
+
+
+def test_an_entry_shows_its_type_name_size_and_link():
+    # What a debugger or a log line shows of an entry; a type of NUL (old tars) is a regular file, "0".
+    assert repr(Entry(0, b"f", b"", 3, 0o644, 0, 0, 0, 0, 0)) == "Entry('0', b'f', size=3, link=b'')"
+    assert repr(Entry(ord("2"), b"s", b"t", 0, 0o777, 0, 0, 0, 0, 0)) == "Entry('2', b's', size=0, link=b't')"
