@@ -14,7 +14,7 @@ import tarfile
 import pytest
 
 from backup.archive.tar.exclude import FilterStats, exclude_paths
-from backup.archive.tar.scanner import MAX_META_SIZE, Entry, HostileArchiveError, TarScanner, normalize_name
+from backup.archive.tar.scanner import MAX_META_SIZE, Entry, HostileArchiveError, TarScanner, _parse_number, normalize_name
 from backup.errors import IntegrityError
 from tests.support.crafted_tars import END, entry, gnu_long, header, pad, pax
 
@@ -217,3 +217,18 @@ def test_an_entry_shows_its_type_name_size_and_link():
     # What a debugger or a log line shows of an entry; a type of NUL (old tars) is a regular file, "0".
     assert repr(Entry(0, b"f", b"", 3, 0o644, 0, 0, 0, 0, 0)) == "Entry('0', b'f', size=3, link=b'')"
     assert repr(Entry(ord("2"), b"s", b"t", 0, 0o777, 0, 0, 0, 0, 0)) == "Entry('2', b's', size=0, link=b't')"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"0000648\x00",  # digits, terminated: but 8 is no octal digit
+        b"   0648\x00",  # the same after leading spaces
+        b"0000644!",  # octal digits, then a byte that ends no field
+        b"0000644X",
+        b"0000644\t",  # whitespace other than a space or NUL (int() and tarfile take it, GNU tar does not)
+    ],
+)
+def test_a_number_field_that_is_not_octal_is_refused_by_name(field):
+    with pytest.raises(IntegrityError, match=r"^archive is not a valid tar stream \(bad number in a header\)$"):
+        _parse_number(field)
