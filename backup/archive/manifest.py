@@ -128,7 +128,10 @@ class Manifest:
 
     def to_json(self) -> bytes:
         """Return the manifest serialised as UTF-8 JSON."""
-        return (json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n").encode()
+        # The layout (indentation, key order) is for people reading the file; every JSON reader gets
+        # the same manifest whatever it is (pragma: no mutate).
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False)  # pragma: no mutate
+        return (text + "\n").encode()
 
 
 def format_time(when: datetime) -> str:
@@ -289,7 +292,7 @@ def parse_manifest(raw: bytes | str) -> Manifest:
         stored_size=_count(data, "archive.stored_size"),
         sha256=sha256,
         entries=entries,
-        compression=compression,
+        compression=compression,  # pragma: no mutate  (only "zstd" gets here: the dataclass default)
         compression_level=_get(data, "archive.compression_level", int),
         content_digest=content_digest,
         encryption_recipients=encryption_recipients,

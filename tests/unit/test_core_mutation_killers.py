@@ -296,18 +296,18 @@ def test_fields_are_written_only_when_set_and_unknown_ones_are_kept():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda d: d["archive"].__setitem__("sha256", "AB" * 32), "'archive.sha256' is not a sha256 hex digest"),
-        (lambda d: d["archive"].__setitem__("sha256", "ab" * 31), "'archive.sha256' is not a sha256 hex digest"),
+        (lambda d: d["archive"].__setitem__("sha256", "AB" * 32), "^manifest field 'archive.sha256' is not a sha256 hex digest$"),
+        (lambda d: d["archive"].__setitem__("sha256", "ab" * 31), "^manifest field 'archive.sha256' is not a sha256 hex digest$"),
         (lambda d: d["archive"].__setitem__("compression", "gzip"), "^unsupported compression 'gzip'$"),
-        (lambda d: d["archive"].__setitem__("content_digest", "tree-sha256:" + "0" * 63), "is not a tree-sha256 digest"),
-        (lambda d: d["archive"].__setitem__("content_digest", "tree-sha256:" + "0" * 64 + "\n"), "is not a tree-sha256 digest"),
+        (lambda d: d["archive"].__setitem__("content_digest", "tree-sha256:" + "0" * 63), "^manifest field 'archive.content_digest' is not a tree-sha256 digest$"),
+        (lambda d: d["archive"].__setitem__("content_digest", "tree-sha256:" + "0" * 64 + "\n"), "^manifest field 'archive.content_digest' is not a tree-sha256 digest$"),
         (lambda d: d["archive"].__setitem__("content_digest", 5), "'archive.content_digest' has the wrong type"),
         (lambda d: d["archive"].__setitem__("tar_size", -1), "^manifest field 'archive.tar_size' is negative$"),
         (lambda d: d["archive"].__setitem__("entries", -1), "^manifest field 'archive.entries' is negative$"),
         (lambda d: d["archive"].__setitem__("compression_level", "3"), "'archive.compression_level' has the wrong type"),
         (lambda d: d.__setitem__("format_version", "1"), "'format_version' has the wrong type"),
         (lambda d: d.__setitem__("format_version", 3), "^manifest format 3 is newer than this volsafe understands; upgrade volsafe$"),
-        (lambda d: d.__setitem__("created", "2026-11-27T23:04:05.123"), "not an ISO 8601 UTC time"),
+        (lambda d: d.__setitem__("created", "2026-11-27T23:04:05.123"), "^manifest field 'created' is not an ISO 8601 UTC time$"),
         (lambda d: d["volume"].__setitem__("driver_opts", {"o": 1}), "'volume.driver_opts' must map strings to strings"),
         (lambda d: d["volume"].__setitem__("labels", []), "'volume.labels' has the wrong type"),
         (lambda d: d.__setitem__("volume", "db"), "^manifest lacks field 'volume.name'$"),
@@ -636,7 +636,8 @@ def test_checked_backup_tar_refuses_hostile_entries_and_enforces_the_tar_size_wh
         b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, canonical=False))
     tar = make_tar(SAMPLE)
     stored, stats, _ = _stored(tar)
-    with pytest.raises(IntegrityError, match=rf"^archive decompresses to more than the {len(tar) - 512} bytes of tar"):
+    refused = r"records: refused \(stopped there, nothing past them was extracted\)$"
+    with pytest.raises(IntegrityError, match=rf"^archive decompresses to more than the {len(tar) - 512} bytes of tar its manifest {refused}"):
         b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(tar) - 512), decrypt=None, canonical=False))
     with pytest.raises(IntegrityError, match=rf"^archive holds a tar of {len(tar)} bytes, but its manifest says {len(tar) + 512}$"):
         b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats, tar_size=len(tar) + 512), decrypt=None, canonical=False))
@@ -695,3 +696,80 @@ def test_the_canonical_stream_keeps_every_attribute_a_reader_sees():
                      m.linkname.removeprefix("./"), m.devmajor, m.devminor) for m in tar]
 
     assert seen(emitted) == seen(original)
+
+def test_a_manifest_of_exactly_the_size_limit_is_read_and_one_byte_more_is_not():
+    from backup.archive.manifest import MAX_MANIFEST_SIZE
+
+    raw = _manifest().to_json()
+    at_limit = raw + b" " * (MAX_MANIFEST_SIZE - len(raw))
+    assert parse_manifest(at_limit) == _manifest()
+    with pytest.raises(ManifestError, match=rf"^manifest is larger than {MAX_MANIFEST_SIZE} bytes$"):
+        parse_manifest(at_limit + b" ")
+
+
+def test_a_manifest_is_decoded_as_json_loads_decodes_bytes():
+    # A lone surrogate written raw (as some encoders do) is read, as json.loads reads it, not refused.
+    raw = _manifest().to_json().replace(b'"format": "volsafe-manifest",', b'"format": "volsafe-manifest", "note": "\xed\xa0\x80",')
+    assert json.loads(raw)["note"] == "\ud800"
+    assert parse_manifest(raw).extra == {"note": "\ud800"}
+
+
+def test_a_manifest_that_nests_too_deep_is_refused_by_name():
+    from backup.bounds import MAX_DEPTH
+
+    deep = json.dumps(dict(_data(), note=[])).replace("[]", "[" * MAX_DEPTH + "]" * MAX_DEPTH)
+    with pytest.raises(ManifestError, match=rf"^manifest nests arrays or objects more than {MAX_DEPTH} deep$"):
+        parse_manifest(deep)
+
+
+def _sealed(metadata: str) -> Manifest:
+    return _manifest(tar_size=None, entries=None, encryption_recipients=("age1x",), sealed_metadata=metadata)
+
+
+def test_sealed_metadata_of_exactly_the_size_limit_is_read_and_one_more_character_is_not():
+    from backup.archive.manifest import MAX_SEALED_SIZE
+
+    at_limit = _sealed("A" * MAX_SEALED_SIZE)
+    assert parse_manifest(at_limit.to_json()) == at_limit
+    message = "^manifest field 'archive.encryption.metadata' is not base64 of a small sealed record$"
+    for bad in ("A" * (MAX_SEALED_SIZE + 1), "not base64!"):
+        with pytest.raises(ManifestError, match=message):
+            parse_manifest(_sealed(bad).to_json())
+
+
+@pytest.mark.parametrize("name, value", [("tar_size", 10), ("entries", 2), ("content_digest", "tree-sha256:" + "0" * 64)])
+def test_a_sealed_field_also_kept_in_the_clear_is_refused_by_name(name, value):
+    data = json.loads(_sealed("QUJD").to_json())
+    data["archive"][name] = value
+    with pytest.raises(ManifestError, match=rf"^manifest keeps 'archive.{name}' both sealed and in the clear$"):
+        parse_manifest(json.dumps(data))
+
+
+def test_compress_tar_fills_in_the_scanner_it_is_given():
+    # backup passes its own scanner to read the entry count while the stream flows.
+    from backup.archive.tar.scanner import TarScanner
+
+    scanner, stats = TarScanner(), ArchiveStats()
+    tar = make_tar(SAMPLE)
+    b"".join(compress_tar([tar], stats, threads=1, scanner=scanner))
+    assert scanner.entries == stats.entries == len(SAMPLE) and scanner.tar_size == len(tar)
+    assert scanner.content_digest == stats.content_digest
+
+
+def test_checking_a_stored_backup_reports_progress_in_stored_bytes():
+    # restore and verify show how far they are from this callback.
+    tar = make_tar(SAMPLE)
+    stored, stats, _ = _stored(tar)
+    seen: list[int] = []
+    b"".join(checked_backup_tar(io.BytesIO(stored), _M(stored, stats), decrypt=None, canonical=False, progress=seen.append))
+    assert sum(seen) == len(stored) and seen
+
+
+def test_an_archive_of_several_read_sizes_verifies():
+    # Stored bytes are handed to the hashing thread a read size at a time: every hand-over must count.
+    import random
+
+    tar = make_tar([(".", tarfile.DIRTYPE, b""), ("./noise", tarfile.REGTYPE, random.Random(7).randbytes(5 << 20))])
+    stored, stats, _ = _stored(tar)
+    assert len(stored) > 4 * codec.READ_SIZE
+    assert _verify(stored, stats) == tar

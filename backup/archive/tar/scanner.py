@@ -209,9 +209,10 @@ class TarReader:
         self._header = bytearray()
         self._data = 0  # bytes of entry data still to pass
         self._skip = 0  # bytes of padding still to pass over
-        self._meta_type = 0  # typeflag of the meta header whose data we are collecting
-        self._meta_header = b""
-        self._meta_size = 0
+        # The next three are set by _start_meta before they are read (pragma: no mutate).
+        self._meta_type = 0  # pragma: no mutate  (typeflag of the meta header whose data we are collecting)
+        self._meta_header = b""  # pragma: no mutate
+        self._meta_size = 0  # pragma: no mutate
         self._meta_need = 0  # bytes of that data (plus padding) still to collect
         self._meta_data = bytearray()
         self._pending: list[bytes] = []  # raw meta headers (with their data) waiting for their entry
@@ -419,7 +420,7 @@ _LONG_LINK = b"././@LongLink"  # GNU tar's name for its long-name headers
 
 def _number(value: int, width: int) -> bytes:
     """Return ``value`` as a header field of ``width`` bytes: octal, or base-256 if it does not fit."""
-    if 0 <= value < 8 ** (width - 1):
+    if 0 <= value < 8 ** (width - 1):  # pragma: no mutate  (at the edge either form reads back as the same number)
         return b"%0*o\x00" % (width - 1, value)
     return ((value % (1 << 8 * width)) | (1 << (8 * width - 1))).to_bytes(width, "big")
 
@@ -431,7 +432,9 @@ _TAIL = bytes(167)  # prefix (unused: long names get a GNU header) and the heade
 
 
 def _raw_header(name: bytes, typeflag: bytes, size: int, mode: int, uid: int, gid: int, mtime: int, link: bytes, devices=(0, 0)) -> bytes:
-    if uid < _SMALL and gid < _SMALL and size < _LARGE and 0 <= mtime < _LARGE:  # one format call for the usual case
+    # One format call for the usual case; the general path below writes the same bytes for these
+    # values, so moving the edge cannot be observed (pragma: no mutate).
+    if uid < _SMALL and gid < _SMALL and size < _LARGE and 0 <= mtime < _LARGE:  # pragma: no mutate
         numbers = _OCTAL_FIELDS % (mode, uid, gid, size, mtime)
     else:
         numbers = b"%07o\x00%s%s%s%s        " % (mode, _number(uid, 8), _number(gid, 8), _number(size, 12), _number(mtime, 12))
@@ -508,9 +511,11 @@ class TarScanner(TarReader):
         out = self._out
         if out is None:
             return None
-        if len(out) == 1 and type(data) is bytes and type(out[0]) is memoryview and out[0].obj is data and len(out[0]) == len(data):
+        # All of it was file data: the caller's bytes are passed on as they are, without a copy. The
+        # join below returns the same bytes, so this test is not mutated (pragma: no mutate).
+        if len(out) == 1 and type(data) is bytes and type(out[0]) is memoryview and out[0].obj is data and len(out[0]) == len(data):  # pragma: no mutate
             out.clear()
-            return data  # all of it was file data: passed on as it is, without a copy
+            return data
         emitted = b"".join(out)
         out.clear()
         return emitted
