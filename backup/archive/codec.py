@@ -176,11 +176,12 @@ class _HashingReader:
         self._pending: list[bytes] = []
         self._pending_size = 0
 
-    # pragma: no mutate below: how much is read and handed over at once, and whether a bytes copy is
-    # made, change speed and memory, never which bytes are hashed, counted or returned.
+    # pragma: no mutate below: how much is read and handed over at once changes speed and memory,
+    # never which bytes are hashed, counted or returned. (The copy of a non-bytes read is not
+    # marked: without it a reused buffer would be hashed after it changed; a test catches that.)
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)  # pragma: no mutate
-        if type(data) is not bytes:  # pragma: no mutate  (the hashing thread needs bytes that nobody changes)
+        if type(data) is not bytes:  # the hashing thread needs bytes that nobody changes
             data = bytes(data)
         self.size += len(data)
         self.progress(len(data))

@@ -773,3 +773,33 @@ def test_an_archive_of_several_read_sizes_verifies():
     stored, stats, _ = _stored(tar)
     assert len(stored) > 4 * codec.READ_SIZE
     assert _verify(stored, stats) == tar
+
+
+def test_the_stored_bytes_hash_is_of_what_was_read_even_from_a_reused_buffer():
+    """A stream may hand back the same bytearray for every read (readinto-style wrappers do): the
+    stored-bytes sha256 is computed in another thread later, so each read must be copied first."""
+    import hashlib
+
+    from backup.archive.codec import READ_SIZE, _HashingReader
+    from backup.streams.background import BackgroundConsumer
+
+    data = bytes(range(256)) * 40
+
+    class ReusedBuffer:
+        def __init__(self) -> None:
+            self.pos, self.buffer = 0, bytearray()
+
+        def read(self, size: int = -1) -> bytearray:
+            chunk = data[self.pos : self.pos + 1000]
+            self.pos += len(chunk)
+            self.buffer[:] = chunk  # the same object every time, its contents replaced
+            return self.buffer
+
+    digest = hashlib.sha256()
+    with BackgroundConsumer(digest.update, "sha256") as hasher:
+        reader = _HashingReader(ReusedBuffer(), hasher, lambda n: None)  # type: ignore[arg-type]
+        got = b"".join(bytes(reader.read(1000)) for _ in range(len(data) // 1000 + 1))
+        reader.drain()
+        hasher.wait()
+    assert got == data and READ_SIZE > 1000  # several reads are pending when they are handed over
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
