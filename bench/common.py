@@ -81,12 +81,14 @@ def settle() -> float:
     return os.getloadavg()[0]
 
 
-def run(cmd: list[str], *, env: dict | None = None, stdin_data: bytes | None = None, check: bool = True,
-        timeout: float = CMD_TIMEOUT) -> tuple[float, str, str]:
+def run(
+    cmd: list[str], *, env: dict | None = None, stdin_data: bytes | None = None, check: bool = True, timeout: float = CMD_TIMEOUT
+) -> tuple[float, str, str]:
     """Run ``cmd``; return (wall seconds, stdout, stderr). On Ctrl-C/SIGTERM the child is interrupted too."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         out, err = proc.communicate(stdin_data, timeout=timeout)
     except BaseException:
@@ -168,10 +170,10 @@ def dir_size(path: str) -> int:
 def git_state() -> str:
     """The commit measured, and whether volsafe's code differed from it (others may edit while we run)."""
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "backup", "storage_backends"],
-                               capture_output=True, text=True).stdout.split("\n")
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "backup", "storage_backends"], capture_output=True, text=True
+        ).stdout.split("\n")
         dirty = [line[3:] for line in dirty if line.strip()]
     except OSError:
         return "unknown"

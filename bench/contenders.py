@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import (MB, ROOT, State, container_name, create_volume, dir_size, docker, label_args, log, run,
-                          settle)
+from bench.common import MB, ROOT, State, container_name, create_volume, dir_size, docker, label_args, log, run, settle
+
 # Backups are compared with BACKUP_REF (no Docker: the machine's limit), restores with RESTORE_REF (the recipe).
 from bench.report import BACKUP_REF, FLOOR_BACKUP, GZIP_BACKUP, RESTORE_REF
 
@@ -47,8 +47,7 @@ class Ctx:
         self.threads = threads
         # Run the working tree's volsafe, whatever the installed entry point points at.
         pp = os.environ.get("PYTHONPATH")
-        self.env = {**os.environ, "VOLSAFE_HELPER_IMAGE": image,
-                    "PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
+        self.env = {**os.environ, "VOLSAFE_HELPER_IMAGE": image, "PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
         self.volsafe = [sys.executable, "-c", "import sys; from backup.cli import main; sys.exit(main(sys.argv[1:]))"]
         self.gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
         self.s3: MotoServer | None = None
@@ -59,9 +58,11 @@ class Ctx:
         if rusage and self.gnu_time:
             full = [self.gnu_time, "-v", "-o", usage_file, *cmd]
         elif rusage:
-            wrapper = ("import json,resource,subprocess,sys;r=subprocess.call(sys.argv[2:]);"
-                       "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
-                       "open(sys.argv[1],'w').write(json.dumps([u.ru_maxrss,u.ru_utime,u.ru_stime]));sys.exit(r)")
+            wrapper = (
+                "import json,resource,subprocess,sys;r=subprocess.call(sys.argv[2:]);"
+                "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+                "open(sys.argv[1],'w').write(json.dumps([u.ru_maxrss,u.ru_utime,u.ru_stime]));sys.exit(r)"
+            )
             full = [sys.executable, "-c", wrapper, usage_file, *cmd]
         else:
             full = cmd
@@ -104,12 +105,21 @@ class MotoServer:
             self.port = s.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TMPDIR": workdir}
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         State.procs.append(self.proc)
-        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -124,8 +134,7 @@ class MotoServer:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                            region_name="us-east-1")
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
 
     def delete_prefix(self, prefix: str) -> None:
         c = self.client()
@@ -183,13 +192,19 @@ class Volsafe(Contender):
             args += ["--threads", str(ctx.threads)]
         r = ctx.timed([*ctx.volsafe, *args], env=self._env(ctx))
         (record,) = json.loads(r.pop("stdout"))
-        r.update(backup_id=record["id"], tar_size=record["size"], stored_size=record["stored_size"],
-                 entries=record["entries"], location=loc, dir=d, prefix=prefix)
+        r.update(
+            backup_id=record["id"],
+            tar_size=record["size"],
+            stored_size=record["stored_size"],
+            entries=record["entries"],
+            location=loc,
+            dir=d,
+            prefix=prefix,
+        )
         return r
 
     def restore(self, ctx, res, volume, mount):
-        r = ctx.timed([*ctx.volsafe, "restore", res["backup_id"], "--from", res["location"], "--to-volume", volume,
-                       "--json"], env=self._env(ctx))
+        r = ctx.timed([*ctx.volsafe, "restore", res["backup_id"], "--from", res["location"], "--to-volume", volume, "--json"], env=self._env(ctx))
         r.pop("stdout")
         return r
 
@@ -211,8 +226,21 @@ class Recipe(Contender):
         self.file = "x.tar.gz" if gzip else "x.tar"
 
     def _run(self, ctx, what, volume, mode, directory, tar_args):
-        cmd = ["docker", "run", "--rm", "--name", container_name(what), *label_args(),
-               "-v", f"{volume}:/data{mode}", "-v", f"{directory}:/backup", ctx.image, "tar", *tar_args]
+        cmd = [
+            "docker",
+            "run",
+            "--rm",
+            "--name",
+            container_name(what),
+            *label_args(),
+            "-v",
+            f"{volume}:/data{mode}",
+            "-v",
+            f"{directory}:/backup",
+            ctx.image,
+            "tar",
+            *tar_args,
+        ]
         r = ctx.timed(cmd, rusage=False)
         r.pop("stdout")
         return r
@@ -220,14 +248,12 @@ class Recipe(Contender):
     def backup(self, ctx, volume, mount, outdir):
         d = os.path.join(outdir, f"{self.key}-{secrets.token_hex(2)}")
         os.makedirs(d)
-        r = self._run(ctx, self.key, volume, ":ro", d, ["-czf" if self.gzip else "-cf", f"/backup/{self.file}", "-C",
-                                                        "/data", "."])
+        r = self._run(ctx, self.key, volume, ":ro", d, ["-czf" if self.gzip else "-cf", f"/backup/{self.file}", "-C", "/data", "."])
         r.update(stored_size=os.path.getsize(os.path.join(d, self.file)), dir=d)
         return r
 
     def restore(self, ctx, res, volume, mount):
-        return self._run(ctx, "un" + self.key, volume, "", res["dir"],
-                         ["-xzf" if self.gzip else "-xf", f"/backup/{self.file}", "-C", "/data"])
+        return self._run(ctx, "un" + self.key, volume, "", res["dir"], ["-xzf" if self.gzip else "-xf", f"/backup/{self.file}", "-C", "/data"])
 
 
 class Restic(Contender):
@@ -237,8 +263,12 @@ class Restic(Contender):
     host_restore = True
 
     def _env(self, ctx, repo):
-        return {**ctx.env, "RESTIC_PASSWORD": "volsafe-bench", "RESTIC_REPOSITORY": repo,
-                "RESTIC_CACHE_DIR": os.path.join(os.path.dirname(repo), "cache")}
+        return {
+            **ctx.env,
+            "RESTIC_PASSWORD": "volsafe-bench",
+            "RESTIC_REPOSITORY": repo,
+            "RESTIC_CACHE_DIR": os.path.join(os.path.dirname(repo), "cache"),
+        }
 
     def backup(self, ctx, volume, mount, outdir):
         d = os.path.join(outdir, f"restic-{secrets.token_hex(2)}")
@@ -271,15 +301,13 @@ class HostZstd(Contender):
         d = os.path.join(outdir, f"host-{secrets.token_hex(2)}")
         os.makedirs(d)
         f = os.path.join(d, "x.tar.zst")
-        r = ctx.timed(["bash", "-c", 'set -o pipefail; tar --numeric-owner -cf - -C "$1" . | zstd -q -T0 -3 -o "$2"',
-                       "host-zstd", mount, f])
+        r = ctx.timed(["bash", "-c", 'set -o pipefail; tar --numeric-owner -cf - -C "$1" . | zstd -q -T0 -3 -o "$2"', "host-zstd", mount, f])
         r.pop("stdout")
         r.update(stored_size=os.path.getsize(f), dir=d, file=f)
         return r
 
     def restore(self, ctx, res, volume, mount):
-        r = ctx.timed(["bash", "-c", 'set -o pipefail; zstd -q -d -c "$1" | tar --numeric-owner -xf - -C "$2"',
-                       "host-unzstd", res["file"], mount])
+        r = ctx.timed(["bash", "-c", 'set -o pipefail; zstd -q -d -c "$1" | tar --numeric-owner -xf - -C "$2"', "host-unzstd", res["file"], mount])
         r.pop("stdout")
         return r
 
@@ -334,6 +362,21 @@ def discard_quietly(ctx: Ctx, c: Contender, res: dict) -> None:
         log(f"discarding {c.backup_name}'s backup: {exc}")
 
 
-__all__ = ["ALL_KEYS", "BACKUP_REF", "BIG_DEFAULT_KEYS", "Contender", "Ctx", "DEFAULT_KEYS", "FLOOR_BACKUP",
-           "GZIP_BACKUP", "MotoServer", "RESTORE_REF", "check_tools", "create_volume", "discard_quietly",
-           "docker", "make_contenders", "rotate"]
+__all__ = [
+    "ALL_KEYS",
+    "BACKUP_REF",
+    "BIG_DEFAULT_KEYS",
+    "Contender",
+    "Ctx",
+    "DEFAULT_KEYS",
+    "FLOOR_BACKUP",
+    "GZIP_BACKUP",
+    "MotoServer",
+    "RESTORE_REF",
+    "check_tools",
+    "create_volume",
+    "discard_quietly",
+    "docker",
+    "make_contenders",
+    "rotate",
+]

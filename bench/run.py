@@ -31,8 +31,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python3 benc
 from bench import contenders as C  # noqa: E402
 from bench import datasets as D  # noqa: E402
 from bench import report as R  # noqa: E402
-from bench.common import (DEFAULT_IMAGE, HERE, MB, ROOT, cleans_up, create_volume, docker, git_state,  # noqa: E402
-                          log, mountpoint, new_dir, new_token, new_volume_name, remove_volume)
+from bench.common import (
+    DEFAULT_IMAGE,
+    HERE,
+    MB,
+    ROOT,
+    cleans_up,
+    create_volume,
+    docker,
+    git_state,  # noqa: E402
+    log,
+    mountpoint,
+    new_dir,
+    new_token,
+    new_volume_name,
+    remove_volume,
+)
 
 QUICK = {"size_mb": 50, "small_files": 5000, "big_gb": 0.3, "rounds": 1, "big_rounds": 1}
 
@@ -63,8 +77,9 @@ def disk_needed(size_bytes: int, keys: list[str], n_volsafe: int) -> int:
     return int(size_bytes * (2 + backups)) + 2 * 10**9
 
 
-def one_round(ctx: C.Ctx, contenders: list[C.Contender], src: str, mount: str, label: str, k: int,
-              verify: str | None, sampled: bool) -> dict[str, dict]:
+def one_round(
+    ctx: C.Ctx, contenders: list[C.Contender], src: str, mount: str, label: str, k: int, verify: str | None, sampled: bool
+) -> dict[str, dict]:
     """All backups of ``src``, then each restore into a fresh volume (removed right after). Keyed by row name."""
     outdir = new_dir(ctx.workdir, f"{label}-")
     order = C.rotate(contenders, k)
@@ -105,8 +120,10 @@ def bench_dataset(name: str, args, ctx: C.Ctx, keys: list[str], levels: list[int
     sampled = name == "big"
     items = D.entries(name, seed=args.seed, size_mb=args.size_mb, n_files=args.small_files, size_gb=args.big_gb)
     nominal = {"mixed": args.size_mb * MB, "small": args.small_files * 2300, "big": int(args.big_gb * 1000 * MB)}[name]
-    need, free = disk_needed(nominal, keys, len(levels)), shutil.disk_usage("/var/lib/docker" if os.path.isdir(
-        "/var/lib/docker") else ctx.workdir).free
+    need, free = (
+        disk_needed(nominal, keys, len(levels)),
+        shutil.disk_usage("/var/lib/docker" if os.path.isdir("/var/lib/docker") else ctx.workdir).free,
+    )
     if need > free:
         raise RuntimeError(f"{name}: needs about {need / 1e9:.0f} GB of disk, {free / 1e9:.0f} GB free")
 
@@ -131,17 +148,26 @@ def bench_dataset(name: str, args, ctx: C.Ctx, keys: list[str], levels: list[int
         remove_volume(src)
 
     first = rounds[0]
-    tar_bytes = (first.get(R.FLOOR_BACKUP, {}).get("stored_size")
-                 or next((v["tar_size"] for v in first.values() if "tar_size" in v), None)
-                 or stats["total"]["bytes"])
+    tar_bytes = (
+        first.get(R.FLOOR_BACKUP, {}).get("stored_size")
+        or next((v["tar_size"] for v in first.values() if "tar_size" in v), None)
+        or stats["total"]["bytes"]
+    )
     order = [("backup", c.backup_name) for c in contenders] + [("restore", c.restore_name) for c in contenders]
     return {
-        "stats": stats, "tar_bytes": tar_bytes, "generate_s": gen_s, "rounds": rounds_n, "warmup": bool(warm),
-        "sampled": sampled, "contenders": keys, "order": order,
+        "stats": stats,
+        "tar_bytes": tar_bytes,
+        "generate_s": gen_s,
+        "rounds": rounds_n,
+        "warmup": bool(warm),
+        "sampled": sampled,
+        "contenders": keys,
+        "order": order,
         "summary": R.summarize(rounds, order, tar_bytes),
         "verified": {k: v["verified"] for k, v in warm.items() if "verified" in v},
         "loads": [run["load_before"] for r in rounds for run in r.values()],
-        "warmup_runs": warm, "round_runs": rounds,
+        "warmup_runs": warm,
+        "round_runs": rounds,
     }
 
 
@@ -163,8 +189,11 @@ def write_outputs(args, meta: dict, results: dict[str, dict]) -> None:
     if not args.no_chart:
         Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
         git = meta.get("git_head", "?") + (" (uncommitted changes)" if " " in meta["git"] else "")
-        R.chart(args.chart, results, title=f"{meta['command']}\nvolsafe {meta['volsafe_version']} at {git} · "
-                                            f"{meta['date']} · {meta['cpus']} CPUs · medians of wall time")
+        R.chart(
+            args.chart,
+            results,
+            title=f"{meta['command']}\nvolsafe {meta['volsafe_version']} at {git} · {meta['date']} · {meta['cpus']} CPUs · medians of wall time",
+        )
         written.append(args.chart)
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,25 +204,37 @@ def write_outputs(args, meta: dict, results: dict[str, dict]) -> None:
 
 @cleans_up
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", type=lambda s: parse_list(s, D.DATASETS), default=list(D.DATASETS),
-                   help="data sets to run, in order [mixed,small,big]")
-    p.add_argument("--contenders", type=lambda s: parse_list(s, C.ALL_KEYS), default=list(C.DEFAULT_KEYS),
-                   help=f"contenders for mixed and small [{','.join(C.DEFAULT_KEYS)}]")
-    p.add_argument("--big-contenders", type=lambda s: parse_list(s, C.ALL_KEYS), default=list(C.BIG_DEFAULT_KEYS),
-                   help=f"contenders for the big set [{','.join(C.BIG_DEFAULT_KEYS)}]")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--datasets", type=lambda s: parse_list(s, D.DATASETS), default=list(D.DATASETS), help="data sets to run, in order [mixed,small,big]"
+    )
+    p.add_argument(
+        "--contenders",
+        type=lambda s: parse_list(s, C.ALL_KEYS),
+        default=list(C.DEFAULT_KEYS),
+        help=f"contenders for mixed and small [{','.join(C.DEFAULT_KEYS)}]",
+    )
+    p.add_argument(
+        "--big-contenders",
+        type=lambda s: parse_list(s, C.ALL_KEYS),
+        default=list(C.BIG_DEFAULT_KEYS),
+        help=f"contenders for the big set [{','.join(C.BIG_DEFAULT_KEYS)}]",
+    )
     p.add_argument("--rounds", type=int, default=3, help="measured rounds for mixed and small [3]")
     p.add_argument("--big-rounds", type=int, default=1, help="measured rounds for the big set [1]")
     p.add_argument("--size-mb", type=int, default=600, help="mixed set size in MB (10^6 bytes) [600]")
     p.add_argument("--small-files", type=int, default=200_000, help="number of files in the small set [200000]")
     p.add_argument("--big-gb", type=float, default=10, help="big set size in GB (10^9 bytes) [10]")
-    p.add_argument("--levels", default=None, help="volsafe --level values, one volsafe row each, e.g. 1,3,default "
-                                                  "[volsafe's default]; S3 uses the first")
+    p.add_argument(
+        "--levels", default=None, help="volsafe --level values, one volsafe row each, e.g. 1,3,default [volsafe's default]; S3 uses the first"
+    )
     p.add_argument("--level", type=int, default=None, help="shorthand for --levels N")
     p.add_argument("--threads", type=int, default=None, help="volsafe --threads passthrough [volsafe's default]")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: mixed 50 MB, 5000 small files, big 0.3 GB, 1 round; outputs go to bench/out/quick-*")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: mixed 50 MB, 5000 small files, big 0.3 GB, 1 round; outputs go to bench/out/quick-*"
+    )
     p.add_argument("--seed", type=int, default=1, help="data set seed [1]")
     p.add_argument("--image", default=DEFAULT_IMAGE, help=f"helper image for the recipes and generators [{DEFAULT_IMAGE}]")
     p.add_argument("--workdir", default=None, help="parent of the temp dir for backups [system temp dir]")
@@ -205,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chart", default=None, help="PNG chart [docs/benchmark.png]")
     p.add_argument("--report-only", action="store_true", help="re-render table and chart from --json-out; no runs")
     args = p.parse_args(argv)
-    args.command_line = "python3 bench/run.py" + "".join(" " + shlex.quote(a) for a in (sys.argv[1:] if argv is None
-                                                                                         else argv))
+    args.command_line = "python3 bench/run.py" + "".join(" " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.quick:
         explicit = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
         for k, v in QUICK.items():
@@ -226,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            p.error("the chart needs matplotlib: pip install -e '.[bench]' (or pip install 'matplotlib>=3.7'), "
-                    "or run with --no-chart")
+            p.error("the chart needs matplotlib: pip install -e '.[bench]' (or pip install 'matplotlib>=3.7'), or run with --no-chart")
 
     if args.report_only:
         saved = json.loads(Path(args.json_out).read_text())
@@ -257,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = {}
     try:
         from importlib.metadata import version
+
         for pkg in ("volsafe", "zstandard", "docker", "boto3", "moto"):
             try:
                 versions[pkg] = version(pkg)
@@ -272,8 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "volsafe_version": versions.get("volsafe", "?"),
         "package_versions": versions,
-        "tools": {"restic": _version(["restic", "version"]), "zstd": _version(["zstd", "--version"]),
-                  "tar": _version(["tar", "--version"])},
+        "tools": {"restic": _version(["restic", "version"]), "zstd": _version(["zstd", "--version"]), "tar": _version(["tar", "--version"])},
         "docker_version": docker("version", "--format", "{{.Server.Version}}").strip(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

@@ -28,15 +28,28 @@ def _run(s, stored=None, rss=None):
 
 
 VS_B, VS_R = "volsafe backup (local)", "volsafe restore (local)"
-ORDER = [("backup", VS_B), ("backup", R.BACKUP_REF), ("backup", R.FLOOR_BACKUP), ("backup", R.GZIP_BACKUP),
-         ("restore", VS_R), ("restore", R.RESTORE_REF)]
+ORDER = [
+    ("backup", VS_B),
+    ("backup", R.BACKUP_REF),
+    ("backup", R.FLOOR_BACKUP),
+    ("backup", R.GZIP_BACKUP),
+    ("restore", VS_R),
+    ("restore", R.RESTORE_REF),
+]
 
 
 def _rounds(vs_backup=10.0, vs_restore=11.0, vs_stored=300 * MB, gz_stored=320 * MB, rss=90.0):
-    return [{VS_B: _run(vs_backup + d, vs_stored, rss), R.BACKUP_REF: _run(9.5 + d, 310 * MB, 20),
-             R.FLOOR_BACKUP: _run(8.0 + d, 600 * MB), R.GZIP_BACKUP: _run(60.0 + d, gz_stored),
-             VS_R: _run(vs_restore + d, rss=rss - 10), R.RESTORE_REF: _run(10.5 + d)}
-            for d in (0.0, 1.0, -0.5)]
+    return [
+        {
+            VS_B: _run(vs_backup + d, vs_stored, rss),
+            R.BACKUP_REF: _run(9.5 + d, 310 * MB, 20),
+            R.FLOOR_BACKUP: _run(8.0 + d, 600 * MB),
+            R.GZIP_BACKUP: _run(60.0 + d, gz_stored),
+            VS_R: _run(vs_restore + d, rss=rss - 10),
+            R.RESTORE_REF: _run(10.5 + d),
+        }
+        for d in (0.0, 1.0, -0.5)
+    ]
 
 
 def test_median_and_ratio():
@@ -97,8 +110,7 @@ def test_table_escapes_pipes():
 
 
 def test_parse_usage_gnu_time():
-    text = ("\tUser time (seconds): 1.25\n\tSystem time (seconds): 0.50\n"
-            "\tMaximum resident set size (kbytes): 102400\n\tExit status: 0\n")
+    text = "\tUser time (seconds): 1.25\n\tSystem time (seconds): 0.50\n\tMaximum resident set size (kbytes): 102400\n\tExit status: 0\n"
     u = parse_usage(text)
     assert u == {"peak_rss_mb": pytest.approx(104.8576), "cpu_user_s": 1.25, "cpu_sys_s": 0.5}
 
