@@ -75,10 +75,25 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def settle() -> float:
-    """Flush dirty pages (untimed) so one run's writes and deletions are not billed to the next; return 1-min load."""
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def settle(drop_caches: bool = False) -> dict:
+    """Flush dirty pages (untimed) so one run's writes and deletions are not billed to the next; with
+    ``drop_caches``, then drop the page cache, dentries and inodes (``echo 3 > /proc/sys/vm/drop_caches``,
+    root only) so that every run reads its input from disk. Returns the 1-minute load average after that
+    (``load_before``) and how long the sync and the drop took (``sync_s``, ``drop_s``): a long sync means
+    the previous run left writeback behind that an unsettled run would have paid for."""
+    t = time.perf_counter()
     os.sync()
-    return os.getloadavg()[0]
+    out = {"sync_s": time.perf_counter() - t}
+    if drop_caches:
+        t = time.perf_counter()
+        with open(DROP_CACHES, "w") as f:
+            f.write("3\n")
+        out["drop_s"] = time.perf_counter() - t
+    out["load_before"] = os.getloadavg()[0]
+    return out
 
 
 def run(

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import MB, ROOT, State, container_name, create_volume, dir_size, docker, label_args, log, run, settle
+from bench.common import BENCH_LABEL, MB, ROOT, State, container_name, create_volume, dir_size, docker, label_args, log, run, settle
 
 # Backups are compared with BACKUP_REF (no Docker: the machine's limit), restores with RESTORE_REF (the recipe).
 from bench.report import BACKUP_REF, FLOOR_BACKUP, GZIP_BACKUP, RESTORE_REF
@@ -41,10 +41,12 @@ S3_BUCKET = "vsbench"
 class Ctx:
     """What every contender needs: image, work dir, environment, how to run volsafe, the S3 server."""
 
-    def __init__(self, image: str, workdir: str, threads: int | None = None):
+    def __init__(self, image: str, workdir: str, threads: int | None = None, drop_caches: bool = False, target: str = "inside"):
         self.image = image
         self.workdir = workdir
         self.threads = threads
+        self.drop_caches = drop_caches  # sync + drop the page cache before every timed run
+        self.target = target  # where each restore's fresh volume is created: "inside" or "outside" the timer (TARGETS)
         # Run the working tree's volsafe, whatever the installed entry point points at.
         pp = os.environ.get("PYTHONPATH")
         self.env = {**os.environ, "VOLSAFE_HELPER_IMAGE": image, "PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
@@ -53,7 +55,8 @@ class Ctx:
         self.s3: MotoServer | None = None
 
     def timed(self, cmd: list[str], *, env: dict | None = None, rusage: bool = True, cwd: str | None = None) -> dict:
-        """Run ``cmd`` after an untimed sync; return seconds, load before, and (if rusage) peak RSS and CPU."""
+        """Run ``cmd`` after an untimed sync (and cache drop); return seconds, load before, sync_s (drop_s),
+        and (if rusage) peak RSS and CPU."""
         usage_file = os.path.join(self.workdir, f"usage-{secrets.token_hex(4)}.txt")
         if rusage and self.gnu_time:
             full = [self.gnu_time, "-v", "-o", usage_file, *cmd]
@@ -68,9 +71,9 @@ class Ctx:
             full = cmd
         if cwd:
             full = ["sh", "-c", 'cd "$0" && exec "$@"', cwd, *full]
-        load = settle()
+        settled = settle(self.drop_caches)
         wall, out, _err = run(full, env=env)
-        r = {"seconds": wall, "load_before": load, "stdout": out}
+        r = {"seconds": wall, **settled, "stdout": out}
         if rusage:
             r.update(parse_usage(Path(usage_file).read_text(), gnu=bool(self.gnu_time)))
             os.unlink(usage_file)
@@ -153,7 +156,6 @@ class Contender:
     key = ""
     backup_name = ""
     restore_name = ""
-    host_restore = False  # restores into a mountpoint: the target volume is created before the timer starts
 
     def backup(self, ctx: Ctx, volume: str, mount: str, outdir: str) -> dict:
         raise NotImplementedError
@@ -260,7 +262,6 @@ class Restic(Contender):
     key = "restic"
     backup_name = "restic backup"
     restore_name = "restic restore"
-    host_restore = True
 
     def _env(self, ctx, repo):
         return {
@@ -284,7 +285,8 @@ class Restic(Contender):
         return r
 
     def restore(self, ctx, res, volume, mount):
-        r = ctx.timed(["restic", "restore", "-q", "latest", "--target", mount], env=self._env(ctx, res["repo"]))
+        script, env = host_restore_shell('exec restic restore -q latest --target "$MOUNT"', volume, mount, self._env(ctx, res["repo"]))
+        r = ctx.timed(["bash", "-c", script], env=env)
         r.pop("stdout")
         return r
 
@@ -295,7 +297,6 @@ class HostZstd(Contender):
     key = "host-zstd"
     backup_name = BACKUP_REF
     restore_name = "host zstd -d | tar -x"
-    host_restore = True
 
     def backup(self, ctx, volume, mount, outdir):
         d = os.path.join(outdir, f"host-{secrets.token_hex(2)}")
@@ -307,9 +308,32 @@ class HostZstd(Contender):
         return r
 
     def restore(self, ctx, res, volume, mount):
-        r = ctx.timed(["bash", "-c", 'set -o pipefail; zstd -q -d -c "$1" | tar --numeric-owner -xf - -C "$2"', "host-unzstd", res["file"], mount])
+        script, env = host_restore_shell('zstd -q -d -c "$1" | tar --numeric-owner -xf - -C "$MOUNT"', volume, mount, ctx.env)
+        r = ctx.timed(["bash", "-c", script, "host-unzstd", res["file"]], env=env)
         r.pop("stdout")
         return r
+
+
+# Where each restore's fresh target volume is created. "inside": in the timed command, for every
+# contender (volsafe --to-volume NEW and the recipe's `docker run -v NEW:/data` create it themselves;
+# the host-side restores run `docker volume create` + `inspect` first, in the same timed shell).
+# "outside": before the timer, for every contender (volsafe then restores into an existing empty
+# volume, which it checks for emptiness with a helper container: part of its cost in that use).
+TARGETS = ("inside", "outside")
+
+# The timed shell of a host-side restore: the target's mountpoint is $MOUNT, created here when empty.
+_HOST_TARGET = (
+    "set -eo pipefail; "
+    'if [ -z "$MOUNT" ]; then docker volume create --label "$LABEL" "$VOLUME" >/dev/null; '
+    'MOUNT=$(docker volume inspect -f "{{.Mountpoint}}" "$VOLUME"); fi; '
+)
+
+
+def host_restore_shell(script: str, volume: str, mount: str | None, env: dict) -> tuple[str, dict]:
+    """The bash script and environment of a host-side restore into ``volume``: ``script`` writes into
+    ``"$MOUNT"``, which is ``mount`` (created before the timer) or, when ``mount`` is None, the
+    mountpoint of ``volume`` created by the same timed script."""
+    return _HOST_TARGET + script, {**env, "VOLUME": volume, "MOUNT": mount or "", "LABEL": f"{BENCH_LABEL}={State.token}"}
 
 
 def make_contenders(keys: list[str], levels: list[int | None]) -> list[Contender]:
@@ -373,6 +397,7 @@ __all__ = [
     "GZIP_BACKUP",
     "MotoServer",
     "RESTORE_REF",
+    "TARGETS",
     "check_tools",
     "create_volume",
     "discard_quietly",
