@@ -41,12 +41,16 @@ S3_BUCKET = "vsbench"
 class Ctx:
     """What every contender needs: image, work dir, environment, how to run volsafe, the S3 server."""
 
-    def __init__(self, image: str, workdir: str, threads: int | None = None, drop_caches: bool = False, target: str = "inside"):
+    def __init__(self, image: str, workdir: str, threads: int | None = None, drop_caches: bool = False, target: str = "inside", durable: bool = True):
         self.image = image
         self.workdir = workdir
         self.threads = threads
         self.drop_caches = drop_caches  # sync + drop the page cache before every timed run
         self.target = target  # where each restore's fresh volume is created: "inside" or "outside" the timer (TARGETS)
+        # Time until the written data is on disk: a sync after each command, inside its time. Removing a
+        # container syncs the filesystem (volsafe's helper, the recipe's --rm); restic and the host pipeline
+        # would otherwise leave their writes dirty, to be dropped unwritten when the volume is removed.
+        self.durable = durable
         # Run the working tree's volsafe, whatever the installed entry point points at.
         pp = os.environ.get("PYTHONPATH")
         self.env = {**os.environ, "VOLSAFE_HELPER_IMAGE": image, "PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
@@ -55,8 +59,9 @@ class Ctx:
         self.s3: MotoServer | None = None
 
     def timed(self, cmd: list[str], *, env: dict | None = None, rusage: bool = True, cwd: str | None = None) -> dict:
-        """Run ``cmd`` after an untimed sync (and cache drop); return seconds, load before, sync_s (drop_s),
-        and (if rusage) peak RSS and CPU."""
+        """Run ``cmd`` after an untimed sync (and cache drop) and, when ``durable``, a timed sync after it; return
+        seconds (the command plus that sync), command_s, sync_after_s, load before, sync_s (drop_s), and (if
+        rusage) peak RSS and CPU."""
         usage_file = os.path.join(self.workdir, f"usage-{secrets.token_hex(4)}.txt")
         if rusage and self.gnu_time:
             full = [self.gnu_time, "-v", "-o", usage_file, *cmd]
@@ -73,7 +78,12 @@ class Ctx:
             full = ["sh", "-c", 'cd "$0" && exec "$@"', cwd, *full]
         settled = settle(self.drop_caches)
         wall, out, _err = run(full, env=env)
-        r = {"seconds": wall, **settled, "stdout": out}
+        r = {"seconds": wall, "command_s": wall, **settled, "stdout": out}
+        if self.durable:
+            t = time.perf_counter()
+            os.sync()
+            r["sync_after_s"] = time.perf_counter() - t
+            r["seconds"] = wall + r["sync_after_s"]
         if rusage:
             r.update(parse_usage(Path(usage_file).read_text(), gnu=bool(self.gnu_time)))
             os.unlink(usage_file)

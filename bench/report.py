@@ -237,6 +237,10 @@ def method(meta: dict) -> str:
         where = "every restore's fresh target volume is created before the timer starts (volsafe checks it is empty)"
     else:
         where = "the host-side restores (restic, host zstd) created their target volume before the timer, volsafe and the recipe inside it"
+    if meta.get("durable"):
+        settle += "; each time includes a `sync` after the command, so every contender's writes are on disk"
+    else:
+        settle += "; times stop when the command exits (restic and host zstd leave their writes dirty in the page cache)"
     return f"{settle}; {where}" + ("; restore-only run (one backup per contender, its restore timed each round)" if meta.get("restore_only") else "")
 
 

@@ -306,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         help="create each restore's fresh volume inside the timed command (every contender) or before the timer (every contender) [inside]",
     )
     p.add_argument(
+        "--no-durable",
+        action="store_true",
+        help="stop each timer when the command exits; by default a sync after it is timed too, so that every contender's writes are on disk",
+    )
+    p.add_argument(
         "--restore-only",
         action="store_true",
         help="back up once per contender and data set, then time only the restores of those backups (rounds, warm-up as usual)",
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     git_at_start = git_state()
     docker("image", "inspect", args.image)
     workdir = new_dir(args.workdir, f"volsafe-bench-{token}-")
-    ctx = C.Ctx(args.image, workdir, args.threads, drop_caches=args.drop_caches, target=args.target)
+    ctx = C.Ctx(args.image, workdir, args.threads, drop_caches=args.drop_caches, target=args.target, durable=not args.no_durable)
     results: dict[str, dict] = {}
     for name in args.datasets:
         rounds_n = args.big_rounds if name == "big" else args.rounds
@@ -396,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "levels": levels,
         "threads": args.threads,
         "drop_caches": args.drop_caches,
+        "durable": not args.no_durable,
         "target": args.target,
         "restore_only": args.restore_only,
         "primary_backup": primary.backup_name,

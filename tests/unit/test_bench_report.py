@@ -183,12 +183,14 @@ MIXED_3MB_SEED1 = "bae907a7963ec0eb7ca0d0ead1868a15cd180e7fd8737680511afcfb03815
 
 
 def test_method_says_how_runs_were_settled_and_where_targets_were_made():
-    fair = R.method({"drop_caches": True, "target": "inside", "restore_only": True})
+    fair = R.method({"drop_caches": True, "target": "inside", "restore_only": True, "durable": True})
     assert "drop_caches" in fair and "inside the timed command" in fair and "restore-only" in fair
-    outside = R.method({"drop_caches": False, "target": "outside"})
+    assert "includes a `sync` after the command" in fair
+    outside = R.method({"drop_caches": False, "target": "outside", "durable": False})
     assert "not dropped" in outside and "before the timer" in outside and "restore-only" not in outside
+    assert "leave their writes dirty" in outside
     old = R.method({})  # results saved before these options: say what that run did
-    assert "not dropped" in old and "restic, host zstd" in old
+    assert "not dropped" in old and "restic, host zstd" in old and "leave their writes dirty" in old
 
 
 def test_describe_restore_only_dataset():
@@ -244,3 +246,19 @@ def test_host_restore_shell_creates_the_target_inside_the_timed_command(tmp_path
     script, senv = host_restore_shell(write, "vol-old", str(given), env)
     subprocess.run(["bash", "-c", script], env=senv, check=True)
     assert (given / "f").read_text() == "restored\n" and not log.exists()  # created before the timer: no docker call
+
+
+def test_durable_runs_time_the_sync_after_the_command(tmp_path, monkeypatch):
+    import os
+
+    from bench import contenders
+
+    synced = []
+    monkeypatch.setattr(contenders, "settle", lambda drop=False: {"sync_s": 0.0, "load_before": 0.5})
+    monkeypatch.setattr(os, "sync", lambda: (synced.append(1), __import__("time").sleep(0.05)))
+    ctx = contenders.Ctx("img", str(tmp_path))
+    r = ctx.timed(["true"], rusage=False)
+    assert synced and r["sync_after_s"] >= 0.05 and r["seconds"] == pytest.approx(r["command_s"] + r["sync_after_s"])
+    synced.clear()
+    r = contenders.Ctx("img", str(tmp_path), durable=False).timed(["true"], rusage=False)
+    assert not synced and "sync_after_s" not in r and r["seconds"] == r["command_s"]
