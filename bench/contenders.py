@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import BENCH_LABEL, MB, ROOT, State, container_name, create_volume, dir_size, docker, label_args, log, run, settle
+from bench.common import BENCH_LABEL, MB, ROOT, State, VolumeRemovals, container_name, create_volume, dir_size, docker, label_args, log, run, settle
 
 # Backups are compared with BACKUP_REF (no Docker: the machine's limit), restores with RESTORE_REF (the recipe).
 from bench.report import BACKUP_REF, FLOOR_BACKUP, GZIP_BACKUP, RESTORE_REF
@@ -57,6 +57,7 @@ class Ctx:
         self.volsafe = [sys.executable, "-c", "import sys; from backup.cli import main; sys.exit(main(sys.argv[1:]))"]
         self.gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
         self.s3: MotoServer | None = None
+        self.removals: VolumeRemovals | None = None  # other clients' volume removals, to flag the runs they may have stalled
 
     def timed(self, cmd: list[str], *, env: dict | None = None, rusage: bool = True, cwd: str | None = None) -> dict:
         """Run ``cmd`` after an untimed sync (and cache drop) and, when ``durable``, a timed sync after it; return
@@ -77,8 +78,9 @@ class Ctx:
         if cwd:
             full = ["sh", "-c", 'cd "$0" && exec "$@"', cwd, *full]
         settled = settle(self.drop_caches)
+        started = time.time()  # wall clock, to match Docker's event times (VolumeRemovals)
         wall, out, _err = run(full, env=env)
-        r = {"seconds": wall, "command_s": wall, **settled, "stdout": out}
+        r = {"seconds": wall, "command_s": wall, **settled, "stdout": out, "started": started, "ended": time.time()}
         if self.durable:
             t = time.perf_counter()
             os.sync()

@@ -222,6 +222,24 @@ def describe_dataset(ds: dict) -> str:
     )
 
 
+def foreign_note(ds: dict) -> str | None:
+    """A line naming the measured runs during which another client of the Docker daemon finished
+    removing a volume (which blocks volume calls until done), or None if there were none or it was
+    not recorded."""
+    runs = [(name, r) for rnd in ds.get("round_runs", []) for name, r in rnd.items() if "foreign_removals" in r]
+    if not runs:
+        return None
+    hit = [(name, r) for name, r in runs if r["foreign_removals"]]
+    if not hit:
+        return f"No other client of the Docker daemon removed a volume during the {len(runs)} measured runs."
+    names = sorted({v for _, r in hit for v in r["foreign_removals"]})
+    per = ", ".join(f"{name} {r['seconds']:.2f} s" for name, r in hit)
+    return (
+        f"**{len(hit)} of {len(runs)} measured runs overlapped another client's volume removal** on the Docker daemon "
+        f"({len(names)} volume(s), e.g. {names[0]}), which blocks volume calls until it is done: {per}."
+    )
+
+
 def method(meta: dict) -> str:
     """How the runs were settled and where the restore targets were made, from the run's options
     (results saved before these options existed: sync only, targets made the old way)."""
@@ -278,6 +296,9 @@ def markdown(meta: dict, datasets: dict[str, dict], targets: list[dict]) -> str:
                 + ", ".join(f"{k}: {'ok' if v else 'MISMATCH'}" for k, v in ds["verified"].items())
                 + ".",
             ]
+        note = foreign_note(ds)
+        if note:
+            lines += ["", note]
     lines += ["", "## Targets (issues 8 and 19)", ""] + target_lines(targets)
     if loads:
         lines += [

@@ -37,6 +37,7 @@ from bench.common import (
     HERE,
     MB,
     ROOT,
+    VolumeRemovals,
     cleans_up,
     create_volume,
     docker,
@@ -195,6 +196,8 @@ def bench_dataset(name: str, args, ctx: C.Ctx, keys: list[str], levels: list[int
                 log(f"{name} round {i + 1}: " + ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in rounds[-1].items()))
     finally:
         remove_volume(src)
+    if ctx.removals is not None:
+        ctx.removals.annotate([*made.values(), *warm.values(), *(v for r in rounds for v in r.values())])
 
     first = made or rounds[0]
     tar_bytes = (
@@ -363,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     docker("image", "inspect", args.image)
     workdir = new_dir(args.workdir, f"volsafe-bench-{token}-")
     ctx = C.Ctx(args.image, workdir, args.threads, drop_caches=args.drop_caches, target=args.target, durable=not args.no_durable)
+    ctx.removals = VolumeRemovals()
     results: dict[str, dict] = {}
     for name in args.datasets:
         rounds_n = args.big_rounds if name == "big" else args.rounds

@@ -262,3 +262,20 @@ def test_durable_runs_time_the_sync_after_the_command(tmp_path, monkeypatch):
     synced.clear()
     r = contenders.Ctx("img", str(tmp_path), durable=False).timed(["true"], rusage=False)
     assert not synced and "sync_after_s" not in r and r["seconds"] == r["command_s"]
+
+
+def test_foreign_removals_are_those_ending_during_the_run():
+    from bench.common import foreign_removals
+
+    events = [(9.9, "other-a"), (10.0, "other-b"), (12.0, "vsbench-abc-r1-tar-0"), (14.5, "other-c"), (15.1, "other-d")]
+    assert foreign_removals(events, 10.0, 15.0, "vsbench-abc-") == ["other-b", "other-c"]
+    assert foreign_removals(events, 20.0, 30.0, "vsbench-abc-") == []
+
+
+def test_foreign_note_names_the_runs_a_foreign_removal_may_have_stalled():
+    clean = {"round_runs": [{VS_R: {"seconds": 3.0, "foreign_removals": []}, R.RESTORE_REF: {"seconds": 2.0, "foreign_removals": []}}]}
+    assert R.foreign_note(clean) == "No other client of the Docker daemon removed a volume during the 2 measured runs."
+    hit = {"round_runs": [{VS_R: {"seconds": 9.5, "foreign_removals": ["big-vol"]}, R.RESTORE_REF: {"seconds": 2.0, "foreign_removals": []}}]}
+    note = R.foreign_note(hit)
+    assert "1 of 2 measured runs overlapped" in note and f"{VS_R} 9.50 s" in note and R.RESTORE_REF not in note and "big-vol" in note
+    assert R.foreign_note({"round_runs": [{VS_R: {"seconds": 1.0}}]}) is None  # not recorded (older results)
