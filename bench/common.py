@@ -75,18 +75,35 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def settle() -> float:
-    """Flush dirty pages (untimed) so one run's writes and deletions are not billed to the next; return 1-min load."""
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def settle(drop_caches: bool = False) -> dict:
+    """Flush dirty pages (untimed) so one run's writes and deletions are not billed to the next; with
+    ``drop_caches``, then drop the page cache, dentries and inodes (``echo 3 > /proc/sys/vm/drop_caches``,
+    root only) so that every run reads its input from disk. Returns the 1-minute load average after that
+    (``load_before``) and how long the sync and the drop took (``sync_s``, ``drop_s``): a long sync means
+    the previous run left writeback behind that an unsettled run would have paid for."""
+    t = time.perf_counter()
     os.sync()
-    return os.getloadavg()[0]
+    out = {"sync_s": time.perf_counter() - t}
+    if drop_caches:
+        t = time.perf_counter()
+        with open(DROP_CACHES, "w") as f:
+            f.write("3\n")
+        out["drop_s"] = time.perf_counter() - t
+    out["load_before"] = os.getloadavg()[0]
+    return out
 
 
-def run(cmd: list[str], *, env: dict | None = None, stdin_data: bytes | None = None, check: bool = True,
-        timeout: float = CMD_TIMEOUT) -> tuple[float, str, str]:
+def run(
+    cmd: list[str], *, env: dict | None = None, stdin_data: bytes | None = None, check: bool = True, timeout: float = CMD_TIMEOUT
+) -> tuple[float, str, str]:
     """Run ``cmd``; return (wall seconds, stdout, stderr). On Ctrl-C/SIGTERM the child is interrupted too."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         out, err = proc.communicate(stdin_data, timeout=timeout)
     except BaseException:
@@ -115,6 +132,52 @@ def stop(proc: subprocess.Popen, grace: float = 60) -> None:
 
 def docker(*args: str, check: bool = True) -> str:
     return run(["docker", *args], check=check, timeout=600)[1]
+
+
+class VolumeRemovals:
+    """The volumes other clients of this Docker daemon remove while the benchmark runs.
+
+    The local volume driver deletes a volume's files while holding its lock: every volume call
+    (create, inspect, even of another name) waits until that is done. Removing a volume of 50,000
+    small files took 19 s here, and a `docker volume inspect` of another name issued meanwhile took
+    18 s. On a shared daemon another session's removals can therefore stall any contender that makes
+    a volume call inside its timer. This follows ``docker events`` for volume removals (an event comes
+    when the removal is done) so that each run can say which foreign removals ended while it ran.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.events: list[tuple[float, str]] = []
+        self.proc = subprocess.Popen(
+            ["docker", "events", "--filter", "type=volume", "--filter", "event=destroy", "--format", "{{.TimeNano}} {{.Actor.ID}}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        State.procs.append(self.proc)
+        threading.Thread(target=self._read, name="docker-events", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            stamp, _, name = line.strip().partition(" ")
+            if stamp.isdigit():
+                self.events.append((int(stamp) / 1e9, name))
+
+    def annotate(self, runs) -> None:
+        """Set ``foreign_removals`` on every run dict (with ``started``/``ended``) in ``runs``."""
+        time.sleep(0.5)  # let events of removals that ended with the last run arrive
+        for r in runs:
+            if "started" in r:
+                r["foreign_removals"] = foreign_removals(self.events, r["started"], r["ended"], f"vsbench-{State.token}-")
+
+
+def foreign_removals(events: list[tuple[float, str]], start: float, end: float, ours: str) -> list[str]:
+    """Names of volumes, not starting with ``ours``, whose removal ended between ``start`` and ``end``:
+    only those can have held the volume driver's lock while the run waited on it."""
+    return [name for t, name in events if start <= t <= end and not name.startswith(ours)]
 
 
 def new_volume_name(what: str) -> str:
@@ -168,10 +231,10 @@ def dir_size(path: str) -> int:
 def git_state() -> str:
     """The commit measured, and whether volsafe's code differed from it (others may edit while we run)."""
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "backup", "storage_backends"],
-                               capture_output=True, text=True).stdout.split("\n")
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "backup", "storage_backends"], capture_output=True, text=True
+        ).stdout.split("\n")
         dirty = [line[3:] for line in dirty if line.strip()]
     except OSError:
         return "unknown"

@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import (MB, ROOT, State, container_name, create_volume, dir_size, docker, label_args, log, run,
-                          settle)
+from bench.common import BENCH_LABEL, MB, ROOT, State, VolumeRemovals, container_name, create_volume, dir_size, docker, label_args, log, run, settle
+
 # Backups are compared with BACKUP_REF (no Docker: the machine's limit), restores with RESTORE_REF (the recipe).
 from bench.report import BACKUP_REF, FLOOR_BACKUP, GZIP_BACKUP, RESTORE_REF
 
@@ -41,35 +41,51 @@ S3_BUCKET = "vsbench"
 class Ctx:
     """What every contender needs: image, work dir, environment, how to run volsafe, the S3 server."""
 
-    def __init__(self, image: str, workdir: str, threads: int | None = None):
+    def __init__(self, image: str, workdir: str, threads: int | None = None, drop_caches: bool = False, target: str = "inside", durable: bool = True):
         self.image = image
         self.workdir = workdir
         self.threads = threads
+        self.drop_caches = drop_caches  # sync + drop the page cache before every timed run
+        self.target = target  # where each restore's fresh volume is created: "inside" or "outside" the timer (TARGETS)
+        # Time until the written data is on disk: a sync after each command, inside its time. Removing a
+        # container syncs the filesystem (volsafe's helper, the recipe's --rm); restic and the host pipeline
+        # would otherwise leave their writes dirty, to be dropped unwritten when the volume is removed.
+        self.durable = durable
         # Run the working tree's volsafe, whatever the installed entry point points at.
         pp = os.environ.get("PYTHONPATH")
-        self.env = {**os.environ, "VOLSAFE_HELPER_IMAGE": image,
-                    "PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
+        self.env = {**os.environ, "VOLSAFE_HELPER_IMAGE": image, "PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
         self.volsafe = [sys.executable, "-c", "import sys; from backup.cli import main; sys.exit(main(sys.argv[1:]))"]
         self.gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
         self.s3: MotoServer | None = None
+        self.removals: VolumeRemovals | None = None  # other clients' volume removals, to flag the runs they may have stalled
 
     def timed(self, cmd: list[str], *, env: dict | None = None, rusage: bool = True, cwd: str | None = None) -> dict:
-        """Run ``cmd`` after an untimed sync; return seconds, load before, and (if rusage) peak RSS and CPU."""
+        """Run ``cmd`` after an untimed sync (and cache drop) and, when ``durable``, a timed sync after it; return
+        seconds (the command plus that sync), command_s, sync_after_s, load before, sync_s (drop_s), and (if
+        rusage) peak RSS and CPU."""
         usage_file = os.path.join(self.workdir, f"usage-{secrets.token_hex(4)}.txt")
         if rusage and self.gnu_time:
             full = [self.gnu_time, "-v", "-o", usage_file, *cmd]
         elif rusage:
-            wrapper = ("import json,resource,subprocess,sys;r=subprocess.call(sys.argv[2:]);"
-                       "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
-                       "open(sys.argv[1],'w').write(json.dumps([u.ru_maxrss,u.ru_utime,u.ru_stime]));sys.exit(r)")
+            wrapper = (
+                "import json,resource,subprocess,sys;r=subprocess.call(sys.argv[2:]);"
+                "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+                "open(sys.argv[1],'w').write(json.dumps([u.ru_maxrss,u.ru_utime,u.ru_stime]));sys.exit(r)"
+            )
             full = [sys.executable, "-c", wrapper, usage_file, *cmd]
         else:
             full = cmd
         if cwd:
             full = ["sh", "-c", 'cd "$0" && exec "$@"', cwd, *full]
-        load = settle()
+        settled = settle(self.drop_caches)
+        started = time.time()  # wall clock, to match Docker's event times (VolumeRemovals)
         wall, out, _err = run(full, env=env)
-        r = {"seconds": wall, "load_before": load, "stdout": out}
+        r = {"seconds": wall, "command_s": wall, **settled, "stdout": out, "started": started, "ended": time.time()}
+        if self.durable:
+            t = time.perf_counter()
+            os.sync()
+            r["sync_after_s"] = time.perf_counter() - t
+            r["seconds"] = wall + r["sync_after_s"]
         if rusage:
             r.update(parse_usage(Path(usage_file).read_text(), gnu=bool(self.gnu_time)))
             os.unlink(usage_file)
@@ -104,12 +120,21 @@ class MotoServer:
             self.port = s.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TMPDIR": workdir}
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         State.procs.append(self.proc)
-        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -124,8 +149,7 @@ class MotoServer:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                            region_name="us-east-1")
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
 
     def delete_prefix(self, prefix: str) -> None:
         c = self.client()
@@ -144,7 +168,6 @@ class Contender:
     key = ""
     backup_name = ""
     restore_name = ""
-    host_restore = False  # restores into a mountpoint: the target volume is created before the timer starts
 
     def backup(self, ctx: Ctx, volume: str, mount: str, outdir: str) -> dict:
         raise NotImplementedError
@@ -183,13 +206,19 @@ class Volsafe(Contender):
             args += ["--threads", str(ctx.threads)]
         r = ctx.timed([*ctx.volsafe, *args], env=self._env(ctx))
         (record,) = json.loads(r.pop("stdout"))
-        r.update(backup_id=record["id"], tar_size=record["size"], stored_size=record["stored_size"],
-                 entries=record["entries"], location=loc, dir=d, prefix=prefix)
+        r.update(
+            backup_id=record["id"],
+            tar_size=record["size"],
+            stored_size=record["stored_size"],
+            entries=record["entries"],
+            location=loc,
+            dir=d,
+            prefix=prefix,
+        )
         return r
 
     def restore(self, ctx, res, volume, mount):
-        r = ctx.timed([*ctx.volsafe, "restore", res["backup_id"], "--from", res["location"], "--to-volume", volume,
-                       "--json"], env=self._env(ctx))
+        r = ctx.timed([*ctx.volsafe, "restore", res["backup_id"], "--from", res["location"], "--to-volume", volume, "--json"], env=self._env(ctx))
         r.pop("stdout")
         return r
 
@@ -211,8 +240,21 @@ class Recipe(Contender):
         self.file = "x.tar.gz" if gzip else "x.tar"
 
     def _run(self, ctx, what, volume, mode, directory, tar_args):
-        cmd = ["docker", "run", "--rm", "--name", container_name(what), *label_args(),
-               "-v", f"{volume}:/data{mode}", "-v", f"{directory}:/backup", ctx.image, "tar", *tar_args]
+        cmd = [
+            "docker",
+            "run",
+            "--rm",
+            "--name",
+            container_name(what),
+            *label_args(),
+            "-v",
+            f"{volume}:/data{mode}",
+            "-v",
+            f"{directory}:/backup",
+            ctx.image,
+            "tar",
+            *tar_args,
+        ]
         r = ctx.timed(cmd, rusage=False)
         r.pop("stdout")
         return r
@@ -220,25 +262,26 @@ class Recipe(Contender):
     def backup(self, ctx, volume, mount, outdir):
         d = os.path.join(outdir, f"{self.key}-{secrets.token_hex(2)}")
         os.makedirs(d)
-        r = self._run(ctx, self.key, volume, ":ro", d, ["-czf" if self.gzip else "-cf", f"/backup/{self.file}", "-C",
-                                                        "/data", "."])
+        r = self._run(ctx, self.key, volume, ":ro", d, ["-czf" if self.gzip else "-cf", f"/backup/{self.file}", "-C", "/data", "."])
         r.update(stored_size=os.path.getsize(os.path.join(d, self.file)), dir=d)
         return r
 
     def restore(self, ctx, res, volume, mount):
-        return self._run(ctx, "un" + self.key, volume, "", res["dir"],
-                         ["-xzf" if self.gzip else "-xf", f"/backup/{self.file}", "-C", "/data"])
+        return self._run(ctx, "un" + self.key, volume, "", res["dir"], ["-xzf" if self.gzip else "-xf", f"/backup/{self.file}", "-C", "/data"])
 
 
 class Restic(Contender):
     key = "restic"
     backup_name = "restic backup"
     restore_name = "restic restore"
-    host_restore = True
 
     def _env(self, ctx, repo):
-        return {**ctx.env, "RESTIC_PASSWORD": "volsafe-bench", "RESTIC_REPOSITORY": repo,
-                "RESTIC_CACHE_DIR": os.path.join(os.path.dirname(repo), "cache")}
+        return {
+            **ctx.env,
+            "RESTIC_PASSWORD": "volsafe-bench",
+            "RESTIC_REPOSITORY": repo,
+            "RESTIC_CACHE_DIR": os.path.join(os.path.dirname(repo), "cache"),
+        }
 
     def backup(self, ctx, volume, mount, outdir):
         d = os.path.join(outdir, f"restic-{secrets.token_hex(2)}")
@@ -254,7 +297,8 @@ class Restic(Contender):
         return r
 
     def restore(self, ctx, res, volume, mount):
-        r = ctx.timed(["restic", "restore", "-q", "latest", "--target", mount], env=self._env(ctx, res["repo"]))
+        script, env = host_restore_shell('exec restic restore -q latest --target "$MOUNT"', volume, mount, self._env(ctx, res["repo"]))
+        r = ctx.timed(["bash", "-c", script], env=env)
         r.pop("stdout")
         return r
 
@@ -265,23 +309,43 @@ class HostZstd(Contender):
     key = "host-zstd"
     backup_name = BACKUP_REF
     restore_name = "host zstd -d | tar -x"
-    host_restore = True
 
     def backup(self, ctx, volume, mount, outdir):
         d = os.path.join(outdir, f"host-{secrets.token_hex(2)}")
         os.makedirs(d)
         f = os.path.join(d, "x.tar.zst")
-        r = ctx.timed(["bash", "-c", 'set -o pipefail; tar --numeric-owner -cf - -C "$1" . | zstd -q -T0 -3 -o "$2"',
-                       "host-zstd", mount, f])
+        r = ctx.timed(["bash", "-c", 'set -o pipefail; tar --numeric-owner -cf - -C "$1" . | zstd -q -T0 -3 -o "$2"', "host-zstd", mount, f])
         r.pop("stdout")
         r.update(stored_size=os.path.getsize(f), dir=d, file=f)
         return r
 
     def restore(self, ctx, res, volume, mount):
-        r = ctx.timed(["bash", "-c", 'set -o pipefail; zstd -q -d -c "$1" | tar --numeric-owner -xf - -C "$2"',
-                       "host-unzstd", res["file"], mount])
+        script, env = host_restore_shell('zstd -q -d -c "$1" | tar --numeric-owner -xf - -C "$MOUNT"', volume, mount, ctx.env)
+        r = ctx.timed(["bash", "-c", script, "host-unzstd", res["file"]], env=env)
         r.pop("stdout")
         return r
+
+
+# Where each restore's fresh target volume is created. "inside": in the timed command, for every
+# contender (volsafe --to-volume NEW and the recipe's `docker run -v NEW:/data` create it themselves;
+# the host-side restores run `docker volume create` + `inspect` first, in the same timed shell).
+# "outside": before the timer, for every contender (volsafe then restores into an existing empty
+# volume, which it checks for emptiness with a helper container: part of its cost in that use).
+TARGETS = ("inside", "outside")
+
+# The timed shell of a host-side restore: the target's mountpoint is $MOUNT, created here when empty.
+_HOST_TARGET = (
+    "set -eo pipefail; "
+    'if [ -z "$MOUNT" ]; then docker volume create --label "$LABEL" "$VOLUME" >/dev/null; '
+    'MOUNT=$(docker volume inspect -f "{{.Mountpoint}}" "$VOLUME"); fi; '
+)
+
+
+def host_restore_shell(script: str, volume: str, mount: str | None, env: dict) -> tuple[str, dict]:
+    """The bash script and environment of a host-side restore into ``volume``: ``script`` writes into
+    ``"$MOUNT"``, which is ``mount`` (created before the timer) or, when ``mount`` is None, the
+    mountpoint of ``volume`` created by the same timed script."""
+    return _HOST_TARGET + script, {**env, "VOLUME": volume, "MOUNT": mount or "", "LABEL": f"{BENCH_LABEL}={State.token}"}
 
 
 def make_contenders(keys: list[str], levels: list[int | None]) -> list[Contender]:
@@ -334,6 +398,22 @@ def discard_quietly(ctx: Ctx, c: Contender, res: dict) -> None:
         log(f"discarding {c.backup_name}'s backup: {exc}")
 
 
-__all__ = ["ALL_KEYS", "BACKUP_REF", "BIG_DEFAULT_KEYS", "Contender", "Ctx", "DEFAULT_KEYS", "FLOOR_BACKUP",
-           "GZIP_BACKUP", "MotoServer", "RESTORE_REF", "check_tools", "create_volume", "discard_quietly",
-           "docker", "make_contenders", "rotate"]
+__all__ = [
+    "ALL_KEYS",
+    "BACKUP_REF",
+    "BIG_DEFAULT_KEYS",
+    "Contender",
+    "Ctx",
+    "DEFAULT_KEYS",
+    "FLOOR_BACKUP",
+    "GZIP_BACKUP",
+    "MotoServer",
+    "RESTORE_REF",
+    "TARGETS",
+    "check_tools",
+    "create_volume",
+    "discard_quietly",
+    "docker",
+    "make_contenders",
+    "rotate",
+]

@@ -13,6 +13,7 @@ BACKUP_REF = "host tar | zstd -T0 -3"
 RESTORE_REF = "recipe tar -xf"
 FLOOR_BACKUP = "recipe tar -cf"
 GZIP_BACKUP = "recipe tar -czf"
+RESTIC_RESTORE = "restic restore"
 
 
 def median(xs):
@@ -45,12 +46,21 @@ def summarize(rounds: list[dict[str, dict]], order: list[tuple[str, str]], tar_b
         rss = [x.get("peak_rss_mb") for x in runs if x.get("peak_rss_mb") is not None]
         cpu = [(x.get("cpu_user_s") or 0) + (x.get("cpu_sys_s") or 0) for x in runs if x.get("cpu_user_s") is not None]
         stored = runs[0].get("stored_size")
-        rows.append({
-            "op": op, "name": name, "median_s": med, "min_s": min(secs), "max_s": max(secs), "runs_s": secs,
-            "mb_per_s": ratio(tar_bytes / MB, med), "stored_size": stored,
-            "stored_pct": None if stored is None else 100 * stored / tar_bytes,
-            "peak_rss_mb": max(rss) if rss else None, "cpu_s": median(cpu),
-        })
+        rows.append(
+            {
+                "op": op,
+                "name": name,
+                "median_s": med,
+                "min_s": min(secs),
+                "max_s": max(secs),
+                "runs_s": secs,
+                "mb_per_s": ratio(tar_bytes / MB, med),
+                "stored_size": stored,
+                "stored_pct": None if stored is None else 100 * stored / tar_bytes,
+                "peak_rss_mb": max(rss) if rss else None,
+                "cpu_s": median(cpu),
+            }
+        )
     for row in rows:
         ref = BACKUP_REF if row["op"] == "backup" else RESTORE_REF
         ref_row = find(rows, row["op"], ref)
@@ -85,7 +95,8 @@ def table(rows: list[dict]) -> list[str]:
             f"| {r['op']} | {cell(r['name'])} | {_f(r['median_s'])} | {_f(r['min_s'])}–{_f(r['max_s'])} | "
             f"{_f(r['mb_per_s'], '{:.0f}')} | {_f(None if r['stored_size'] is None else r['stored_size'] / MB, '{:.1f}')} | "
             f"{_f(r['stored_pct'], '{:.1f}')} | {'1.00 (ref)' if ref else _f(r.get('ratio'))} | "
-            f"{_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['cpu_s'], '{:.1f}')} |")
+            f"{_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['cpu_s'], '{:.1f}')} |"
+        )
     return lines
 
 
@@ -110,37 +121,75 @@ def check_targets(results: dict[str, list[dict]], vs_backup: str, vs_restore: st
         return t
 
     if mixed is not None:
-        out.append(tag("mixed", _time_target(f"backup within 1.1x of `{BACKUP_REF}`", mixed, "backup", vs_backup,
-                                             BACKUP_REF, 1.1)))
+        out.append(tag("mixed", _time_target(f"backup within 1.1x of `{BACKUP_REF}`", mixed, "backup", vs_backup, BACKUP_REF, 1.1)))
         a, g = find(mixed, "backup", vs_backup), find(mixed, "backup", GZIP_BACKUP)
         if a and g:
             q = g["median_s"] / a["median_s"]
-            out.append(tag("mixed", {"target": "backup at least 5x faster than `tar -czf`",
-                                     "measured": f"{g['median_s']:.2f} s / {a['median_s']:.2f} s = {q:.1f}x", "ok": q >= 5}))
-            out.append(tag("mixed", {"target": "stored size no larger than gzip -6 (`tar -czf`)",
-                                     "measured": f"{a['stored_size'] / MB:.2f} MB vs {g['stored_size'] / MB:.2f} MB "
-                                                 f"({100 * a['stored_size'] / g['stored_size']:.1f}%)",
-                                     "ok": a["stored_size"] <= g["stored_size"]}))
+            out.append(
+                tag(
+                    "mixed",
+                    {
+                        "target": "backup at least 5x faster than `tar -czf`",
+                        "measured": f"{g['median_s']:.2f} s / {a['median_s']:.2f} s = {q:.1f}x",
+                        "ok": q >= 5,
+                    },
+                )
+            )
+            out.append(
+                tag(
+                    "mixed",
+                    {
+                        "target": "stored size no larger than gzip -6 (`tar -czf`)",
+                        "measured": f"{a['stored_size'] / MB:.2f} MB vs {g['stored_size'] / MB:.2f} MB "
+                        f"({100 * a['stored_size'] / g['stored_size']:.1f}%)",
+                        "ok": a["stored_size"] <= g["stored_size"],
+                    },
+                )
+            )
         else:
-            out.append(tag("mixed", {"target": "backup at least 5x faster than `tar -czf`; stored size <= gzip's",
-                                     "measured": "not measured (needs tgz)", "ok": None}))
-        out.append(tag("mixed", _time_target(f"restore within 1.1x of `{RESTORE_REF}`", mixed, "restore", vs_restore,
-                                             RESTORE_REF, 1.1)))
+            out.append(
+                tag(
+                    "mixed",
+                    {
+                        "target": "backup at least 5x faster than `tar -czf`; stored size <= gzip's",
+                        "measured": "not measured (needs tgz)",
+                        "ok": None,
+                    },
+                )
+            )
     if small is not None:
-        out.append(tag("small", _time_target(f"backup within 1.2x of the floor `{FLOOR_BACKUP}`", small, "backup",
-                                             vs_backup, FLOOR_BACKUP, 1.2)))
-        out.append(tag("small", _time_target(f"restore within 1.2x of the floor `{RESTORE_REF}`", small, "restore",
-                                             vs_restore, RESTORE_REF, 1.2)))
-    rss = {ds: max((r["peak_rss_mb"] for r in rows if r["name"] in (vs_backup, vs_restore)
-                    and r["peak_rss_mb"] is not None), default=None)
-           for ds, rows in results.items()}
+        out.append(tag("small", _time_target(f"backup within 1.2x of the floor `{FLOOR_BACKUP}`", small, "backup", vs_backup, FLOOR_BACKUP, 1.2)))
+    for ds, rows in (("mixed", mixed), ("small", small)):  # issue 19: restore <= 1.1x the recipe's tar -x, <= 1.0x restic restore
+        if rows is not None:
+            out.append(tag(ds, _time_target(f"restore within 1.1x of `{RESTORE_REF}`", rows, "restore", vs_restore, RESTORE_REF, 1.1)))
+            out.append(tag(ds, _time_target(f"restore no slower than `{RESTIC_RESTORE}`", rows, "restore", vs_restore, RESTIC_RESTORE, 1.0)))
+    rss = {
+        ds: max((r["peak_rss_mb"] for r in rows if r["name"] in (vs_backup, vs_restore) and r["peak_rss_mb"] is not None), default=None)
+        for ds, rows in results.items()
+    }
     flat = ", ".join(f"{ds} {v:.0f} MB" for ds, v in rss.items() if v is not None)
     if big is not None and rss.get("big") is not None:
-        out.append(tag("big", {"target": "volsafe peak RSS under 150 MB (backup and restore)",
-                               "measured": f"{rss['big']:.0f} MB (per data set: {flat})", "ok": rss["big"] < 150}))
+        out.append(
+            tag(
+                "big",
+                {
+                    "target": "volsafe peak RSS under 150 MB (backup and restore)",
+                    "measured": f"{rss['big']:.0f} MB (per data set: {flat})",
+                    "ok": rss["big"] < 150,
+                },
+            )
+        )
     else:
-        out.append(tag("big", {"target": "volsafe peak RSS under 150 MB on the big volume",
-                               "measured": f"not measured (big set not run; per data set: {flat or '–'})", "ok": None}))
+        out.append(
+            tag(
+                "big",
+                {
+                    "target": "volsafe peak RSS under 150 MB on the big volume",
+                    "measured": f"not measured (big set not run; per data set: {flat or '–'})",
+                    "ok": None,
+                },
+            )
+        )
     return out
 
 
@@ -151,18 +200,66 @@ def target_lines(targets: list[dict]) -> list[str]:
         lines.append(f"| {t['dataset']} | {cell(t['target'])} | {cell(t['measured'])} | {met} |")
     met = sum(1 for t in targets if t["ok"])
     missed = [t for t in targets if t["ok"] is False]
-    lines += ["", f"Targets met: {met} of {sum(1 for t in targets if t['ok'] is not None)} measured"
-              + (("; missed: " + "; ".join(f"{t['dataset']}: {t['target']} ({t['measured']})" for t in missed)) if missed
-                 else "") + "."]
+    lines += [
+        "",
+        f"Targets met: {met} of {sum(1 for t in targets if t['ok'] is not None)} measured"
+        + (("; missed: " + "; ".join(f"{t['dataset']}: {t['target']} ({t['measured']})" for t in missed)) if missed else "")
+        + ".",
+    ]
     return lines
 
 
 def describe_dataset(ds: dict) -> str:
     stats = ds["stats"]
     parts = ", ".join(f"{k} {v['bytes'] / MB:.0f} MB / {v['files']} files" for k, v in stats.items() if k != "total")
-    return (f"{ds['tar_bytes'] / MB:.0f} MB as tar ({stats['total']['files']} files, {stats['total']['dirs']} dirs): "
-            f"{parts}. Median of {ds['rounds']} round(s)"
-            + (" after 1 warm-up round" if ds.get("warmup") else " (no warm-up)") + ".")
+    return (
+        f"{ds['tar_bytes'] / MB:.0f} MB as tar ({stats['total']['files']} files, {stats['total']['dirs']} dirs): "
+        f"{parts}. "
+        + ("One backup per contender; restores: median" if ds.get("restore_only") else "Median")
+        + f" of {ds['rounds']} round(s)"
+        + (" after 1 warm-up round" if ds.get("warmup") else " (no warm-up)")
+        + "."
+    )
+
+
+def foreign_note(ds: dict) -> str | None:
+    """A line naming the measured runs during which another client of the Docker daemon finished
+    removing a volume (which blocks volume calls until done), or None if there were none or it was
+    not recorded."""
+    runs = [(name, r) for rnd in ds.get("round_runs", []) for name, r in rnd.items() if "foreign_removals" in r]
+    if not runs:
+        return None
+    hit = [(name, r) for name, r in runs if r["foreign_removals"]]
+    if not hit:
+        return f"No other client of the Docker daemon removed a volume during the {len(runs)} measured runs."
+    names = sorted({v for _, r in hit for v in r["foreign_removals"]})
+    per = ", ".join(f"{name} {r['seconds']:.2f} s" for name, r in hit)
+    return (
+        f"**{len(hit)} of {len(runs)} measured runs overlapped another client's volume removal** on the Docker daemon "
+        f"({len(names)} volume(s), e.g. {names[0]}), which blocks volume calls until it is done: {per}."
+    )
+
+
+def method(meta: dict) -> str:
+    """How the runs were settled and where the restore targets were made, from the run's options
+    (results saved before these options existed: sync only, targets made the old way)."""
+    settle = (
+        "`sync` then `echo 3 > /proc/sys/vm/drop_caches` (untimed) before each run, so every run reads its input cold"
+        if meta.get("drop_caches")
+        else "`sync` (untimed) before each run, page caches not dropped"
+    )
+    target = meta.get("target")
+    if target == "inside":
+        where = "every restore creates its fresh target volume inside the timed command"
+    elif target == "outside":
+        where = "every restore's fresh target volume is created before the timer starts (volsafe checks it is empty)"
+    else:
+        where = "the host-side restores (restic, host zstd) created their target volume before the timer, volsafe and the recipe inside it"
+    if meta.get("durable"):
+        settle += "; each time includes a `sync` after the command, so every contender's writes are on disk"
+    else:
+        settle += "; times stop when the command exits (restic and host zstd leave their writes dirty in the page cache)"
+    return f"{settle}; {where}" + ("; restore-only run (one backup per contender, its restore timed each round)" if meta.get("restore_only") else "")
 
 
 def markdown(meta: dict, datasets: dict[str, dict], targets: list[dict]) -> str:
@@ -175,8 +272,9 @@ def markdown(meta: dict, datasets: dict[str, dict], targets: list[dict]) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
-        "Contenders interleaved within each round (the order rotates by one each round), `sync` (untimed) before each "
-        "run, medians of the measured rounds. MB = 10^6 bytes; MB/s = the volume's tar size / median wall time "
+        "Contenders interleaved within each round (the order rotates by one each round), "
+        + method(meta)
+        + ". Medians of the measured rounds. MB = 10^6 bytes; MB/s = the volume's tar size / median wall time "
         "(host-side, including container start-up and CLI start-up). Ratio: backups relative to "
         f"`{BACKUP_REF}` (no Docker, the machine's limit), restores relative to `{RESTORE_REF}` (the Docker-docs "
         "recipe). Peak RSS and CPU are measured for host-side commands only (volsafe, restic, host tar|zstd); "
@@ -186,21 +284,37 @@ def markdown(meta: dict, datasets: dict[str, dict], targets: list[dict]) -> str:
         lines += ["", f"## {name}", "", describe_dataset(ds), ""]
         lines += table(ds["summary"])
         if ds.get("verified"):
-            lines += ["", "Warm-up restores checked against the source"
-                      + (" (sampled: every file's size/owner/mode/mtime, every 4th file's content)" if ds.get("sampled")
-                         else " (content, size, owner, mode, mtime of every file; entry count)") + ": "
-                      + ", ".join(f"{k}: {'ok' if v else 'MISMATCH'}" for k, v in ds["verified"].items()) + "."]
-    lines += ["", "## Targets (issue 8)", ""] + target_lines(targets)
+            lines += [
+                "",
+                "Warm-up restores checked against the source"
+                + (
+                    " (sampled: every file's size/owner/mode/mtime, every 4th file's content)"
+                    if ds.get("sampled")
+                    else " (content, size, owner, mode, mtime of every file; entry count)"
+                )
+                + ": "
+                + ", ".join(f"{k}: {'ok' if v else 'MISMATCH'}" for k, v in ds["verified"].items())
+                + ".",
+            ]
+        note = foreign_note(ds)
+        if note:
+            lines += ["", note]
+    lines += ["", "## Targets (issues 8 and 19)", ""] + target_lines(targets)
     if loads:
-        lines += ["", f"1-minute load average before the measured runs: median {statistics.median(loads):.1f}, "
-                      f"max {max(loads):.1f} on {meta['cpus']} CPUs"
-                  + (" (the machine was busy with other work: times are inflated and scattered)"
-                     if max(loads) > 0.75 * (meta["cpus"] or 1) else "") + "."]
-    lines += ["", "Notes: volsafe fsyncs the archive before it lists the backup; the recipes and the host pipeline do "
-                  "not. The host-side restores (restic, host zstd) create their target volume before the timer "
-                  "starts; volsafe and the recipe create it inside the timed command. The S3 rows run against moto "
-                  "on 127.0.0.1 (objects in Python memory/temp files): they test the streaming path, not S3's speed.",
-              ""]
+        lines += [
+            "",
+            f"1-minute load average before the measured runs: median {statistics.median(loads):.1f}, "
+            f"max {max(loads):.1f} on {meta['cpus']} CPUs"
+            + (" (the machine was busy with other work: times are inflated and scattered)" if max(loads) > 0.75 * (meta["cpus"] or 1) else "")
+            + ".",
+        ]
+    lines += [
+        "",
+        "Notes: volsafe fsyncs the archive before it lists the backup; the recipes and the host pipeline do "
+        "not. The S3 rows run against moto "
+        "on 127.0.0.1 (objects in Python memory/temp files): they test the streaming path, not S3's speed.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -230,8 +344,7 @@ def chart(path: str, datasets: dict[str, dict], title: str = "") -> None:
                 extra += f", {r['peak_rss_mb']:.0f} MB RSS"
             ax.text(b.get_width(), b.get_y() + b.get_height() / 2, extra, va="center", fontsize=7)
         ax.set_xlabel("median wall time, s (lower is better)")
-        ax.set_title(f"{name}: {datasets[name]['tar_bytes'] / MB:.0f} MB, "
-                     f"{datasets[name]['stats']['total']['files']} files", fontsize=10)
+        ax.set_title(f"{name}: {datasets[name]['tar_bytes'] / MB:.0f} MB, {datasets[name]['stats']['total']['files']} files", fontsize=10)
         ax.set_xlim(0, max(vals) * 1.35 if vals else 1)
         ax.grid(axis="x", alpha=0.3)
     if title:

@@ -31,8 +31,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python3 benc
 from bench import contenders as C  # noqa: E402
 from bench import datasets as D  # noqa: E402
 from bench import report as R  # noqa: E402
-from bench.common import (DEFAULT_IMAGE, HERE, MB, ROOT, cleans_up, create_volume, docker, git_state,  # noqa: E402
-                          log, mountpoint, new_dir, new_token, new_volume_name, remove_volume)
+from bench.common import (
+    DEFAULT_IMAGE,
+    DROP_CACHES,
+    HERE,
+    MB,
+    ROOT,
+    VolumeRemovals,
+    cleans_up,
+    create_volume,
+    docker,
+    git_state,  # noqa: E402
+    log,
+    mountpoint,
+    new_dir,
+    new_token,
+    new_volume_name,
+    remove_volume,
+)
 
 QUICK = {"size_mb": 50, "small_files": 5000, "big_gb": 0.3, "rounds": 1, "big_rounds": 1}
 
@@ -63,38 +79,83 @@ def disk_needed(size_bytes: int, keys: list[str], n_volsafe: int) -> int:
     return int(size_bytes * (2 + backups)) + 2 * 10**9
 
 
-def one_round(ctx: C.Ctx, contenders: list[C.Contender], src: str, mount: str, label: str, k: int,
-              verify: str | None, sampled: bool) -> dict[str, dict]:
+def backup_all(ctx: C.Ctx, order: list[C.Contender], src: str, mount: str, outdir: str, label: str, backups: dict[int, dict]) -> None:
+    """Each contender backs up ``src`` into ``outdir``; the results go into ``backups`` (by contender id) as they come."""
+    for c in order:
+        log(f"{label}: {c.backup_name}")
+        backups[id(c)] = c.backup(ctx, src, mount, outdir)
+
+
+def restore_all(
+    ctx: C.Ctx, order: list[C.Contender], backups: dict[int, dict], label: str, verify: str | None, sampled: bool, discard: bool
+) -> dict[str, dict]:
+    """Each contender restores its backup into a fresh volume (removed right after; with ``discard``, its
+    backup too). The volume is created inside the timed command or before it, the same for every
+    contender (``ctx.target``). With ``verify``, each restored tree is checked against the source."""
+    res: dict[str, dict] = {}
+    for i, c in enumerate(order):
+        vol = new_volume_name(f"{label}-{c.key}-{i}")
+        m = create_volume(vol) if ctx.target == "outside" else None
+        log(f"{label}: {c.restore_name} -> {vol}")
+        try:
+            res[c.restore_name] = r = c.restore(ctx, backups[id(c)], vol, m)
+            r["target"] = ctx.target
+            if verify is not None:
+                fp = D.fingerprint(vol, ctx.image, sampled)
+                r["verified"] = fp == verify
+                if fp != verify:
+                    log(f"WARNING: {c.restore_name} restored a tree that differs from the source: {fp} != {verify}")
+        finally:
+            remove_volume(vol)
+            if discard:
+                C.discard_quietly(ctx, c, backups.pop(id(c)))
+    return res
+
+
+def discard_all(ctx: C.Ctx, contenders: list[C.Contender], backups: dict[int, dict]) -> None:
+    for c in contenders:
+        if id(c) in backups:
+            C.discard_quietly(ctx, c, backups.pop(id(c)))
+
+
+def one_round(
+    ctx: C.Ctx, contenders: list[C.Contender], src: str, mount: str, label: str, k: int, verify: str | None, sampled: bool
+) -> dict[str, dict]:
     """All backups of ``src``, then each restore into a fresh volume (removed right after). Keyed by row name."""
     outdir = new_dir(ctx.workdir, f"{label}-")
     order = C.rotate(contenders, k)
     backups: dict[int, dict] = {}
-    res: dict[str, dict] = {}
     try:
-        for c in order:
-            log(f"{label}: {c.backup_name}")
-            backups[id(c)] = b = c.backup(ctx, src, mount, outdir)
-            res[c.backup_name] = b
-        for i, c in enumerate(order):
-            vol = new_volume_name(f"{label}-{c.key}-{i}")
-            m = create_volume(vol) if c.host_restore else None
-            log(f"{label}: {c.restore_name} -> {vol}")
-            try:
-                res[c.restore_name] = r = c.restore(ctx, backups[id(c)], vol, m)
-                if verify is not None:
-                    fp = D.fingerprint(vol, ctx.image, sampled)
-                    r["verified"] = fp == verify
-                    if fp != verify:
-                        log(f"WARNING: {c.restore_name} restored a tree that differs from the source: {fp} != {verify}")
-            finally:
-                remove_volume(vol)
-                C.discard_quietly(ctx, c, backups.pop(id(c)))
+        backup_all(ctx, order, src, mount, outdir, label, backups)
+        res = {c.backup_name: backups[id(c)] for c in order}
+        res.update(restore_all(ctx, order, backups, label, verify, sampled, discard=True))
     finally:
-        for c in contenders:
-            if id(c) in backups:
-                C.discard_quietly(ctx, c, backups.pop(id(c)))
+        discard_all(ctx, contenders, backups)
         shutil.rmtree(outdir, ignore_errors=True)
     return res
+
+
+def restore_rounds(
+    ctx: C.Ctx, contenders: list[C.Contender], src: str, mount: str, name: str, rounds_n: int, verify: str | None, sampled: bool, warmup: bool
+) -> tuple[dict[str, dict], dict[str, dict], list[dict[str, dict]]]:
+    """--restore-only: one backup per contender, then the warm-up restores and ``rounds_n`` rounds of
+    restores of those same backups, interleaved (the order rotates each round). Returns the backup
+    runs, the warm-up restores and the rounds, keyed by row name."""
+    outdir = new_dir(ctx.workdir, f"{name}-")
+    backups: dict[int, dict] = {}
+    try:
+        backup_all(ctx, contenders, src, mount, outdir, f"{name}-backup", backups)
+        made = {c.backup_name: dict(backups[id(c)]) for c in contenders}
+        warm = restore_all(ctx, contenders, backups, f"{name}-warmup", verify, sampled, discard=False) if warmup else {}
+        rounds = []
+        for i in range(rounds_n):
+            order = C.rotate(contenders, i + 1)
+            rounds.append(restore_all(ctx, order, backups, f"{name}-r{i + 1}", None, sampled, discard=False))
+            log(f"{name} round {i + 1}: " + ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in rounds[-1].items()))
+    finally:
+        discard_all(ctx, contenders, backups)
+        shutil.rmtree(outdir, ignore_errors=True)
+    return made, warm, rounds
 
 
 def bench_dataset(name: str, args, ctx: C.Ctx, keys: list[str], levels: list[int | None], rounds_n: int) -> dict:
@@ -105,8 +166,10 @@ def bench_dataset(name: str, args, ctx: C.Ctx, keys: list[str], levels: list[int
     sampled = name == "big"
     items = D.entries(name, seed=args.seed, size_mb=args.size_mb, n_files=args.small_files, size_gb=args.big_gb)
     nominal = {"mixed": args.size_mb * MB, "small": args.small_files * 2300, "big": int(args.big_gb * 1000 * MB)}[name]
-    need, free = disk_needed(nominal, keys, len(levels)), shutil.disk_usage("/var/lib/docker" if os.path.isdir(
-        "/var/lib/docker") else ctx.workdir).free
+    need, free = (
+        disk_needed(nominal, keys, len(levels)),
+        shutil.disk_usage("/var/lib/docker" if os.path.isdir("/var/lib/docker") else ctx.workdir).free,
+    )
     if need > free:
         raise RuntimeError(f"{name}: needs about {need / 1e9:.0f} GB of disk, {free / 1e9:.0f} GB free")
 
@@ -122,26 +185,48 @@ def bench_dataset(name: str, args, ctx: C.Ctx, keys: list[str], levels: list[int
         if not args.no_verify and not args.no_warmup:
             verify = D.fingerprint(src, ctx.image, sampled)
             log(f"{name}: source fingerprint{' (sampled)' if sampled else ''}: {verify}")
-        warm = one_round(ctx, contenders, src, mount, f"{name}-warmup", 0, verify, sampled) if not args.no_warmup else {}
-        rounds = []
-        for i in range(rounds_n):
-            rounds.append(one_round(ctx, contenders, src, mount, f"{name}-r{i + 1}", i + 1, None, sampled))
-            log(f"{name} round {i + 1}: " + ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in rounds[-1].items()))
+        made: dict[str, dict] = {}
+        if args.restore_only:
+            made, warm, rounds = restore_rounds(ctx, contenders, src, mount, name, rounds_n, verify, sampled, not args.no_warmup)
+        else:
+            warm = one_round(ctx, contenders, src, mount, f"{name}-warmup", 0, verify, sampled) if not args.no_warmup else {}
+            rounds = []
+            for i in range(rounds_n):
+                rounds.append(one_round(ctx, contenders, src, mount, f"{name}-r{i + 1}", i + 1, None, sampled))
+                log(f"{name} round {i + 1}: " + ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in rounds[-1].items()))
     finally:
         remove_volume(src)
+    if ctx.removals is not None:
+        ctx.removals.annotate([*made.values(), *warm.values(), *(v for r in rounds for v in r.values())])
 
-    first = rounds[0]
-    tar_bytes = (first.get(R.FLOOR_BACKUP, {}).get("stored_size")
-                 or next((v["tar_size"] for v in first.values() if "tar_size" in v), None)
-                 or stats["total"]["bytes"])
-    order = [("backup", c.backup_name) for c in contenders] + [("restore", c.restore_name) for c in contenders]
+    first = made or rounds[0]
+    tar_bytes = (
+        first.get(R.FLOOR_BACKUP, {}).get("stored_size")
+        or next((v["tar_size"] for v in first.values() if "tar_size" in v), None)
+        or stats["total"]["bytes"]
+    )
+    backup_order = [("backup", c.backup_name) for c in contenders]
+    restore_order = [("restore", c.restore_name) for c in contenders]
+    if made:  # the one backup per contender, then the restore rounds
+        summary = R.summarize([made], backup_order, tar_bytes) + R.summarize(rounds, restore_order, tar_bytes)
+    else:
+        summary = R.summarize(rounds, backup_order + restore_order, tar_bytes)
     return {
-        "stats": stats, "tar_bytes": tar_bytes, "generate_s": gen_s, "rounds": rounds_n, "warmup": bool(warm),
-        "sampled": sampled, "contenders": keys, "order": order,
-        "summary": R.summarize(rounds, order, tar_bytes),
+        "stats": stats,
+        "tar_bytes": tar_bytes,
+        "generate_s": gen_s,
+        "rounds": rounds_n,
+        "warmup": bool(warm),
+        "sampled": sampled,
+        "contenders": keys,
+        "order": backup_order + restore_order,
+        "restore_only": bool(made),
+        "backup_runs": made,
+        "summary": summary,
         "verified": {k: v["verified"] for k, v in warm.items() if "verified" in v},
         "loads": [run["load_before"] for r in rounds for run in r.values()],
-        "warmup_runs": warm, "round_runs": rounds,
+        "warmup_runs": warm,
+        "round_runs": rounds,
     }
 
 
@@ -163,8 +248,11 @@ def write_outputs(args, meta: dict, results: dict[str, dict]) -> None:
     if not args.no_chart:
         Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
         git = meta.get("git_head", "?") + (" (uncommitted changes)" if " " in meta["git"] else "")
-        R.chart(args.chart, results, title=f"{meta['command']}\nvolsafe {meta['volsafe_version']} at {git} · "
-                                            f"{meta['date']} · {meta['cpus']} CPUs · medians of wall time")
+        R.chart(
+            args.chart,
+            results,
+            title=f"{meta['command']}\nvolsafe {meta['volsafe_version']} at {git} · {meta['date']} · {meta['cpus']} CPUs · medians of wall time",
+        )
         written.append(args.chart)
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,28 +263,61 @@ def write_outputs(args, meta: dict, results: dict[str, dict]) -> None:
 
 @cleans_up
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", type=lambda s: parse_list(s, D.DATASETS), default=list(D.DATASETS),
-                   help="data sets to run, in order [mixed,small,big]")
-    p.add_argument("--contenders", type=lambda s: parse_list(s, C.ALL_KEYS), default=list(C.DEFAULT_KEYS),
-                   help=f"contenders for mixed and small [{','.join(C.DEFAULT_KEYS)}]")
-    p.add_argument("--big-contenders", type=lambda s: parse_list(s, C.ALL_KEYS), default=list(C.BIG_DEFAULT_KEYS),
-                   help=f"contenders for the big set [{','.join(C.BIG_DEFAULT_KEYS)}]")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--datasets", type=lambda s: parse_list(s, D.DATASETS), default=list(D.DATASETS), help="data sets to run, in order [mixed,small,big]"
+    )
+    p.add_argument(
+        "--contenders",
+        type=lambda s: parse_list(s, C.ALL_KEYS),
+        default=list(C.DEFAULT_KEYS),
+        help=f"contenders for mixed and small [{','.join(C.DEFAULT_KEYS)}]",
+    )
+    p.add_argument(
+        "--big-contenders",
+        type=lambda s: parse_list(s, C.ALL_KEYS),
+        default=list(C.BIG_DEFAULT_KEYS),
+        help=f"contenders for the big set [{','.join(C.BIG_DEFAULT_KEYS)}]",
+    )
     p.add_argument("--rounds", type=int, default=3, help="measured rounds for mixed and small [3]")
     p.add_argument("--big-rounds", type=int, default=1, help="measured rounds for the big set [1]")
     p.add_argument("--size-mb", type=int, default=600, help="mixed set size in MB (10^6 bytes) [600]")
     p.add_argument("--small-files", type=int, default=200_000, help="number of files in the small set [200000]")
     p.add_argument("--big-gb", type=float, default=10, help="big set size in GB (10^9 bytes) [10]")
-    p.add_argument("--levels", default=None, help="volsafe --level values, one volsafe row each, e.g. 1,3,default "
-                                                  "[volsafe's default]; S3 uses the first")
+    p.add_argument(
+        "--levels", default=None, help="volsafe --level values, one volsafe row each, e.g. 1,3,default [volsafe's default]; S3 uses the first"
+    )
     p.add_argument("--level", type=int, default=None, help="shorthand for --levels N")
     p.add_argument("--threads", type=int, default=None, help="volsafe --threads passthrough [volsafe's default]")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: mixed 50 MB, 5000 small files, big 0.3 GB, 1 round; outputs go to bench/out/quick-*")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: mixed 50 MB, 5000 small files, big 0.3 GB, 1 round; outputs go to bench/out/quick-*"
+    )
     p.add_argument("--seed", type=int, default=1, help="data set seed [1]")
     p.add_argument("--image", default=DEFAULT_IMAGE, help=f"helper image for the recipes and generators [{DEFAULT_IMAGE}]")
     p.add_argument("--workdir", default=None, help="parent of the temp dir for backups [system temp dir]")
+    p.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="before every timed run: sync, then echo 3 > /proc/sys/vm/drop_caches (root; disturbs the whole machine), so every run reads cold",
+    )
+    p.add_argument(
+        "--target",
+        choices=C.TARGETS,
+        default="inside",
+        help="create each restore's fresh volume inside the timed command (every contender) or before the timer (every contender) [inside]",
+    )
+    p.add_argument(
+        "--no-durable",
+        action="store_true",
+        help="stop each timer when the command exits; by default a sync after it is timed too, so that every contender's writes are on disk",
+    )
+    p.add_argument(
+        "--restore-only",
+        action="store_true",
+        help="back up once per contender and data set, then time only the restores of those backups (rounds, warm-up as usual)",
+    )
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up round (and with it the fidelity check)")
     p.add_argument("--no-verify", action="store_true", help="skip checking the warm-up restores against the source")
     p.add_argument("--no-chart", action="store_true", help="do not write the PNG chart")
@@ -205,8 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chart", default=None, help="PNG chart [docs/benchmark.png]")
     p.add_argument("--report-only", action="store_true", help="re-render table and chart from --json-out; no runs")
     args = p.parse_args(argv)
-    args.command_line = "python3 bench/run.py" + "".join(" " + shlex.quote(a) for a in (sys.argv[1:] if argv is None
-                                                                                         else argv))
+    args.command_line = "python3 bench/run.py" + "".join(" " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.quick:
         explicit = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
         for k, v in QUICK.items():
@@ -226,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            p.error("the chart needs matplotlib: pip install -e '.[bench]' (or pip install 'matplotlib>=3.7'), "
-                    "or run with --no-chart")
+            p.error("the chart needs matplotlib: pip install -e '.[bench]' (or pip install 'matplotlib>=3.7'), or run with --no-chart")
 
+    if args.drop_caches and not os.access(DROP_CACHES, os.W_OK):
+        p.error(f"--drop-caches writes {DROP_CACHES}: run as root")
     if args.report_only:
         saved = json.loads(Path(args.json_out).read_text())
         write_outputs(args, saved["meta"], saved["datasets"])
@@ -244,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     git_at_start = git_state()
     docker("image", "inspect", args.image)
     workdir = new_dir(args.workdir, f"volsafe-bench-{token}-")
-    ctx = C.Ctx(args.image, workdir, args.threads)
+    ctx = C.Ctx(args.image, workdir, args.threads, drop_caches=args.drop_caches, target=args.target, durable=not args.no_durable)
+    ctx.removals = VolumeRemovals()
     results: dict[str, dict] = {}
     for name in args.datasets:
         rounds_n = args.big_rounds if name == "big" else args.rounds
@@ -257,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = {}
     try:
         from importlib.metadata import version
+
         for pkg in ("volsafe", "zstandard", "docker", "boto3", "moto"):
             try:
                 versions[pkg] = version(pkg)
@@ -272,8 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "volsafe_version": versions.get("volsafe", "?"),
         "package_versions": versions,
-        "tools": {"restic": _version(["restic", "version"]), "zstd": _version(["zstd", "--version"]),
-                  "tar": _version(["tar", "--version"])},
+        "tools": {"restic": _version(["restic", "version"]), "zstd": _version(["zstd", "--version"]), "tar": _version(["tar", "--version"])},
         "docker_version": docker("version", "--format", "{{.Server.Version}}").strip(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -282,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "levels": levels,
         "threads": args.threads,
+        "drop_caches": args.drop_caches,
+        "durable": not args.no_durable,
+        "target": args.target,
+        "restore_only": args.restore_only,
         "primary_backup": primary.backup_name,
         "primary_restore": primary.restore_name,
         "rss_tool": ctx.gnu_time or "getrusage(RUSAGE_CHILDREN)",
