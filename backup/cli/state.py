@@ -73,8 +73,9 @@ class State:
             # Only to ask its name: no crash recovery for a command that needs no Docker. A command
             # that goes on to use the daemon (restore choosing among hosts) takes this connection
             # over instead of making a second one (the SDK asks version, _ping and info each time).
-            docker = self.__dict__.setdefault("_asked_for_its_name", self._connect())
-            return docker.host_name
+            if "_asked_for_its_name" not in self.__dict__:
+                self.__dict__["_asked_for_its_name"] = self._connect()
+            return self.__dict__["_asked_for_its_name"].host_name
         except VolsafeError as exc:
             logging.getLogger(__name__).debug("this host's name is unknown: %s", exc)
             return None

@@ -92,7 +92,7 @@ def backup_volume(host: DockerHost, volume: str, repo: ResticRepository, options
         "version": __version__,
     }
     tags = [TAG, f"volume={volume}", f"volsafe-id={backup_id.stamp}", f"volsafe-meta={encode_meta(meta)}"]
-    reason = getattr(options, "restic_stream_reason", None) or streamed_reason(host, repo)
+    reason = options.restic_stream_reason or streamed_reason(host, repo)
     if reason is not None:
         return _backup_streamed(host, volume, repo, options, progress, reason, backup_id, created, meta, tags)
     mounts = restic_mounts(host, repo) + (Mount(f"{VOLUMES}/{volume}", volume, type="volume", read_only=True, no_copy=True),)
