@@ -116,7 +116,7 @@ def backup(
     opt in or out with the label volsafe.stop=true or volsafe.stop=false.
     """
     state = ctx.obj
-    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = state.backends  # a config file given or found is read first: a broken one stops here
     if stop and pause:
         raise UsageError("give --stop or --pause, not both")
     volume_excludes, path_excludes = split_excludes(exclude or ())

@@ -29,7 +29,7 @@ def delete(
     The manifest goes first, then the archive, so no half-deleted backup is ever listed. To
     remove backups by age, use 'volsafe prune'.
     """
-    configured = ctx.obj.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = ctx.obj.backends  # a config file given or found is read first: a broken one stops here
     backup_ids = [parse_backup_id(text) for text in ids]  # a malformed id is a usage error before any backend is opened
     deletions = run_delete(open_locations(from_, configured), backup_ids, dry_run=dry_run)
     records = [_record(d, dry_run) for d in deletions]

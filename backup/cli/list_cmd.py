@@ -22,7 +22,7 @@ def list_backups(
     source_host: Optional[List[str]] = source_host_option("list"),
 ) -> None:
     """List complete backups, oldest first. Interrupted backups are never listed."""
-    configured = ctx.obj.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = ctx.obj.backends  # a config file given or found is read first: a broken one stops here
     if volume is not None:
         validate_volume_name(volume)
     rows = run_list(open_locations(from_, configured), volume, tuple(source_host or ()))

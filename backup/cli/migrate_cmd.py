@@ -75,7 +75,7 @@ def migrate(
     --bind-device PATH, and none is written where another volume keeps its data.
     """
     state = ctx.obj
-    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = state.backends  # a config file given or found is read first: a broken one stops here
     if bool(volumes) == bool(project):
         raise UsageError("name the volumes to move, or --project NAME (not both)")
     if no_restart and not stop:

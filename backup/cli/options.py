@@ -144,7 +144,7 @@ class Command(TyperCommand):
         for param in self.get_params(ctx):
             if param.param_type_name != "argument":
                 continue
-            name = (param.metavar or param.name).upper()
+            name = (param.metavar or param.name or "").upper()
             if param.nargs != 1:
                 name += "..."
             pieces.append(name if param.required else f"[{name}]")

@@ -49,7 +49,7 @@ def prune(
     Only this host's backups are touched ($VOLSAFE_HOST_NAME, [docker] host_name, else the Docker
     daemon's name) unless --source-host or --all-hosts says otherwise.
     """
-    configured = ctx.obj.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = ctx.obj.backends  # a config file given or found is read first: a broken one stops here
     if volume is not None:
         validate_volume_name(volume)
     policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)

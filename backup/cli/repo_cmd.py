@@ -17,7 +17,7 @@ _TARGET_HELP = "restic:REPOSITORY (a directory, s3:…, sftp:…, rest:…), or 
 
 
 def _repository(ctx: typer.Context, target: str):
-    opened = open_locations([target], ctx.obj.config.backends)[0]
+    opened = open_locations([target], ctx.obj.backends)[0]
     if not is_repository(opened):
         raise UsageError(f"{target}: not a restic repository (write restic:REPOSITORY, or name a backend of type \"restic\")")
     return opened

@@ -84,7 +84,7 @@ def restore(
     set of volumes under one quiesce, with one summary.
     """
     state = ctx.obj
-    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = state.backends  # a config file given or found is read first: a broken one stops here
     refs = list(refs or [])
     if not refs and project is None:
         raise click_exceptions.UsageError("Missing argument 'REF'.", ctx=ctx)

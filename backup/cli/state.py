@@ -39,6 +39,17 @@ class State:
 
         return load_config(self.config_option)
 
+    @property
+    def backends(self) -> dict:
+        """Return the config's ``[backends.NAME]`` tables; with no config file to read, {} without
+        importing the schema (``list --from DIR`` on a host without a config). Raises ConfigError."""
+        if "config" not in self.__dict__:
+            from backup.config.files import find_config
+
+            if find_config(self.config_option) is None:
+                return {}
+        return self.config.backends
+
     @functools.cached_property
     def docker(self) -> DockerHost:
         """Return the connected daemon (connects on first use). Raises DockerUnavailable.

@@ -33,7 +33,7 @@ def status(
     can run it against the bucket every host writes to. Reads manifests only; needs no Docker.
     """
     state = ctx.obj
-    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = state.backends  # a config file given or found is read first: a broken one stops here
     threshold = max_age_seconds(max_age)
     backends = open_locations(from_, configured)
     now = datetime.now(timezone.utc)

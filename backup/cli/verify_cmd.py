@@ -40,7 +40,7 @@ def verify(
     (a missing or empty directory, say an unmounted NAS, fails). Needs no Docker unless --restore-test.
     """
     state = ctx.obj
-    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = state.backends  # a config file given or found is read first: a broken one stops here
     if bool(refs) == all_:
         raise UsageError("give one or more REFs, or --all")
     parsed = [parse_ref(r) for r in refs] if refs else None

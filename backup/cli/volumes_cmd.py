@@ -30,7 +30,7 @@ def volumes(
     "stale": true in --json).
     """
     state = ctx.obj
-    configured = state.config.backends  # a config file given or found is read first: a broken one stops here
+    configured = state.backends  # a config file given or found is read first: a broken one stops here
     threshold = max_age_seconds(max_age)
     backends = open_locations(from_, configured)
     rows = run_volumes(state.docker, backends, max_age=threshold, this_host=state.this_host())

@@ -38,7 +38,7 @@ from backup.config.converters import (
     volume_name,
 )
 from backup.archive.hosts import validate_host_name
-from backup.errors import VolsafeError
+from backup.config.files import ENV_VAR, ConfigError, find_config  # noqa: F401 - ENV_VAR, find_config: also used from here
 from backup.bounds import MAX_DEPTH, data_depth_exceeds
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import parse_schedule
@@ -46,16 +46,7 @@ from backup.quiesce.hooks import DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT, ON_ERR
 from storage_backends.registry import BackendType, backend_type, backend_types
 from storage_backends.settings import FLAG, TEXT, Invalid, Setting, Text, WholeNumber
 
-ENV_VAR = "VOLSAFE_CONFIG"
-LOCAL_NAME = "volsafe.toml"
-SYSTEM_CONFIG = "/etc/volsafe/volsafe.toml"  # last in the search: where the container image and the systemd unit look
 MAX_CONFIG_SIZE = 1 << 20  # a config is a few KiB; a larger file is refused before it is parsed
-
-
-class ConfigError(VolsafeError):
-    """The config file is missing, unreadable or invalid; the message lists every problem."""
-
-    exit_code = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,26 +314,6 @@ def default_status_file() -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Finding and loading.
-
-
-def find_config(option: str | None) -> Path | None:
-    """Return the config file to use: ``--config``, then $VOLSAFE_CONFIG, then ./volsafe.toml, then
-    ``$XDG_CONFIG_HOME/volsafe/config.toml`` (``~/.config/…``), then /etc/volsafe/volsafe.toml; None
-    when none of them exists.
-
-    Raises ConfigError when a file named by --config or $VOLSAFE_CONFIG does not exist.
-    """
-    for given, how in ((option, "--config"), (os.environ.get(ENV_VAR), f"${ENV_VAR}")):
-        if given:
-            path = Path(given).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"config file {given} (from {how}) does not exist")
-            return path
-    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    for candidate in (Path(LOCAL_NAME), Path(config_home) / "volsafe" / "config.toml", Path(SYSTEM_CONFIG)):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def load_config(option: str | None = None) -> Config:

@@ -170,13 +170,13 @@ def test_discovery_order(tmp_path, monkeypatch):
 def test_system_config_is_found_last(tmp_path, monkeypatch):
     """/etc/volsafe/volsafe.toml (the container image's and the systemd unit's place) is used when
     no other config is there, and loses to the per-user one."""
-    from backup.config import schema
+    from backup.config import files
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("VOLSAFE_CONFIG", raising=False)
     system = tmp_path / "etc" / "volsafe.toml"
-    monkeypatch.setattr(schema, "SYSTEM_CONFIG", str(system))
+    monkeypatch.setattr(files, "SYSTEM_CONFIG", str(system))
     assert find_config(None) is None
     system.parent.mkdir()
     system.write_text('[jobs.nightly]\nvolumes = ["db"]\nschedule = "@daily"\n')
