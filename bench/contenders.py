@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import BENCH_LABEL, MB, ROOT, State, VolumeRemovals, container_name, create_volume, dir_size, docker, label_args, log, run, settle
+from bench.common import BENCH_LABEL, MB, ROOT, State, VolumeRemovals, container_name, create_volume, dir_size, docker, label_args, log, machine_cpu_s, run, settle
 
 # Backups are compared with BACKUP_REF (no Docker: the machine's limit), restores with RESTORE_REF (the recipe).
 from bench.report import BACKUP_REF, FLOOR_BACKUP, GZIP_BACKUP, RESTORE_REF
@@ -79,8 +79,10 @@ class Ctx:
             full = ["sh", "-c", 'cd "$0" && exec "$@"', cwd, *full]
         settled = settle(self.drop_caches)
         started = time.time()  # wall clock, to match Docker's event times (VolumeRemovals)
+        busy = machine_cpu_s()
         wall, out, _err = run(full, env=env)
-        r = {"seconds": wall, "command_s": wall, **settled, "stdout": out, "started": started, "ended": time.time()}
+        busy = machine_cpu_s() - busy
+        r = {"seconds": wall, "command_s": wall, "machine_cpu_s": busy, **settled, "stdout": out, "started": started, "ended": time.time()}
         if self.durable:
             t = time.perf_counter()
             os.sync()

@@ -45,6 +45,8 @@ def summarize(rounds: list[dict[str, dict]], order: list[tuple[str, str]], tar_b
         med = median(secs)
         rss = [x.get("peak_rss_mb") for x in runs if x.get("peak_rss_mb") is not None]
         cpu = [(x.get("cpu_user_s") or 0) + (x.get("cpu_sys_s") or 0) for x in runs if x.get("cpu_user_s") is not None]
+        machine = [x["machine_cpu_s"] for x in runs if x.get("machine_cpu_s") is not None]
+        commands = [x.get("command_s", x["seconds"]) for x in runs if x.get("machine_cpu_s") is not None]
         stored = runs[0].get("stored_size")
         rows.append(
             {
@@ -59,6 +61,10 @@ def summarize(rounds: list[dict[str, dict]], order: list[tuple[str, str]], tar_b
                 "stored_pct": None if stored is None else 100 * stored / tar_bytes,
                 "peak_rss_mb": max(rss) if rss else None,
                 "cpu_s": median(cpu),
+                # the whole machine's busy CPU during the command (helper containers and dockerd
+                # included), and how many of its cores that kept busy on average
+                "machine_cpu_s": median(machine),
+                "cores": median([m / c for m, c in zip(machine, commands, strict=True) if c > 0]),
             }
         )
     for row in rows:
@@ -86,8 +92,8 @@ def _f(x, fmt="{:.2f}"):
 
 def table(rows: list[dict]) -> list[str]:
     lines = [
-        "| operation | contender | median s | min–max s | MB/s | stored MB | stored % of tar | ratio | peak RSS MB | CPU s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| operation | contender | median s | min–max s | MB/s | stored MB | stored % of tar | ratio | peak RSS MB | CPU s | machine CPU s | cores busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ref = r["name"] in (BACKUP_REF, RESTORE_REF)
@@ -95,7 +101,8 @@ def table(rows: list[dict]) -> list[str]:
             f"| {r['op']} | {cell(r['name'])} | {_f(r['median_s'])} | {_f(r['min_s'])}–{_f(r['max_s'])} | "
             f"{_f(r['mb_per_s'], '{:.0f}')} | {_f(None if r['stored_size'] is None else r['stored_size'] / MB, '{:.1f}')} | "
             f"{_f(r['stored_pct'], '{:.1f}')} | {'1.00 (ref)' if ref else _f(r.get('ratio'))} | "
-            f"{_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['cpu_s'], '{:.1f}')} |"
+            f"{_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['cpu_s'], '{:.1f}')} | {_f(r.get('machine_cpu_s'), '{:.1f}')} | "
+            f"{_f(r.get('cores'))} |"
         )
     return lines
 
@@ -121,7 +128,7 @@ def check_targets(results: dict[str, list[dict]], vs_backup: str, vs_restore: st
         return t
 
     if mixed is not None:
-        out.append(tag("mixed", _time_target(f"backup within 1.1x of `{BACKUP_REF}`", mixed, "backup", vs_backup, BACKUP_REF, 1.1)))
+        out.append(tag("mixed", _time_target(f"backup within 1.2x of `{BACKUP_REF}`", mixed, "backup", vs_backup, BACKUP_REF, 1.2)))  # issue 19: 2 cores
         a, g = find(mixed, "backup", vs_backup), find(mixed, "backup", GZIP_BACKUP)
         if a and g:
             q = g["median_s"] / a["median_s"]
@@ -139,10 +146,10 @@ def check_targets(results: dict[str, list[dict]], vs_backup: str, vs_restore: st
                 tag(
                     "mixed",
                     {
-                        "target": "stored size no larger than gzip -6 (`tar -czf`)",
+                        "target": "stored size within 1.02x of gzip -6 (`tar -czf`)",  # issue 19's decision
                         "measured": f"{a['stored_size'] / MB:.2f} MB vs {g['stored_size'] / MB:.2f} MB "
                         f"({100 * a['stored_size'] / g['stored_size']:.1f}%)",
-                        "ok": a["stored_size"] <= g["stored_size"],
+                        "ok": a["stored_size"] <= 1.02 * g["stored_size"],
                     },
                 )
             )
@@ -157,6 +164,8 @@ def check_targets(results: dict[str, list[dict]], vs_backup: str, vs_restore: st
                     },
                 )
             )
+    if big is not None:
+        out.append(tag("big", _time_target(f"backup within 1.15x of `{BACKUP_REF}`", big, "backup", vs_backup, BACKUP_REF, 1.15)))
     if small is not None:
         out.append(tag("small", _time_target(f"backup within 1.2x of the floor `{FLOOR_BACKUP}`", small, "backup", vs_backup, FLOOR_BACKUP, 1.2)))
     for ds, rows in (("mixed", mixed), ("small", small)):  # issue 19: restore <= 1.1x the recipe's tar -x, <= 1.0x restic restore
