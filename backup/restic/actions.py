@@ -320,7 +320,7 @@ def verify_repository(repo: ResticRepository, refs, progress: Reporter, restore_
     with ``restore_with`` a restore test. Raises NotFoundError for a REF that names nothing."""
     from backup.actions.verify import Verified
 
-    manifests = repo.manifests() if refs is None else [repo.resolve(ref) for ref in refs]
+    manifests = repo.manifests() if refs is None else repo.resolve_all(list(refs))  # one restic snapshots either way
     if not manifests:
         return []
     with progress.task(f"restic check {repo.url}") as advance:
@@ -361,12 +361,15 @@ def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_ru
     from backup.actions.prune import Pruned
     from backup.jobs.retention import decide
 
+    # One listing serves the retention decisions and the unfinished snapshots: each restic command
+    # derives the repository key again (about 0.5 s). Each volume's are picked from it by their
+    # parsed tags (manifests_in, unfinished), never by restic's tag filter.
+    snapshots = repo.listing(volumes)
     groups: dict[tuple[str, str], list[Manifest]] = {}
-    for volume in volumes or [None]:
-        for manifest in repo.manifests(volume):
-            if hosts is not None and manifest.source_hostname not in hosts:
-                continue
-            groups.setdefault((manifest.volume, manifest.source_hostname), []).append(manifest)
+    for manifest in repo.manifests_in(snapshots, volumes or None):
+        if hosts is not None and manifest.source_hostname not in hosts:
+            continue
+        groups.setdefault((manifest.volume, manifest.source_hostname), []).append(manifest)
     kept: list[tuple[Manifest, Any]] = []
     dropped: list[tuple[Manifest, Any]] = []
     for key in sorted(groups):
@@ -374,7 +377,7 @@ def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_ru
         for decision in decide(manifests.values(), policy, now, tz):
             (kept if decision.keep or dry_run else dropped).append((manifests[decision.id], decision))
     results = [Pruned(m, repo, d) for m, d in kept]
-    unfinished = [] if dry_run else repo.unfinished(volumes, hosts, now)
+    unfinished = [] if dry_run else repo.unfinished(volumes, hosts, now, snapshots)
     if unfinished:
         log.warning("%s: forgetting %d streamed snapshot(s) never finished (older than a day)", repo.url, len(unfinished))
     if dropped or unfinished:

@@ -263,23 +263,35 @@ class ResticRepository(Backend):
     # would otherwise keep a whole copy of the volume's data forever, unseen by list and retention.
     UNFINISHED_AFTER = 86400.0
 
-    def unfinished(self, volumes: list[str] | None, hosts: set[str] | None, now: datetime) -> list[str]:
+    def listing(self, volumes: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Return the one ``restic snapshots`` listing that serves ``volumes`` (every volume when
+        None): restic's tag filter for a single volume, else all of volsafe's snapshots. Callers
+        pick each volume's from it (``manifests_in``, ``unfinished``), never trusting the filter:
+        every restic command derives the repository key again (about 0.5 s), so a command lists once."""
+        wanted = set(volumes) if volumes else set()
+        return self.snapshots(next(iter(wanted)) if len(wanted) == 1 else None)
+
+    def unfinished(self, volumes: list[str] | None, hosts: set[str] | None, now: datetime,
+                   snapshots: list[dict[str, Any]] | None = None) -> list[str]:
         """Return the ids of streamed snapshots (of ``volumes``, from ``hosts``) that were never
-        finished and are older than UNFINISHED_AFTER seconds at ``now``: ``prune`` forgets them."""
+        finished and are older than UNFINISHED_AFTER seconds at ``now``: ``prune`` forgets them.
+        ``snapshots``: a ``listing`` of those volumes already made (else one is made)."""
+        if snapshots is None:
+            snapshots = self.listing(volumes)
         ids = []
-        wanted: list[str | None] = list(volumes) if volumes else [None]
-        for volume in wanted:
-            for snapshot in self.snapshots(volume):
-                tags = _tags(snapshot)
-                if STREAM_TAG not in tags or "volsafe-size" in tags:
-                    continue
-                if hosts is not None and snapshot.get("hostname") not in hosts:
-                    continue
-                made = _parse_time(str(snapshot.get("time", "")))
-                if made == datetime.fromtimestamp(0, timezone.utc):
-                    continue  # no time that parses: never taken for old
-                if (now - made).total_seconds() > self.UNFINISHED_AFTER and re.fullmatch(r"[0-9a-f]{8,64}", str(snapshot.get("id", ""))):
-                    ids.append(str(snapshot["id"]))
+        for snapshot in snapshots:
+            tags = _tags(snapshot)
+            if STREAM_TAG not in tags or "volsafe-size" in tags:
+                continue
+            if volumes and tags.get("volume") not in volumes:
+                continue  # the volume its manifest would name, not whatever restic's tag filter matched
+            if hosts is not None and snapshot.get("hostname") not in hosts:
+                continue
+            made = _parse_time(str(snapshot.get("time", "")))
+            if made == datetime.fromtimestamp(0, timezone.utc):
+                continue  # no time that parses: never taken for old
+            if (now - made).total_seconds() > self.UNFINISHED_AFTER and re.fullmatch(r"[0-9a-f]{8,64}", str(snapshot.get("id", ""))):
+                ids.append(str(snapshot["id"]))
         return ids
 
     # -- sizes of local repositories' snapshots, recorded beside them --
@@ -314,14 +326,20 @@ class ResticRepository(Backend):
             return False
         return True
 
-    def recorded_sizes(self) -> dict[str, dict[str, int]]:
-        """Return the sizes ``record_sizes`` wrote, by ``VOLUME@STAMP`` (nothing for a remote repository)."""
+    def recorded_sizes(self, volumes: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """Return the sizes ``record_sizes`` wrote, by ``VOLUME@STAMP`` (nothing for a remote
+        repository): of ``volumes`` only when given. A volume's files are those named
+        ``VOLUME@…``: a volume name cannot hold '@' (``VOLUME_NAME``, Docker's rule), so that
+        prefix names no other volume's, and a fleet's shared repository is not read whole for one."""
         store = self._sizes_store()
         if store is None:
             return {}
+        prefixes = [f"{self.SIZES_DIR}/"] if volumes is None else [
+            f"{self.SIZES_DIR}/{volume}@" for volume in sorted(set(volumes)) if VOLUME_NAME.fullmatch(volume)
+        ]
         found = {}
         try:
-            for info in store.list(f"{self.SIZES_DIR}/"):
+            for info in (info for prefix in prefixes for info in store.list(prefix)):
                 name = info.key[len(self.SIZES_DIR) + 1:]
                 if "/" in name or info.size > 4096:
                     continue
@@ -346,21 +364,28 @@ class ResticRepository(Backend):
                 store.remove(f"{self.SIZES_DIR}/{backup_id}")
 
     def manifests(self, volume: str | None = None) -> list[Manifest]:
-        """Return the manifest of each volsafe snapshot (of ``volume``), oldest first.
+        """Return the manifest of each volsafe snapshot (of ``volume``), oldest first."""
+        return self.manifests_in(self.snapshots(volume), None if volume is None else [volume])
+
+    def manifests_in(self, snapshots: list[dict[str, Any]], volumes: Iterable[str] | None = None) -> list[Manifest]:
+        """Return the manifest of each volsafe snapshot of a listing (of ``volumes`` only), oldest first.
 
         Whoever can write the repository can write snapshots and tags: one that does not parse is
         skipped with a warning naming it (the others stay usable), and restic's tag filter is not
-        trusted to mean the volume (a snapshot may carry two ``volume=`` tags)."""
+        trusted to mean the volume (a snapshot may carry two ``volume=`` tags): the volume is the
+        one its parsed manifest names."""
+        wanted = None if volumes is None else set(volumes)
+        recorded = self.recorded_sizes(wanted) if snapshots else {}
         found = []
-        snapshots = self.snapshots(volume)
-        recorded = self.recorded_sizes() if snapshots else {}
         for snapshot in snapshots:
             try:
+                if wanted is not None and _tags(snapshot).get("volume") not in wanted:
+                    continue  # another volume's (the volume= tag snapshot_manifest reads; checked again below)
                 manifest = snapshot_manifest(snapshot, recorded)
             except (ValueError, TypeError, OverflowError, RecursionError) as exc:
                 log.warning("%s: skipping snapshot %s: %s", self.url, str(snapshot.get("id", "?"))[:8], exc)
                 continue
-            if manifest is not None and (volume is None or manifest.volume == volume):
+            if manifest is not None and (wanted is None or manifest.volume in wanted):
                 found.append(manifest)
         return sorted(found, key=lambda m: (m.created, str(m.backup_id)))
 
@@ -370,14 +395,28 @@ class ResticRepository(Backend):
 
     def resolve(self, ref: Ref) -> Manifest:
         """Return the manifest ``ref`` names (the newest of its volume without a stamp). Raises NotFoundError."""
-        found = self.manifests(ref.volume)
-        if ref.backup_id is not None:
-            found = [m for m in found if m.backup_id == ref.backup_id]
+        return self.resolve_all([ref])[0]
+
+    def resolve_all(self, refs: list[Ref]) -> list[Manifest]:
+        """Return the manifest each of ``refs`` names, in order, from one listing (``resolve``).
+        Raises NotFoundError for the first that names nothing."""
+        if not refs:
+            return []
+        snapshots = self.listing(ref.volume for ref in refs)
+        by_volume: dict[str, list[Manifest]] = {}
+        for manifest in self.manifests_in(snapshots, [ref.volume for ref in refs]):
+            by_volume.setdefault(manifest.volume, []).append(manifest)  # oldest first
+        resolved = []
+        for ref in refs:
+            found = by_volume.get(ref.volume, [])
+            if ref.backup_id is not None:
+                found = [m for m in found if m.backup_id == ref.backup_id]
+                if not found:
+                    raise NotFoundError(f"no backup {ref.backup_id} in {self.url}")
             if not found:
-                raise NotFoundError(f"no backup {ref.backup_id} in {self.url}")
-        if not found:
-            raise NotFoundError(f"no backups of volume {ref.volume!r} in {self.url}")
-        return found[-1]
+                raise NotFoundError(f"no backups of volume {ref.volume!r} in {self.url}")
+            resolved.append(found[-1])
+        return resolved
 
     def add_tags(self, snapshot: str, tags: Iterable[str]) -> str:
         """Add ``tags`` to a snapshot; return the snapshot's new id (restic rewrites it)."""

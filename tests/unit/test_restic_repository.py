@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -307,3 +308,155 @@ def test_prune_forgets_streamed_snapshots_that_were_never_finished_after_a_day(t
     prune_repository(repo, Policy(keep_last=5), volumes=["db"], now=now, tz=timezone.utc, dry_run=False, hosts={"me"})
     left = sorted(dict(t.partition("=")[::2] for t in s["tags"])["volsafe-id"] for s in repo.snapshots("db"))
     assert left == ["20260101T000001Z-0b0b", "20260101T000002Z-0c0c"]
+
+
+def test_a_volumes_listing_reads_only_that_volumes_recorded_sizes(tmp_path, monkeypatch):
+    """A fleet's shared repository holds every volume's sizes files: listing one volume opens only
+    its own (``VOLUME@…``: a volume name cannot hold '@', so ``db@`` names none of db2's or dbx's)."""
+    from backup.archive.naming import VOLUME_NAME, BackupId
+    from storage_backends.local import LocalBackend
+
+    assert not VOLUME_NAME.fullmatch("db@x")  # no volume's prefix can match another's files
+    (tmp_path / "repo").mkdir()
+    repo = ResticRepository(str(tmp_path / "repo"))
+    stamps = ["20261130T142449Z-3df4", "20261130T152449Z-0001"]
+    for n, volume in enumerate(["db", "db2", "dbx", "db.old"]):
+        for stamp in stamps:
+            assert repo.record_sizes(BackupId(volume, stamp), 100 + n, 10 + n, n)
+    snapshots = [
+        {"id": f"{n:x}" * 64, "time": f"2026-11-30T1{4 + i}:24:49Z", "hostname": "h", "paths": [f"/volsafe/volumes/{volume}"],
+         "tags": ["volsafe", f"volume={volume}", f"volsafe-id={stamp}"]}
+        for n, volume in enumerate(["db", "db2", "dbx", "db.old"]) for i, stamp in enumerate(stamps)
+    ]
+    monkeypatch.setattr(repo, "snapshots", lambda volume=None, host=None: [s for s in snapshots if volume is None or f"volume={volume}" in s["tags"]])
+    opened: list[str] = []
+    real_open = LocalBackend.open
+
+    def counting_open(self, key, offset=0):
+        opened.append(key)
+        return real_open(self, key, offset)
+
+    monkeypatch.setattr(LocalBackend, "open", counting_open)
+    found = repo.manifests("db")
+    assert [(str(m.backup_id), m.tar_size, m.stored_size, m.entries) for m in found] == [
+        (f"db@{stamp}", 100, 10, 0) for stamp in stamps
+    ]
+    assert sorted(opened) == [f"volsafe-sizes/db@{stamp}" for stamp in stamps]
+    opened.clear()
+    assert [m.tar_size for m in repo.manifests("db2")] == [101, 101] and len(opened) == 2
+    opened.clear()
+    assert sorted({m.volume: m.tar_size for m in repo.manifests()}.items()) == [("db", 100), ("db.old", 103), ("db2", 101), ("dbx", 102)]
+    assert len(opened) == 8  # every volume's, when every volume is listed
+
+
+def _counted_restic(tmp_path, monkeypatch) -> Path:
+    """Point $VOLSAFE_RESTIC at a wrapper that logs each restic command (tab-separated argv) and runs
+    the real restic: the log says how many times volsafe derived the repository key."""
+    import shutil
+
+    real = shutil.which("restic")
+    assert real is not None
+    log = tmp_path / "restic-calls.log"
+    wrapper = tmp_path / "counted-restic"
+    wrapper.write_text(f'#!/bin/sh\n(IFS="$(printf \'\\t\')"; printf \'%s\\n\' "$*") >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("VOLSAFE_RESTIC", str(wrapper))
+    log.write_text("")
+    return log
+
+
+def _commands(log: Path) -> list[str]:
+    """The restic command of each logged call (the word after ``-r REPOSITORY``)."""
+    return [line.split("\t")[2] for line in log.read_text().splitlines()]
+
+
+def _volsafe_snapshot(repo, volume: str, stamp: str, when, *, host: str = "me", streamed: bool = False, extra=()) -> None:
+    """Store a snapshot tagged as volsafe's backup of ``volume`` (restic backup --stdin, real restic)."""
+    tags = ["volsafe", f"volume={volume}", f"volsafe-id={stamp}", *(["volsafe-stream"] if streamed else []), *extra]
+    subprocess.run(
+        ["restic", "-r", repo.repository, "backup", "--stdin", "--stdin-filename", f"{volume}.tar" if streamed else volume,
+         "--tag", ",".join(tags), "--host", host, "--time", when.strftime("%Y-%m-%d %H:%M:%S")],
+        input=f"data of {volume} {stamp}".encode(), check=True, capture_output=True, env={**os.environ, "RESTIC_PASSWORD": "pw"},
+    )
+
+
+def test_prune_lists_the_repository_once_for_retention_and_unfinished_snapshots(tmp_path, monkeypatch):
+    """Every restic command derives the repository key again (~0.5 s): prune lists the snapshots
+    once, for the keep rules of every volume and for the streamed snapshots never finished."""
+    from datetime import datetime, timedelta, timezone
+
+    from backup.jobs.retention import Policy
+    from backup.restic.actions import prune_repository
+
+    monkeypatch.setenv("RESTIC_PASSWORD", "pw")
+    repo = ResticRepository(str(tmp_path / "r"))
+    repo.init()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    done = ("volsafe-size=10", "volsafe-added=10", "volsafe-entries=1")
+    _volsafe_snapshot(repo, "db", "20260101T000000Z-0001", now - timedelta(days=3))
+    _volsafe_snapshot(repo, "db", "20260101T000000Z-0002", now - timedelta(days=2))
+    _volsafe_snapshot(repo, "db", "20260101T000000Z-0003", now - timedelta(days=3), streamed=True)  # never finished, old
+    _volsafe_snapshot(repo, "web", "20260101T000000Z-0004", now - timedelta(days=3), streamed=True, extra=done)
+    _volsafe_snapshot(repo, "web", "20260101T000000Z-0005", now - timedelta(days=1), streamed=True, extra=done)
+    _volsafe_snapshot(repo, "web", "20260101T000000Z-0006", now - timedelta(days=3), streamed=True)  # never finished, old
+    _volsafe_snapshot(repo, "cache", "20260101T000000Z-0007", now - timedelta(days=3))
+    _volsafe_snapshot(repo, "cache", "20260101T000000Z-0008", now - timedelta(days=3), streamed=True)  # not pruned here
+    _volsafe_snapshot(repo, "db", "20260101T000000Z-0009", now - timedelta(days=3), host="other", streamed=True)  # another host's
+    log = _counted_restic(tmp_path, monkeypatch)
+
+    def left() -> list[str]:
+        return sorted(dict(t.partition("=")[::2] for t in s["tags"])["volsafe-id"][-4:] for s in repo.snapshots())
+
+    results = prune_repository(repo, Policy(keep_last=1), volumes=["db", "web"], now=now, tz=timezone.utc, dry_run=False, hosts={"me"})
+    assert _commands(log) == ["snapshots", "forget", "prune"]
+    assert sorted((str(r.manifest.backup_id), r.removed) for r in results) == [
+        ("db@20260101T000000Z-0001", True), ("db@20260101T000000Z-0002", False),
+        ("web@20260101T000000Z-0004", True), ("web@20260101T000000Z-0005", False),
+    ]
+    assert left() == ["0002", "0005", "0007", "0008", "0009"]  # both unfinished old ones of db and web are gone
+
+    log.write_text("")
+    results = prune_repository(repo, Policy(keep_last=1), volumes=None, now=now, tz=timezone.utc, dry_run=False, hosts=None)
+    assert _commands(log) == ["snapshots", "forget", "prune"]
+    assert not any(r.removed for r in results)  # one each of db, web, cache: kept
+    assert left() == ["0002", "0005", "0007"]  # cache's and the other host's unfinished ones, every host and volume now
+
+    log.write_text("")
+    prune_repository(repo, Policy(keep_last=1), volumes=["db"], now=now, tz=timezone.utc, dry_run=False, hosts={"me"})
+    assert _commands(log) == ["snapshots"]  # nothing to forget: no forget, no prune
+
+
+def test_verify_of_several_refs_resolves_them_from_one_listing(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from backup.archive.naming import parse_ref
+    from backup.progress import Reporter
+    from backup.restic.actions import verify_repository
+
+    monkeypatch.setenv("RESTIC_PASSWORD", "pw")
+    repo = ResticRepository(str(tmp_path / "r"))
+    repo.init()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    _volsafe_snapshot(repo, "db", "20260101T000000Z-0001", now - timedelta(days=2))
+    _volsafe_snapshot(repo, "db", "20260101T000000Z-0002", now - timedelta(days=1))
+    _volsafe_snapshot(repo, "web", "20260101T000000Z-0003", now - timedelta(days=2), host="other")
+    _volsafe_snapshot(repo, "web", "20260101T000000Z-0004", now - timedelta(days=3))
+    _volsafe_snapshot(repo, "dbx", "20260101T000000Z-0005", now)
+    log = _counted_restic(tmp_path, monkeypatch)
+
+    refs = [parse_ref(r) for r in ("db", "web@latest", "db@20260101T000000Z-0001")]
+    verdicts = verify_repository(repo, refs, Reporter())
+    assert _commands(log) == ["snapshots", "check"]
+    assert [(str(v.backup_id), v.ok, v.checks[0]) for v in verdicts] == [
+        ("db@20260101T000000Z-0002", True, "restic check"),  # the newest of each volume
+        ("web@20260101T000000Z-0003", True, "restic check"),
+        ("db@20260101T000000Z-0001", True, "restic check"),
+    ]
+    log.write_text("")
+    with pytest.raises(NotFoundError) as missing:
+        verify_repository(repo, [refs[0], parse_ref("db@20260101T000000Z-0005")], Reporter())  # dbx's stamp, not db's
+    assert str(missing.value) == f"no backup db@20260101T000000Z-0005 in restic:{tmp_path / 'r'}"
+    with pytest.raises(NotFoundError) as missing:
+        verify_repository(repo, [refs[0], parse_ref("nothing")], Reporter())
+    assert str(missing.value) == f"no backups of volume 'nothing' in restic:{tmp_path / 'r'}"
+    assert _commands(log) == ["snapshots", "snapshots"]  # one listing each, and no check for a REF that names nothing
