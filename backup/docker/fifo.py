@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import select
@@ -36,6 +37,7 @@ IO_DIR = "/volsafe/io"
 FIFO_NAME = "tar"
 ERRORS_NAME = "errors"
 NAMESPACE_NAME = "pidns"  # the pid namespace of the pid in the directory's name (crash recovery reads it)
+OWNER_NAME = "owner"  # JSON: the boot and Docker container of that process (recovery.owner_fields)
 DATA_PATH_ENV = "VOLSAFE_DATA_PATH"  # "api" forces the Docker API paths
 CONNECT_TIMEOUT = 30.0  # seconds for the helper's end of the FIFO to be opened
 PIPE_SIZE = 1 << 20  # Linux lets any user raise a pipe's buffer to 1 MiB: 16x fewer reads and writes
@@ -82,7 +84,7 @@ class FifoDir:
     directory once the process is gone (``kill -9`` leaves it behind)."""
 
     def __init__(self) -> None:
-        from backup.quiesce.recovery import pid_namespace, process_start_time
+        from backup.quiesce.recovery import owner_fields, process_start_time
 
         pid = os.getpid()
         # Made under a name crash recovery does not match (the ".new" suffix), filled, then renamed
@@ -90,8 +92,11 @@ class FifoDir:
         # (it would look the pid up among its own processes and could remove a live directory).
         self.path = tempfile.mkdtemp(prefix=f"{FIFO_DIR_PREFIX}{pid}-{process_start_time(pid) or 0}-", suffix=".new")
         try:
+            owner = owner_fields()
             with open(os.path.join(self.path, NAMESPACE_NAME), "w") as f:
-                f.write(pid_namespace() or "")
+                f.write(owner.pop("pid_namespace") or "")
+            with open(os.path.join(self.path, OWNER_NAME), "w") as f:
+                json.dump(owner, f)
             os.mkfifo(os.path.join(self.path, FIFO_NAME))
             open(os.path.join(self.path, ERRORS_NAME), "wb").close()
             os.chmod(os.path.join(self.path, FIFO_NAME), 0o666)

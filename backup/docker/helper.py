@@ -84,14 +84,17 @@ def _create(
         cap_drop=["ALL"],
         cap_add=WRITER_CAPS if writable else (["DAC_OVERRIDE"] if reads_all else None),
     )
-    from backup.quiesce.recovery import pid_namespace
+    from backup.quiesce.recovery import owner_fields
 
+    owner = owner_fields()
     labels = {
         LABEL: "true",
         "io.volsafe.role": role,
         "io.volsafe.volume": volume,
         "io.volsafe.pid": str(os.getpid()),
-        "io.volsafe.pidns": pid_namespace() or "",  # the pid is this namespace's (volsafe may run in a container)
+        "io.volsafe.pidns": owner["pid_namespace"] or "",  # the pid is this namespace's (volsafe may run in a container)
+        "io.volsafe.boot": owner["boot_id"] or "",
+        "io.volsafe.container": owner["container"] or "",  # a restart of this container ends the pid's namespace
         "io.volsafe.created": str(int(time.time())),
     }
     # A bind source is a path; container names allow only [a-zA-Z0-9_.-].

@@ -19,6 +19,7 @@ leftovers by what it recorded, never by a name that a user's file could have too
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -108,16 +109,106 @@ def pid_namespace(pid: int | str = "self") -> str | None:
         return None
 
 
-def owner_alive(pid: int, start_time: str | None = None, namespace: str | None = None) -> bool:
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+_CGROUP_CONTAINER = re.compile(r"(?:^|/)(?:docker-)?([0-9a-f]{64})(?:\.scope)?$")
+_HOSTNAME_SOURCE = re.compile(r"/containers/([0-9a-f]{64})/hostname$")
+_UPPER_LAYER = re.compile(r"(?:^|,)upperdir=[^,]*/([0-9a-f]{64})/diff(?:,|$)")
+
+
+@functools.lru_cache(maxsize=None)
+def boot_id() -> str | None:
+    """Return this boot's random id (the kernel's, shared by every container), or None if unknown."""
+    try:
+        return Path(BOOT_ID_PATH).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def container_identity(cgroup: str | None = None, mountinfo: str | None = None) -> str | None:
+    """Return who the Docker container this process runs in is, one value for its whole life
+    (across ``docker restart``) and never another container's; None outside a Docker container or
+    when unsure. ``cgroup`` and ``mountinfo`` default to /proc/self's.
+
+    - ``docker/ID`` from /proc/self/cgroup, whose leaf is the container's own cgroup
+      (``/docker/ID`` with the cgroupfs driver, ``docker-ID.scope`` with systemd; both cgroup v1
+      and v2 with the host's cgroup namespace, Docker's default on v1).
+    - Else (a private cgroup namespace shows ``/``: Docker's default on cgroup v2)
+      ``docker/ID/LAYER`` from /proc/self/mountinfo: ID from the source of /etc/hostname, LAYER
+      from the root file system's overlay ``upperdir``. The hostname file alone is not ours with
+      ``--network container:X`` (Docker gives X's files then): the writable layer is the
+      container's own, kept across restarts. Other storage drivers: None.
+    """
+    if cgroup is None:
+        cgroup = _read("/proc/self/cgroup")
+    ids = set()
+    for line in (cgroup or "").splitlines():
+        path = line.split(":", 2)[-1].strip()
+        found = _CGROUP_CONTAINER.search(path)
+        if found and "docker" in path:
+            ids.add(found.group(1))
+    if len(ids) == 1:
+        return f"docker/{ids.pop()}"
+    if ids:
+        return None  # controllers disagree: unsure
+    if mountinfo is None:
+        mountinfo = _read("/proc/self/mountinfo")
+    hostname, layer = None, None
+    for line in (mountinfo or "").splitlines():
+        fields = line.split()
+        if len(fields) < 10 or "-" not in fields[6:]:
+            continue
+        separator = fields.index("-", 6)
+        root, mount_point, fs_type, options = fields[3], fields[4], fields[separator + 1], fields[-1]
+        if mount_point == "/etc/hostname" and (source := _HOSTNAME_SOURCE.search(root)):
+            hostname = source.group(1)
+        elif mount_point == "/" and fs_type == "overlay":
+            found = _UPPER_LAYER.search(options)
+            layer = found.group(1) if found else None
+    return f"docker/{hostname}/{layer}" if hostname and layer else None
+
+
+@functools.lru_cache(maxsize=None)
+def _own_container() -> str | None:
+    return container_identity()
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def owner_fields() -> dict[str, str | None]:
+    """Return what crash recovery needs besides the pid to judge whether this process still runs:
+    its pid namespace, the boot and the Docker container it runs in (recorded by every caller)."""
+    return {"pid_namespace": pid_namespace(), "boot_id": boot_id(), "container": _own_container()}
+
+
+def owner_alive(
+    pid: int, start_time: str | None = None, namespace: str | None = None, boot: str | None = None, container: str | None = None
+) -> bool:
     """Return whether the volsafe process ``pid`` (as its own pid namespace ``namespace`` numbers
-    it) runs. volsafe in a container and volsafe on the host share a daemon, records and FIFO
-    directories, but not pid numbers: a pid of another namespace is looked up only from the initial
-    namespace, which sees every process (by the last ``NSpid`` of each process of that namespace);
-    from any other namespace, a process of another one counts as alive, never as dead."""
+    it; ``boot`` and ``container`` as ``owner_fields`` recorded them) runs.
+
+    - Another boot: dead (no process outlives a reboot).
+    - The same pid namespace (or none recorded): looked up by pid.
+    - Another pid namespace of the same Docker container: the container was restarted (every
+      process of a container dies when it stops, and a restart makes a new namespace), so dead,
+      unless a process we can see is in that namespace (one nested in ours).
+    - Otherwise volsafe in a container and volsafe on the host share a daemon, records and FIFO
+      directories, but not pid numbers: a pid of another namespace is looked up only from the
+      initial namespace, which sees every process (by the last ``NSpid`` of each process of that
+      namespace); from any other namespace, a process of another one counts as alive.
+    Unknown values (old records, no /proc) never make an owner dead."""
+    ours_boot = boot_id()
+    if boot and ours_boot and boot != ours_boot:
+        return False
     ours = pid_namespace()
     if not namespace or ours is None or namespace == ours:
         return process_alive(pid, start_time)
-    if ours != INIT_PID_NAMESPACE:
+    restarted = bool(container) and container == _own_container() and boot == ours_boot and ours_boot is not None
+    if ours != INIT_PID_NAMESPACE and not restarted:
         return True
     try:
         entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
@@ -131,7 +222,7 @@ def owner_alive(pid: int, start_time: str | None = None, namespace: str | None =
             continue
         nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
         if len(nspid) < 2 or nspid[-1] != str(pid):
-            continue  # not numbered ``pid`` inside a container's namespace
+            continue  # not numbered ``pid`` inside a namespace below ours
         seen = pid_namespace(host_pid)
         if seen is None:
             # Reading another process's namespace needs ptrace rights (CAP_SYS_PTRACE for a root
@@ -167,7 +258,7 @@ class QuiesceRecord:
         data = {
             "pid": os.getpid(),
             "process_start": process_start_time(os.getpid()),
-            "pid_namespace": pid_namespace(),
+            **owner_fields(),
             "volume": volume,
             "action": action,
             "mode": mode,
@@ -226,7 +317,7 @@ class WriteRecord:
         self.data: dict = {
             "pid": os.getpid(),
             "process_start": process_start_time(os.getpid()),
-            "pid_namespace": pid_namespace(),
+            **owner_fields(),
             "volume": volume,
             "mount_type": mount_type,
             "action": action,
@@ -289,7 +380,7 @@ def _claimed_records(directory: Path) -> Iterator[tuple[Path, Path, dict]]:
             pid = int(data.get("pid") or 0)
         except (OSError, ValueError, TypeError, AttributeError):
             continue  # vanished meanwhile (its owner finished), or half-written by a crash before the rename
-        if owner_alive(pid, data.get("process_start"), data.get("pid_namespace")):
+        if owner_alive(pid, data.get("process_start"), data.get("pid_namespace"), data.get("boot_id"), data.get("container")):
             continue
         claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}")
         try:
@@ -349,7 +440,9 @@ def _remove_orphan_helpers(host: DockerHost) -> list[str]:
     for helper in helpers:
         labels = helper.get("Labels") or {}
         pid = labels.get("io.volsafe.pid", "")
-        if not pid.isdigit() or owner_alive(int(pid), None, labels.get("io.volsafe.pidns")):
+        if not pid.isdigit() or owner_alive(
+            int(pid), None, labels.get("io.volsafe.pidns"), labels.get("io.volsafe.boot"), labels.get("io.volsafe.container")
+        ):
             continue
         try:
             with docker_errors(host):
@@ -478,14 +571,20 @@ def _docker_time(text) -> datetime | None:
     return datetime.fromisoformat(found.group(1) + zone)
 
 
-def _fifo_dir_namespace(path: str) -> str | None:
-    """Return the pid namespace recorded in the FIFO directory ``path`` (None for one from before)."""
-    from backup.docker.fifo import NAMESPACE_NAME
+def _fifo_dir_owner_fields(path: str) -> tuple[str | None, str | None, str | None]:
+    """Return the (pid namespace, boot id, container) recorded in the FIFO directory ``path``
+    (None for what a directory from before does not hold)."""
+    from backup.docker.fifo import NAMESPACE_NAME, OWNER_NAME
 
     try:
-        return Path(path, NAMESPACE_NAME).read_text().strip() or None
+        namespace = Path(path, NAMESPACE_NAME).read_text().strip() or None
     except OSError:
-        return None
+        namespace = None
+    try:
+        owner = json.loads(Path(path, OWNER_NAME).read_text())
+        return namespace, str(owner.get("boot_id") or "") or None, str(owner.get("container") or "") or None
+    except (OSError, ValueError, AttributeError):
+        return namespace, None, None
 
 
 def _remove_stale_fifo_dirs() -> list[str]:
@@ -506,7 +605,7 @@ def _remove_stale_fifo_dirs() -> list[str]:
             info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or owner_alive(*owner, _fifo_dir_namespace(entry.path)):
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or owner_alive(*owner, *_fifo_dir_owner_fields(entry.path)):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         log.debug("removed %s of a dead volsafe process", entry.path)

@@ -101,5 +101,5 @@ def test_fifo_directory_is_private(tmp_path):
 
     with fifo_dir() as made:
         assert stat.S_IMODE(os.stat(made.path).st_mode) == 0o700
-        assert sorted(os.listdir(made.path)) == ["errors", "pidns", FIFO_NAME] and stat.S_ISFIFO(os.stat(made.fifo).st_mode)
+        assert sorted(os.listdir(made.path)) == ["errors", "owner", "pidns", FIFO_NAME] and stat.S_ISFIFO(os.stat(made.fifo).st_mode)
     assert not os.path.exists(made.path)

@@ -102,6 +102,6 @@ def test_a_fifo_directory_appears_under_its_recovered_name_only_with_its_namespa
     try:
         assert seen == []  # while being filled, it has a name recovery does not match
         assert fifo.fifo_dir_owner(os.path.basename(made.path)) == (os.getpid(), process_start_time(os.getpid()))
-        assert sorted(os.listdir(made.path)) == sorted([fifo.ERRORS_NAME, fifo.FIFO_NAME, fifo.NAMESPACE_NAME])
+        assert sorted(os.listdir(made.path)) == sorted([fifo.ERRORS_NAME, fifo.FIFO_NAME, fifo.NAMESPACE_NAME, fifo.OWNER_NAME])
     finally:
         made.remove()
