@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from backup import __version__
-from backup.archive.codec import DEFAULT_LEVEL, ArchiveStats, compress_tar, encrypted_stored
+from backup.archive.codec import DEFAULT_LEVEL, JOB_SIZE, PARALLEL_JOB_SIZE, ArchiveStats, compress_tar, encrypted_stored
 from backup.streams.concurrency import cancellable, run_concurrently
 from backup.quiesce.session import CLI_ADVICE, QuiesceSession, label_hooks_among
 from backup.docker.host import DockerHost
@@ -43,6 +43,7 @@ class BackupOptions:
     helper_image: str
     level: int = DEFAULT_LEVEL
     threads: int | None = None  # None: one zstd worker per CPU
+    job_size: int = JOB_SIZE  # zstd's work unit per worker (backup.archive.codec); smaller when volumes run at once
     recipients: Recipients | Passphrase | None = None  # age-encrypt the archive
     stop_containers: bool = False  # stop the running containers that mount the volume
     pause_containers: bool = False  # pause them instead (wins over stop_containers)
@@ -249,7 +250,8 @@ def _backup_volume(
             tar = exclude_paths(tar, options.exclude, filtered)
         scanner = TarScanner()  # its running count of entries goes to the progress bar
         stored = compress_tar(
-            tar, stats, level=options.level, threads=options.threads, progress=lambda n: advance(n, scanner.entries), scanner=scanner
+            tar, stats, level=options.level, threads=options.threads, progress=lambda n: advance(n, scanner.entries), scanner=scanner,
+            job_size=options.job_size,
         )
         if options.recipients is not None:
             stored = encrypted_stored(stored, options.recipients, stats)
@@ -349,6 +351,8 @@ def run_backup(
     every backup in flight; each cleans up after itself before Cancelled propagates.
     """
     work = [(volume, None) for volume in volumes] + [(m.storage_name, m) for m in mounts]
+    if len(work) > 1 and options.volumes_at_once(concurrency) > 1:
+        options = replace(options, job_size=PARALLEL_JOB_SIZE)  # the volumes fill the cores: save memory
     if not options.quiesce_each and volumes:
         return _run_in_one_session(host, work, backends, options, progress, concurrency, on_done)
 

@@ -190,3 +190,32 @@ def test_containers_with_hook_labels_make_their_volumes_go_one_at_a_time_with_qu
     backend = OverlapBackend(tmp_path / "free")  # without the hooked container: at once
     outcomes = run_backup(docker_host, names, [backend], BackupOptions(helper_image=helper_image), Reporter(), concurrency=4)
     assert all(o.ok for o in outcomes) and backend.most == 2
+
+
+def test_volumes_at_once_use_small_zstd_jobs_and_one_at_a_time_large_ones(docker_host, helper_image, volumes, tmp_path, monkeypatch):
+    """zstd's 4 MiB jobs keep both cores busy for one volume (10 GB: 1.44x -> 1.17x the host
+    pipeline), but with several volumes at once the streams fill the cores already and 4 MiB jobs
+    only multiply memory (4 volumes at once: 243 MB peak against 163 MB with 1 MiB jobs)."""
+    import zstandard
+
+    from backup.archive import codec
+
+    seen: list[int] = []
+    real = zstandard.ZstdCompressionParameters.from_level
+
+    def recording(level, **kwargs):
+        seen.append(kwargs["job_size"])
+        return real(level, **kwargs)
+
+    monkeypatch.setattr(codec.zstandard.ZstdCompressionParameters, "from_level", recording)
+    names = [volumes() for _ in range(2)]
+    for n, name in enumerate(names, start=1):
+        _fill(docker_host, helper_image, name, n)
+    options = BackupOptions(helper_image=helper_image)
+
+    outcomes = run_backup(docker_host, names, [LocalBackend(tmp_path / "a")], options, Reporter(), concurrency=2)
+    assert all(o.ok for o in outcomes) and seen == [codec.PARALLEL_JOB_SIZE] * 2
+    seen.clear()
+    outcomes = run_backup(docker_host, names, [LocalBackend(tmp_path / "b")], options, Reporter(), concurrency=1)
+    assert all(o.ok for o in outcomes) and seen == [codec.JOB_SIZE] * 2
+    assert codec.PARALLEL_JOB_SIZE < codec.JOB_SIZE
