@@ -281,5 +281,5 @@ def machine_cpu_s() -> float:
     state but idle and iowait). The difference around a run counts what a ``volsafe`` process's own
     rusage cannot: the helper container's tar, dockerd and the kernel's work for them."""
     with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        ticks = [int(x) for x in f.readline().split()[1:8]]  # user nice system idle iowait irq softirq (not steal: the hypervisor's)
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")

@@ -351,10 +351,8 @@ def run_backup(
     every backup in flight; each cleans up after itself before Cancelled propagates.
     """
     work = [(volume, None) for volume in volumes] + [(m.storage_name, m) for m in mounts]
-    if len(work) > 1 and options.volumes_at_once(concurrency) > 1:
-        options = replace(options, job_size=PARALLEL_JOB_SIZE)  # the volumes fill the cores: save memory
     if not options.quiesce_each and volumes:
-        return _run_in_one_session(host, work, backends, options, progress, concurrency, on_done)
+        return _run_in_one_session(host, work, backends, _at_once(options, work, concurrency), progress, concurrency, on_done)
 
     def one(item: tuple[str, MountSource | None]) -> VolumeBackup:
         volume, mount = item
@@ -373,7 +371,14 @@ def run_backup(
             # A pre-hook of one volume must not run while another volume of the same app is read.
             log.info("one volume at a time: container(s) %s declare backup hooks", ", ".join(hooked))
             limit = 1
+    options = _at_once(options, work, limit)  # read by one() when it runs
     return run_concurrently(work, one, limit, on_done)
+
+
+def _at_once(options: BackupOptions, work: list, limit: int) -> BackupOptions:
+    """Return ``options`` for backing up ``work`` up to ``limit`` at once: smaller zstd jobs when
+    several run at once, as their streams fill the cores already (``PARALLEL_JOB_SIZE``: memory)."""
+    return replace(options, job_size=PARALLEL_JOB_SIZE) if len(work) > 1 and limit > 1 else options
 
 
 def backup_plan(

@@ -32,8 +32,8 @@ READ_SIZE = 1 << 20
 # backup's peak under the 150 MB budget (README, Benchmarks) where 8 MiB would not.
 JOB_SIZE = 4 << 20
 # When several volumes are compressed at once (``backup --concurrency``) their streams keep the
-# cores busy already, and 4 MiB jobs would only multiply memory: 4 small volumes at once peaked at
-# 243 MB with 4 MiB jobs against 163 MB with 1 MiB (one at a time: 133 MB against 94 MB).
+# cores busy already, and 4 MiB jobs would only multiply memory: 4 volumes of 55 MB at once peaked
+# at 243 MB with 4 MiB jobs against 150-163 MB with 1 MiB (one at a time: 126-133 MB against 94 MB).
 PARALLEL_JOB_SIZE = 1 << 20
 Progress = Callable[[int], None]
 

@@ -38,7 +38,7 @@ from backup.config.converters import (
     volume_name,
 )
 from backup.archive.hosts import validate_host_name
-from backup.config.files import ENV_VAR, ConfigError, find_config  # noqa: F401 - ENV_VAR, find_config: also used from here
+from backup.config.files import ConfigError, find_config
 from backup.bounds import MAX_DEPTH, data_depth_exceeds
 from backup.jobs.retention import Policy
 from backup.jobs.schedule import parse_schedule

@@ -200,11 +200,15 @@ def owner_alive(
       directories, but not pid numbers: a pid of another namespace is looked up only from the
       initial namespace, which sees every process (by the last ``NSpid`` of each process of that
       namespace); from any other namespace, a process of another one counts as alive.
-    Unknown values (old records, no /proc) never make an owner dead."""
+    Unknown values (old records, no /proc) never make an owner dead. Another boot id alone is not
+    enough either: a volsafe on another kernel can share the daemon (a VM's, or a sandboxed
+    container's) and its boot id differs while it runs. It counts only with evidence of this
+    machine: the owner ran in our own container, or both in the initial pid namespace."""
     ours_boot = boot_id()
-    if boot and ours_boot and boot != ours_boot:
-        return False
     ours = pid_namespace()
+    if boot and ours_boot and boot != ours_boot:
+        if (container and container == _own_container()) or (namespace == ours == INIT_PID_NAMESPACE):
+            return False
     if not namespace or ours is None or namespace == ours:
         return process_alive(pid, start_time)
     restarted = bool(container) and container == _own_container() and boot == ours_boot and ours_boot is not None

@@ -6,10 +6,12 @@ import json
 import threading
 
 import pytest
+import zstandard
 from docker.types import Mount
 
 from backup.actions.backup import BackupOptions, run_backup
 from backup.actions.job import run_job
+from backup.archive import codec
 from backup.config.schema import parse_config
 from backup.progress import Reporter
 from storage_backends.local import LocalBackend
@@ -162,7 +164,8 @@ class OverlapBackend(LocalBackend):
                 self.now -= 1
 
 
-def test_containers_with_hook_labels_make_their_volumes_go_one_at_a_time_with_quiesce_each(docker_host, helper_image, volumes, tmp_path):
+def test_containers_with_hook_labels_make_their_volumes_go_one_at_a_time_with_quiesce_each(docker_host, helper_image, volumes, tmp_path, monkeypatch):
+    jobs = _record_job_sizes(monkeypatch)
     names = [volumes() for _ in range(2)]
     for n, name in enumerate(names, start=1):
         _fill(docker_host, helper_image, name, n)
@@ -179,11 +182,14 @@ def test_containers_with_hook_labels_make_their_volumes_go_one_at_a_time_with_qu
         outcomes = run_backup(docker_host, names, [backend], each, Reporter(), concurrency=4)
         assert all(o.ok for o in outcomes), [o.failures for o in outcomes]
         assert backend.most == 1
+        assert jobs == [codec.JOB_SIZE] * 2  # one at a time after all: the large jobs that use both cores
+        jobs.clear()
         # One session for the run (the default): its hooks run once around both volumes, read at once.
         backend = OverlapBackend(tmp_path / "one")
         outcomes = run_backup(docker_host, names, [backend], BackupOptions(helper_image=helper_image), Reporter(), concurrency=4)
         assert all(o.ok for o in outcomes), [o.failures for o in outcomes]
         assert backend.most == 2
+        assert jobs == [codec.PARALLEL_JOB_SIZE] * 2
     finally:
         container.remove(force=True)
 
@@ -196,18 +202,7 @@ def test_volumes_at_once_use_small_zstd_jobs_and_one_at_a_time_large_ones(docker
     """zstd's 4 MiB jobs keep both cores busy for one volume (10 GB: 1.44x -> 1.17x the host
     pipeline), but with several volumes at once the streams fill the cores already and 4 MiB jobs
     only multiply memory (4 volumes at once: 243 MB peak against 163 MB with 1 MiB jobs)."""
-    import zstandard
-
-    from backup.archive import codec
-
-    seen: list[int] = []
-    real = zstandard.ZstdCompressionParameters.from_level
-
-    def recording(level, **kwargs):
-        seen.append(kwargs["job_size"])
-        return real(level, **kwargs)
-
-    monkeypatch.setattr(codec.zstandard.ZstdCompressionParameters, "from_level", recording)
+    seen = _record_job_sizes(monkeypatch)
     names = [volumes() for _ in range(2)]
     for n, name in enumerate(names, start=1):
         _fill(docker_host, helper_image, name, n)
@@ -219,3 +214,16 @@ def test_volumes_at_once_use_small_zstd_jobs_and_one_at_a_time_large_ones(docker
     outcomes = run_backup(docker_host, names, [LocalBackend(tmp_path / "b")], options, Reporter(), concurrency=1)
     assert all(o.ok for o in outcomes) and seen == [codec.JOB_SIZE] * 2
     assert codec.PARALLEL_JOB_SIZE < codec.JOB_SIZE
+
+
+def _record_job_sizes(monkeypatch) -> list[int]:
+    """Record the zstd job size of every compression started from now on (the real parameters are used)."""
+    seen: list[int] = []
+    real = zstandard.ZstdCompressionParameters.from_level
+
+    def recording(level, **kwargs):
+        seen.append(kwargs["job_size"])
+        return real(level, **kwargs)
+
+    monkeypatch.setattr(codec.zstandard.ZstdCompressionParameters, "from_level", recording)
+    return seen

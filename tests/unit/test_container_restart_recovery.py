@@ -31,6 +31,9 @@ def in_container(monkeypatch):
     monkeypatch.setattr(recovery, "_own_container", lambda: ME, raising=False)
 
 
+OTHER_BOOT = "0" * 8 + "-0000-0000-0000-" + "0" * 12
+
+
 def owner(**fields) -> dict:
     """What a volsafe of the container's previous run recorded (pid 7, in namespace OLD_RUN)."""
     return {"pid_namespace": OLD_RUN, "boot_id": BOOT, "container": ME, **fields}
@@ -39,7 +42,9 @@ def owner(**fields) -> dict:
 CASES = [
     pytest.param(owner(), False, id="same container, other namespace: restarted, dead"),
     pytest.param(owner(container=OTHER), True, id="another container: alive"),
-    pytest.param(owner(boot_id="0" * 8 + "-0000-0000-0000-" + "0" * 12, container=OTHER), False, id="another boot: dead"),
+    pytest.param(owner(boot_id=OTHER_BOOT), False, id="our container, another boot: dead"),
+    # Another kernel sharing the daemon (a VM's, a sandboxed container's) has another boot id while it runs.
+    pytest.param(owner(boot_id=OTHER_BOOT, container=OTHER), True, id="another container and another boot: alive"),
     pytest.param({"pid_namespace": OLD_RUN}, True, id="old record without the fields: alive"),
     pytest.param(owner(container=None), True, id="owner's container unknown: alive"),
 ]
@@ -142,3 +147,17 @@ def test_when_our_own_container_is_unknown_another_namespace_stays_alive(monkeyp
     monkeypatch.setattr(recovery, "pid_namespace", lambda pid="self": THIS_RUN if pid == "self" else real(pid))
     monkeypatch.setattr(recovery, "_own_container", lambda: None, raising=False)
     assert recovery.owner_alive(7, "123", OLD_RUN, BOOT, ME)
+
+
+def test_on_the_host_an_owner_of_another_boot_is_dead_even_if_its_pid_runs_now(monkeypatch):
+    # A helper label has no start time, so after a reboot a reused pid would look alive for ever.
+    import os
+
+    monkeypatch.setattr(recovery, "pid_namespace", lambda pid="self": recovery.INIT_PID_NAMESPACE)
+    monkeypatch.setattr(recovery, "_own_container", lambda: None, raising=False)
+    me = os.getpid()
+    assert recovery.owner_alive(me, None, recovery.INIT_PID_NAMESPACE, BOOT, None) is True
+    assert recovery.owner_alive(me, None, recovery.INIT_PID_NAMESPACE, OTHER_BOOT, None) is False
+    # ... but not from a namespace that is not the host's: that may be another kernel's volsafe
+    monkeypatch.setattr(recovery, "pid_namespace", lambda pid="self": "pid:[4026532999]")
+    assert recovery.owner_alive(me, None, recovery.INIT_PID_NAMESPACE, OTHER_BOOT, None) is True

@@ -67,7 +67,7 @@ def _loaded_after(args: list[str], cwd, watched) -> tuple[str, list[str]]:
         f"loaded = sorted({{w for w in {tuple(watched)!r} for m in real if m == w or m.startswith(w + '.')}})\n"
         "print(code, out.getvalue().strip(), ','.join(loaded), sep='|')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "VOLSAFE_CONFIG"}
+    env = {k: v for k, v in os.environ.items() if k not in ("VOLSAFE_CONFIG", "XDG_CONFIG_HOME")}
     env["HOME"] = str(cwd)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
     assert done.returncode == 0, done.stderr
