@@ -135,7 +135,7 @@ def test_sigterm_during_the_restore_test_removes_the_scratch_volume(volsafe_proc
             proc.kill()
             proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert listed() == []
+    assert listed() == [], err
 
 
 def _job_config(tmp_path, volume: str, restore_test: bool):
