@@ -87,8 +87,10 @@ def round_trip(docker_host, helper_image, volumes, volsafe, target: str) -> None
     assert [r["id"] for r in rows] == [first["id"], second["id"]]
     assert rows[1]["size"] > rows[0]["size"] > 0
     assert rows[0]["stored_size"] > 25165824 * 0.95  # random data: restic's compression cannot shrink it
-    # Only the chunks around the new file: restic's chunks average 1 MiB, the tar is ~25 MB.
-    assert 300000 <= rows[1]["stored_size"] < 8_000_000
+    # Only the chunks around the new file, not the ~25 MB tar again: restic's chunks average 1 MiB
+    # but reach 8 MiB, and their boundaries depend on the repository's random polynomial (CI saw
+    # 10.1 MB once, where 8 MB was the limit).
+    assert 300000 <= rows[1]["stored_size"] < 25165824 * 0.6
 
     restored = volsafe("restore", first["id"], "--from", target, "--to-volume", copy)
     assert restored.code == 0, restored.err

@@ -154,7 +154,10 @@ def test_job_verify_restore_test_setting(docker_host, helper_image, volumes, vol
     assert outcome.ok, outcome.errors
     assert listed() == []
 
-    # A newest backup whose restored tree differs: only the restore test can tell.
+    # A newest backup whose restored tree differs: only the restore test can tell. Ids have whole
+    # seconds: made in the good backup's second, "0bad" would sort before it and not be the newest
+    # (seen in CI once start-up got faster), so it is made a second later.
+    time.sleep(1.1)
     bad = store_backup(LocalBackend(store), volume, make_tar(OUT_OF_ORDER), stamp_token="0bad")
     label_manifest(store, bad, token)
     # A scheduled verify checks this host's backups: record the bad one as made here.
