@@ -354,13 +354,6 @@ def run_backup(
     if not options.quiesce_each and volumes:
         return _run_in_one_session(host, work, backends, _at_once(options, work, concurrency), progress, concurrency, on_done)
 
-    def one(item: tuple[str, MountSource | None]) -> VolumeBackup:
-        volume, mount = item
-        try:
-            return backup_volume(host, volume, backends, options, progress, mount=mount)
-        except VolsafeError as exc:
-            return VolumeBackup(volume, failures={"volume": str(exc)})
-
     limit = options.volumes_at_once(concurrency)
     if limit > 1 and len(work) > 1:
         try:
@@ -371,7 +364,15 @@ def run_backup(
             # A pre-hook of one volume must not run while another volume of the same app is read.
             log.info("one volume at a time: container(s) %s declare backup hooks", ", ".join(hooked))
             limit = 1
-    options = _at_once(options, work, limit)  # read by one() when it runs
+    chosen = _at_once(options, work, limit)
+
+    def one(item: tuple[str, MountSource | None]) -> VolumeBackup:
+        volume, mount = item
+        try:
+            return backup_volume(host, volume, backends, chosen, progress, mount=mount)
+        except VolsafeError as exc:
+            return VolumeBackup(volume, failures={"volume": str(exc)})
+
     return run_concurrently(work, one, limit, on_done)
 
 

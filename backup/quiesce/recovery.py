@@ -118,10 +118,7 @@ _UPPER_LAYER = re.compile(r"(?:^|,)upperdir=[^,]*/([0-9a-f]{64})/diff(?:,|$)")
 @functools.lru_cache(maxsize=None)
 def boot_id() -> str | None:
     """Return this boot's random id (the kernel's, shared by every container), or None if unknown."""
-    try:
-        return Path(BOOT_ID_PATH).read_text().strip() or None
-    except OSError:
-        return None
+    return (_read(BOOT_ID_PATH) or "").strip() or None
 
 
 def container_identity(cgroup: str | None = None, mountinfo: str | None = None) -> str | None:
@@ -191,7 +188,10 @@ def owner_alive(
     """Return whether the volsafe process ``pid`` (as its own pid namespace ``namespace`` numbers
     it; ``boot`` and ``container`` as ``owner_fields`` recorded them) runs.
 
-    - Another boot: dead (no process outlives a reboot).
+    - Another boot: dead (no process outlives a reboot), where that boot is known to be this
+      machine's: the owner ran in our own container, or it and we in the initial pid namespace.
+      Elsewhere another boot id proves nothing: a volsafe on another kernel can share the daemon
+      (a VM's, or a sandboxed container's), and its boot id differs while it runs.
     - The same pid namespace (or none recorded): looked up by pid.
     - Another pid namespace of the same Docker container: the container was restarted (every
       process of a container dies when it stops, and a restart makes a new namespace), so dead,
@@ -200,10 +200,7 @@ def owner_alive(
       directories, but not pid numbers: a pid of another namespace is looked up only from the
       initial namespace, which sees every process (by the last ``NSpid`` of each process of that
       namespace); from any other namespace, a process of another one counts as alive.
-    Unknown values (old records, no /proc) never make an owner dead. Another boot id alone is not
-    enough either: a volsafe on another kernel can share the daemon (a VM's, or a sandboxed
-    container's) and its boot id differs while it runs. It counts only with evidence of this
-    machine: the owner ran in our own container, or both in the initial pid namespace."""
+    Unknown values (old records, no /proc) never make an owner dead."""
     ours_boot = boot_id()
     ours = pid_namespace()
     if boot and ours_boot and boot != ours_boot:

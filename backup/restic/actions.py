@@ -377,7 +377,7 @@ def prune_repository(repo: ResticRepository, policy, *, volumes, now, tz, dry_ru
         for decision in decide(manifests.values(), policy, now, tz):
             (kept if decision.keep or dry_run else dropped).append((manifests[decision.id], decision))
     results = [Pruned(m, repo, d) for m, d in kept]
-    unfinished = [] if dry_run else repo.unfinished(volumes, hosts, now, snapshots)
+    unfinished = [] if dry_run else repo.unfinished(snapshots, volumes, hosts, now)
     if unfinished:
         log.warning("%s: forgetting %d streamed snapshot(s) never finished (older than a day)", repo.url, len(unfinished))
     if dropped or unfinished:

@@ -271,13 +271,10 @@ class ResticRepository(Backend):
         wanted = set(volumes) if volumes else set()
         return self.snapshots(next(iter(wanted)) if len(wanted) == 1 else None)
 
-    def unfinished(self, volumes: list[str] | None, hosts: set[str] | None, now: datetime,
-                   snapshots: list[dict[str, Any]] | None = None) -> list[str]:
-        """Return the ids of streamed snapshots (of ``volumes``, from ``hosts``) that were never
-        finished and are older than UNFINISHED_AFTER seconds at ``now``: ``prune`` forgets them.
-        ``snapshots``: a ``listing`` of those volumes already made (else one is made)."""
-        if snapshots is None:
-            snapshots = self.listing(volumes)
+    def unfinished(self, snapshots: list[dict[str, Any]], volumes: list[str] | None, hosts: set[str] | None, now: datetime) -> list[str]:
+        """Return the ids of the streamed snapshots in ``snapshots`` (a ``listing``; of ``volumes``,
+        from ``hosts``) that were never finished and are older than UNFINISHED_AFTER seconds at
+        ``now``: ``prune`` forgets them."""
         ids = []
         for snapshot in snapshots:
             tags = _tags(snapshot)
@@ -365,7 +362,8 @@ class ResticRepository(Backend):
 
     def manifests(self, volume: str | None = None) -> list[Manifest]:
         """Return the manifest of each volsafe snapshot (of ``volume``), oldest first."""
-        return self.manifests_in(self.snapshots(volume), None if volume is None else [volume])
+        volumes = None if volume is None else [volume]
+        return self.manifests_in(self.listing(volumes), volumes)
 
     def manifests_in(self, snapshots: list[dict[str, Any]], volumes: Iterable[str] | None = None) -> list[Manifest]:
         """Return the manifest of each volsafe snapshot of a listing (of ``volumes`` only), oldest first.
